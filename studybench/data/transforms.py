@@ -1,0 +1,185 @@
+"""Joint image/mask transforms configured by ``DataCfg``.
+
+Each step is a small callable on tensors, ``(image [3,H,W] float, mask [H,W] int64) ->
+(image, mask)``, so the geometry of image and mask can never drift apart. Masks are always
+resized with nearest neighbour (``nearest-exact``, pixel centres aligned like PIL), so no
+label value is ever interpolated; images use antialiased bilinear. All randomness is
+drawn from torch's global RNG: seeding the run seeds it, and DataLoader workers get their
+own torch seeds from the loader.
+
+Training order: resize -> random scale -> normalise -> pad + random crop -> flip. Padding
+(image 0, mask 255) happens after normalisation, so with ``normalize: imagenet`` padded
+pixels are the mean colour, as in DeepLab; without it they are black. Evaluation: resize,
+normalise, and with ``eval_on: crop`` a centre crop (padded the same way).
+
+Expressible pipelines, e.g.
+  Gonçalves et al.: ``{resize: 234, crop: 224}`` (no normalisation, eval on full or centre crops);
+  DeepLab: ``{scale: [0.5, 1.5], flip: true, crop: 321, normalize: imagenet}`` (or crop 513).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from studybench import IGNORE_INDEX
+from studybench.data.base import JointTransform
+from studybench.spec import DataCfg
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Pair = tuple[torch.Tensor, torch.Tensor]
+
+
+def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> Pair:
+    """Resize to ``size`` (h, w): image antialiased bilinear, mask nearest (labels are never blended)."""
+    if tuple(image.shape[-2:]) == tuple(size):
+        return image, mask
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+    small = mask.to(torch.uint8)  # class ids and 255 fit; interpolate has no int64 kernel
+    mask = F.interpolate(small[None, None], size=size, mode="nearest-exact")[0, 0].to(torch.int64)
+    return image, mask
+
+
+def pad_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], centre: bool) -> Pair:
+    """Pad to at least ``size``: image with 0, mask with 255; at the bottom/right, or evenly if ``centre``."""
+    ph, pw = max(size[0] - image.shape[-2], 0), max(size[1] - image.shape[-1], 0)
+    if ph == 0 and pw == 0:
+        return image, mask
+    top, left = (ph // 2, pw // 2) if centre else (0, 0)
+    pad = (left, pw - left, top, ph - top)
+    return F.pad(image, pad, value=0.0), F.pad(mask, pad, value=IGNORE_INDEX)
+
+
+@dataclass(frozen=True)
+class Resize:
+    """``size`` int: shorter side to ``size`` keeping the aspect ratio; (h, w): exactly that size."""
+
+    size: int | tuple[int, int]
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        h, w = image.shape[-2:]
+        if isinstance(self.size, int):
+            s = self.size / min(h, w)
+            target = (self.size, max(1, round(w * s))) if h <= w else (max(1, round(h * s)), self.size)
+        else:
+            target = self.size
+        return resize_pair(image, mask, target)
+
+
+@dataclass(frozen=True)
+class RandomScale:
+    """Scale both sides by one factor drawn uniformly from [lo, hi]."""
+
+    lo: float
+    hi: float
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        s = self.lo + (self.hi - self.lo) * torch.rand(()).item()
+        h, w = image.shape[-2:]
+        return resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
+
+
+@dataclass(frozen=True)
+class RandomCrop:
+    """A random (h, w) window; smaller images are first padded at the bottom/right."""
+
+    size: tuple[int, int]
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        image, mask = pad_pair(image, mask, self.size, centre=False)
+        (h, w), (ch, cw) = image.shape[-2:], self.size
+        top = int(torch.randint(0, h - ch + 1, ()).item())
+        left = int(torch.randint(0, w - cw + 1, ()).item())
+        return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
+
+
+@dataclass(frozen=True)
+class CenterCrop:
+    """The central (h, w) window; smaller images are padded evenly first."""
+
+    size: tuple[int, int]
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        image, mask = pad_pair(image, mask, self.size, centre=True)
+        (h, w), (ch, cw) = image.shape[-2:], self.size
+        top, left = (h - ch) // 2, (w - cw) // 2
+        return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
+
+
+@dataclass(frozen=True)
+class RandomHorizontalFlip:
+    p: float = 0.5
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        if torch.rand(()).item() < self.p:
+            return image.flip(-1), mask.flip(-1)
+        return image, mask
+
+
+@dataclass(frozen=True)
+class Normalize:
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        mean = torch.tensor(self.mean, dtype=image.dtype).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=image.dtype).view(3, 1, 1)
+        return (image - mean) / std, mask
+
+
+@dataclass(frozen=True)
+class JointCompose:
+    steps: tuple[JointTransform, ...]
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+        for step in self.steps:
+            image, mask = step(image, mask)
+        return image, mask
+
+
+def build_transform(cfg: DataCfg, train: bool) -> JointTransform | None:
+    """The training (random) or evaluation (deterministic) pipeline of ``cfg``; None if it does nothing."""
+    resize = _size("data.resize", cfg.resize, allow_int=True)
+    crop = _size("data.crop", cfg.crop, allow_int=False)
+    scale = _scale(cfg.scale)
+    if cfg.eval_on == "crop" and crop is None:
+        raise ValueError(
+            "data.eval_on: 'crop' evaluates on centre crops of data.crop, but data.crop is not set (got None)"
+        )
+    steps: list[JointTransform] = []
+    if resize is not None:
+        steps.append(Resize(resize))
+    if train and scale is not None:
+        steps.append(RandomScale(*scale))
+    if cfg.normalize == "imagenet":
+        steps.append(Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    if crop is not None and (train or cfg.eval_on == "crop"):
+        steps.append(RandomCrop(crop) if train else CenterCrop(crop))
+    if train and cfg.flip:
+        steps.append(RandomHorizontalFlip())
+    return JointCompose(tuple(steps)) if steps else None
+
+
+def _size(name: str, value: int | Sequence[int] | None, allow_int: bool) -> int | tuple[int, int] | None:
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive size, got {value!r}")
+        return value if allow_int else (value, value)
+    if isinstance(value, Sequence) and len(value) == 2 and all(isinstance(v, int) and v >= 1 for v in value):
+        return int(value[0]), int(value[1])
+    raise ValueError(f"{name} must be a positive int or [height, width], got {value!r}")
+
+
+def _scale(value: Sequence[float] | None) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if len(value) != 2 or not 0 < value[0] <= value[1]:
+        raise ValueError(f"data.scale must be [lo, hi] with 0 < lo <= hi, got {value!r}")
+    return float(value[0]), float(value[1])

@@ -1,0 +1,265 @@
+"""PASCAL VOC 2012 segmentation, and its SBD-augmented training set ("train_aug", 10,582 images).
+
+``voc2012`` reads the official devkit through torchvision's ``VOCSegmentation`` (split lists
+and paths); masks are palette PNGs whose *indices* are the class ids, 255 marking the
+object boundaries that VOC leaves unlabelled (ignored, never background).
+
+``voc2012-aug`` is the training set of DeepLab, RMI and LAD: SBD train + SBD val + VOC train,
+minus VOC val. It is read either from SBD's own ``.mat`` files (``GTcls.Segmentation``) or
+from the widely shared pre-converted ``SegmentationClassAug`` PNGs with a ``train_aug.txt``
+list; its validation split is VOC 2012 val. Where an image has both a VOC and an SBD mask,
+the VOC one is used (it is more precise and marks boundaries), as DeepLab's conversion did.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import numpy as np
+import scipy.io
+from scipy.io.matlab import MatReadError
+from torchvision.datasets import VOCSegmentation
+
+from studybench.data.base import JointTransform
+from studybench.data.files import (
+    DataFileError,
+    FileSegDataset,
+    Sample,
+    apply_label_map,
+    count_files,
+    label_lut,
+    read_index_png,
+    read_list,
+)
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
+
+
+def voc_colour(index: int) -> tuple[int, int, int]:
+    """The devkit's colour of palette index ``index``: its bits spread over R, G, B, high bit first."""
+    rgb = [0, 0, 0]
+    for shift in range(7, -1, -1):
+        for channel in range(3):
+            rgb[channel] |= ((index >> channel) & 1) << shift
+        index >>= 3
+    return rgb[0], rgb[1], rgb[2]
+
+
+VOC_PALETTE = tuple(voc_colour(i) for i in range(len(VOC_CLASSES)))
+_VOC_LUT = label_lut({i: i for i in range(len(VOC_CLASSES))})
+
+_VOC_SOURCE = (
+    "PASCAL VOC 2012 trainval (VOCtrainval_11-May-2012.tar, 2 GB) from the host.robots.ox.ac.uk VOC page "
+    "(http://host.robots.ox.ac.uk/pascal/VOC/voc2012/); extract it so that VOCdevkit/VOC2012 exists"
+)
+_VOC_LAYOUT = """\
+  <root>/VOCdevkit/VOC2012/          (root may also be the VOCdevkit or the VOC2012 folder itself)
+      JPEGImages/<id>.jpg
+      SegmentationClass/<id>.png     palette PNGs; index = class id 0..20, 255 = boundary (ignored)
+      ImageSets/Segmentation/{train,val,trainval}.txt"""
+
+
+class VOC2012(FileSegDataset):
+    """PASCAL VOC 2012 segmentation: 21 classes; train 1464, val 1449, trainval 2913 images."""
+
+    name = "voc2012"
+    class_names = VOC_CLASSES
+    palette = VOC_PALETTE
+    splits = ("train", "val", "trainval")
+    official_sizes: ClassVar[dict[str, int]] = {"train": 1464, "val": 1449, "trainval": 2913}
+    label_map = _VOC_LUT
+    layout = _VOC_LAYOUT
+    source = _VOC_SOURCE
+
+    def __init__(
+        self, root: Path | str | None = None, split: str = "train", transform: JointTransform | None = None
+    ) -> None:
+        super().__init__(root, split, transform)
+
+    def find_samples(self) -> list[Sample]:
+        return self.voc_split(self.split)
+
+    def voc_dir(self) -> Path:
+        """The ``VOC2012`` folder, from ``root`` = its grandparent, parent (VOCdevkit) or itself."""
+        for candidate in (self.root / "VOCdevkit" / "VOC2012", self.root / "VOC2012", self.root):
+            if (candidate / "JPEGImages").is_dir() or (candidate / "ImageSets").is_dir():
+                if candidate.parent.name != "VOCdevkit":
+                    raise self.unavailable(
+                        f"found VOC files in {candidate}, but not inside a folder named VOCdevkit as in the "
+                        "official archive"
+                    )
+                return candidate
+        raise self.unavailable(
+            f"found no VOCdevkit/VOC2012 folder with JPEGImages/ (root exists: {self.root.is_dir()})"
+        )
+
+    def voc_split(self, split: str) -> list[Sample]:
+        voc = self.voc_dir()
+        listing = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not listing.is_file():
+            raise self.unavailable(
+                f"the split list {listing} is missing (found {count_files(voc / 'JPEGImages', '*.jpg')} images in "
+                f"{voc / 'JPEGImages'}, {count_files(voc / 'SegmentationClass', '*.png')} masks in "
+                f"{voc / 'SegmentationClass'})"
+            )
+        tv = VOCSegmentation(str(voc.parent.parent), year="2012", image_set=split, download=False)
+        return self.require_files([(Path(i), Path(m)) for i, m in zip(tv.images, tv.masks) if Path(i).stem])
+
+
+class VOC2012Aug(VOC2012):
+    """VOC 2012 with SBD's extra masks: train = train_aug (10,582 images), val = VOC 2012 val (1449).
+
+    Args:
+        masks: ``"png"`` reads ``VOC2012/SegmentationClassAug`` with a train_aug list; ``"mat"``
+            reads SBD's ``cls/*.mat`` (and VOC's own PNGs); ``"auto"`` takes ``png`` when the
+            SegmentationClassAug folder exists, else ``mat``.
+        sbd_root: SBD's ``dataset`` folder (holding ``cls/``, ``train.txt``, ``val.txt``), absolute
+            or relative to ``root``; default: found under the folder that holds VOCdevkit.
+        list_file: the training list (ids, or DeepLab-style ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``
+            lines), absolute or relative to ``root``; default: searched (png) or derived from
+            the SBD and VOC lists (mat).
+        prefer_voc: with ``mat``, use VOC's mask where an image has one (as DeepLab did).
+    """
+
+    name = "voc2012-aug"
+    splits = ("train", "val")
+    official_sizes: ClassVar[dict[str, int]] = {"train": 10582, "val": 1449}
+    source = (
+        _VOC_SOURCE + "; plus SBD (benchmark.tgz, 1.4 GB) from the Semantic Boundaries Dataset page "
+        "(http://home.bharathh.info/pubs/codes/SBD/download.html), or the pre-converted SegmentationClassAug "
+        "PNGs with train_aug.txt distributed with DeepLab"
+    )
+    layout = (
+        _VOC_LAYOUT
+        + """
+  and either (masks: png)
+      VOCdevkit/VOC2012/SegmentationClassAug/<id>.png      class ids 0..20 (255 = ignore), grayscale or palette
+      VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt   (or ImageSets/SegmentationAug/train_aug.txt,
+                                                               ImageSets/Segmentation/aug.txt, <root>/train_aug.txt)
+  or (masks: mat)
+      <root>/benchmark_RELEASE/dataset/   (or <root>/VOCdevkit/VOCaug/dataset, or options.sbd_root)
+          cls/<id>.mat                    struct GTcls with field Segmentation (class ids)
+          train.txt, val.txt"""
+    )
+
+    def __init__(
+        self,
+        root: Path | str | None = None,
+        split: str = "train",
+        transform: JointTransform | None = None,
+        masks: Literal["auto", "png", "mat"] = "auto",
+        sbd_root: str | None = None,
+        list_file: str | None = None,
+        prefer_voc: bool = True,
+    ) -> None:
+        if masks not in ("auto", "png", "mat"):
+            raise ValueError(f"voc2012-aug: masks must be one of auto, png, mat, got {masks!r}")
+        self.masks, self.sbd_root, self.list_file, self.prefer_voc = masks, sbd_root, list_file, prefer_voc
+        super().__init__(root, split, transform)
+
+    def find_samples(self) -> list[Sample]:
+        if self.split == "val":
+            return self.voc_split("val")
+        voc = self.voc_dir()
+        sbd = self._sbd_dir(voc)
+        aug, looked = voc / "SegmentationClassAug", ", ".join(str(p) for p in self._sbd_candidates(voc))
+        masks = self.masks
+        if masks == "auto":
+            if not aug.is_dir() and sbd is None:
+                raise self.unavailable(f"found neither {aug} nor an SBD folder with cls/*.mat (looked in {looked})")
+            masks = "png" if aug.is_dir() else "mat"
+        if masks == "png":
+            if not aug.is_dir():
+                raise self.unavailable(f"found no folder {aug}")
+            return self._png_samples(voc)
+        if sbd is None:
+            raise self.unavailable(f"found no SBD folder with cls/*.mat (looked in {looked})")
+        return self._mat_samples(voc, sbd)
+
+    def read_label(self, path: Path) -> np.ndarray:
+        raw = read_sbd_mat(path) if path.suffix == ".mat" else read_index_png(path)
+        return apply_label_map(raw, self.label_map, path)
+
+    def _png_samples(self, voc: Path) -> list[Sample]:
+        candidates = [
+            voc / "ImageSets" / "Segmentation" / "train_aug.txt",
+            voc / "ImageSets" / "SegmentationAug" / "train_aug.txt",
+            voc / "ImageSets" / "Segmentation" / "aug.txt",
+            voc.parent.parent / "train_aug.txt",
+        ]
+        listing = self._given_list() or next((p for p in candidates if p.is_file()), None)
+        if listing is None:
+            found = count_files(voc / "SegmentationClassAug", "*.png")
+            raise self.unavailable(
+                f"found {found} masks in {voc / 'SegmentationClassAug'} but no train_aug list "
+                f"(looked for {', '.join(str(p) for p in candidates)}; or set options.list_file)"
+            )
+        ids = read_list(listing)
+        return self.require_files(
+            [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClassAug" / f"{i}.png") for i in ids]
+        )
+
+    def _mat_samples(self, voc: Path, sbd: Path) -> list[Sample]:
+        listing = self._given_list()
+        if listing is not None:
+            ids = read_list(listing)
+        else:  # train_aug = (SBD train | SBD val | VOC train) - VOC val
+            lists = [
+                sbd / "train.txt",
+                sbd / "val.txt",
+                *(voc / "ImageSets" / "Segmentation" / f"{s}.txt" for s in ("train", "val")),
+            ]
+            absent = [str(p) for p in lists if not p.is_file()]
+            if absent:
+                raise self.unavailable(f"the list(s) {', '.join(absent)} are missing (needed to build train_aug)")
+            sbd_train, sbd_val, voc_train, voc_val = (set(read_list(p)) for p in lists)
+            ids = sorted((sbd_train | sbd_val | voc_train) - voc_val)
+        samples = []
+        for i in ids:
+            png, mat = voc / "SegmentationClass" / f"{i}.png", sbd / "cls" / f"{i}.mat"
+            use_png = png.is_file() and (self.prefer_voc or not mat.is_file())
+            samples.append((voc / "JPEGImages" / f"{i}.jpg", png if use_png else mat))
+        return self.require_files(samples)
+
+    def _given_list(self) -> Path | None:
+        if self.list_file is None:
+            return None
+        path = self.root / Path(self.list_file).expanduser()  # an absolute list_file replaces root
+        if not path.is_file():
+            raise self.unavailable(f"options.list_file {path} does not exist")
+        return path
+
+    def _sbd_candidates(self, voc: Path) -> list[Path]:
+        if self.sbd_root is not None:
+            given = self.root / Path(self.sbd_root).expanduser()
+            return [given, given / "dataset", given / "benchmark_RELEASE" / "dataset"]
+        bases = dict.fromkeys([voc.parent.parent, self.root])  # folder holding VOCdevkit, then root
+        return [p for b in bases for p in (b / "benchmark_RELEASE" / "dataset", b / "VOCdevkit" / "VOCaug" / "dataset")]
+
+    def _sbd_dir(self, voc: Path) -> Path | None:
+        return next((p for p in self._sbd_candidates(voc) if (p / "cls").is_dir()), None)
+
+
+def read_sbd_mat(path: Path) -> np.ndarray:
+    """Class ids (uint8 ``[H, W]``) of an SBD ``cls/*.mat`` file: ``GTcls.Segmentation``."""
+    try:
+        mat = scipy.io.loadmat(path, variable_names=["GTcls"], squeeze_me=True, struct_as_record=False)
+        seg = np.asarray(mat["GTcls"].Segmentation)
+    except (OSError, ValueError, KeyError, AttributeError, TypeError, MatReadError) as err:
+        raise DataFileError(
+            f"cannot read SBD mask {path} (expected a struct GTcls with field Segmentation): {err!r}"
+        ) from None
+    if seg.ndim != 2 or not (np.issubdtype(seg.dtype, np.integer) or np.issubdtype(seg.dtype, np.floating)):
+        raise DataFileError(
+            f"SBD mask {path}: GTcls.Segmentation is not a 2-D array of class ids ({seg.dtype}, {seg.shape})"
+        )
+    out_of_range = (seg < 0) | (seg > 255) | (seg != np.round(seg))
+    if out_of_range.any():
+        raise DataFileError(
+            f"mask {path} contains label value(s) {np.unique(seg[out_of_range])[:8].tolist()} outside 0..255"
+        )
+    return seg.astype(np.uint8)
