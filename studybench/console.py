@@ -1,0 +1,86 @@
+"""Terminal output of ``studybench run``: progress bars and the closing summary table."""
+
+from __future__ import annotations
+
+import math
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from studybench.executors import RunOutcome
+from studybench.spec import RunSpec
+
+
+class RunDisplay:
+    """Overall bar (runs) + per-epoch bar (steps); implements ``train.Progress``."""
+
+    def __init__(self, total_runs: int, console: Console | None = None, enabled: bool = True) -> None:
+        self.console = console or Console()
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not enabled,
+            transient=False,
+        )
+        self.overall = self.progress.add_task("runs", total=total_runs, info="")
+        self.epoch_task = None
+
+    def __enter__(self) -> RunDisplay:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    # ------------------------------------------------------------- run level
+    def run_started(self, spec: RunSpec) -> None:
+        self.current = spec.name
+        self.progress.update(self.overall, info=spec.name)
+
+    def run_done(self, outcome: RunOutcome) -> None:
+        if self.epoch_task is not None:
+            self.progress.remove_task(self.epoch_task)
+            self.epoch_task = None
+        mark = {"FINISHED": "[green]done", "FAILED": "[red]FAILED", "SKIPPED": "[dim]skipped"}.get(outcome.status, outcome.status)
+        detail = f"mIoU {outcome.metrics['miou']:.3f}" if "miou" in outcome.metrics else (outcome.error or "")
+        self.progress.console.print(f"{mark}[/] {outcome.spec.name}  {detail}")
+        self.progress.advance(self.overall)
+
+    # ----------------------------------------------------------- epoch level
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        desc = f"  epoch {epoch + 1}/{epochs}"
+        if self.epoch_task is None:
+            self.epoch_task = self.progress.add_task(desc, total=steps, info="")
+        else:
+            self.progress.reset(self.epoch_task, total=steps, description=desc, info="")
+
+    def step_done(self, loss: float) -> None:
+        self.progress.update(self.epoch_task, advance=1, info=f"loss {loss:.4f}")
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        miou = metrics.get("val/miou")
+        if miou is not None:
+            self.progress.update(self.epoch_task, info=f"val mIoU {miou:.3f}")
+
+
+def summary_table(outcomes: list[RunOutcome]) -> Table:
+    table = Table(title="studybench summary")
+    for col, justify in [("run", "left"), ("mIoU", "right"), ("pixel acc", "right"), ("wall s", "right"), ("peak MB", "right"), ("status", "left")]:
+        table.add_column(col, justify=justify)
+    for o in outcomes:
+        m = o.metrics
+        status = o.status if o.status != "FAILED" else f"FAILED: {o.error}"
+        table.add_row(o.spec.name, _fmt(m.get("miou"), 4), _fmt(m.get("pixel_acc"), 4), _fmt(m.get("wall_s"), 1), _fmt(m.get("peak_mem_mb"), 0), status)
+    return table
+
+
+def _fmt(value: float | None, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.{digits}f}"

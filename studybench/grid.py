@@ -1,0 +1,228 @@
+"""Study -> frozen, fully resolved RunSpecs: grid x ablations x seeds, validated up front.
+
+Merge order for each run (later wins): ``base`` < dataset entry < method variant <
+profile < grid axis values < ablation value. A ``loss`` or ``scheme`` section whose
+``name`` changes replaces the earlier section instead of merging into it (parameters of
+one loss never leak into another). Runs with equal keys are merged (an ablation point
+equal to a main-grid run is trained once and belongs to both).
+
+Everything that can be checked without training is checked here — section keys and types,
+registry names and parameters, and that each dataset's files are present — so a bad
+study fails with exit code 2 before anything is written to MLflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+from pydantic import ValidationError
+
+from studybench.config import SECTIONS, Study, StudyError, format_validation
+from studybench.spec import DataCfg, RunConfig, RunSpec
+
+
+def expand(study: Study, profile: str | None = None, source: str = "<study>", check_data: bool = True) -> list[RunSpec]:
+    """All runs of ``study`` (under ``profile``), validated; raises ``StudyError``."""
+    prof = _profile(study, profile, source)
+    prof_sections = prof.sections() if prof else {}
+    seeds = (prof.seeds if prof and prof.seeds else None) or study.seeds
+    base = _validated_partial(study.base, source, "base")
+    for name, section in prof_sections.items():
+        _validated_partial({name: section}, source, f"profiles.{profile}")
+
+    axes = dict(study.grid or {})
+    datasets = _datasets(axes.pop("dataset", None), prof, source)
+    methods = _methods(axes.pop("method", None), base, source)
+    dotted = list(axes.items())
+
+    points: list[tuple[tuple[str, ...], dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+    for ds, method in itertools.product(datasets, methods):
+        for values in itertools.product(*(v for _, v in dotted)):
+            points.append(((), ds, method, dict(zip((k for k, _ in dotted), values))))
+    by_name = {m["name"]: m for m in methods}
+    for abl_name, abl in study.ablations.items():
+        if abl.of not in by_name:
+            raise StudyError(f"{source}: ablations.{abl_name}.of: unknown method {abl.of!r}; methods: {', '.join(by_name)}")
+        for key, values in abl.vary.items():
+            _check_axis_key(key, source, f"ablations.{abl_name}.vary")
+            if not values:
+                raise StudyError(f"{source}: ablations.{abl_name}.vary.{key}: no values")
+            others = [(k, v) for k, v in dotted if k != key]
+            for ds, value in itertools.product(datasets, values):
+                for rest in itertools.product(*(v for _, v in others)):
+                    axis_values = {**dict(zip((k for k, _ in others), rest)), key: value}
+                    points.append(((abl_name,), ds, by_name[abl.of], axis_values))
+
+    specs: dict[str, RunSpec] = {}
+    for ablations, ds, method, axis_values in points:
+        merged = _merge(base, ds["sections"])
+        merged = _merge(merged, method["sections"])
+        merged = _merge(merged, prof_sections)
+        for key, value in axis_values.items():
+            merged = _merge(merged, _dotted(key, value))
+        config = _run_config(merged, source, f"run {ds['name']}/{method['name']}")
+        axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
+        for seed in seeds:
+            spec = RunSpec(study=study.study, method=method["name"], seed=seed, config=config, axes=axes_named, ablations=ablations)
+            if spec.key in specs:
+                old = specs[spec.key]
+                merged_abl = tuple(dict.fromkeys(old.ablations + ablations))
+                specs[spec.key] = old.model_copy(update={"ablations": merged_abl})
+            else:
+                specs[spec.key] = spec
+    result = list(specs.values())
+    if not result:
+        raise StudyError(f"{source}: the study expands to no runs")
+    _check_components(result, source, check_data)
+    return result
+
+
+def select(specs: list[RunSpec], only: str | None) -> list[RunSpec]:
+    """Keep runs matching every comma-separated term: ``key=value`` on axes/method/dataset/seed,
+    or a substring of the run name (e.g. ``--only method=rmi,seed=0`` or ``--only deeplabv3``)."""
+    if not only:
+        return specs
+    terms = [t.strip() for t in only.split(",") if t.strip()]
+
+    def matches(spec: RunSpec, term: str) -> bool:
+        if "=" not in term:
+            return term in spec.name
+        key, value = (s.strip() for s in term.split("=", 1))
+        fields = {**{k: str(v) for k, v in spec.axes.items()}, "seed": str(spec.seed), "method": spec.method, "dataset": spec.dataset, "arch": spec.arch}
+        fields.update({k.rsplit(".", 1)[-1]: str(v) for k, v in spec.axes.items()})
+        return fields.get(key) == value
+
+    return [s for s in specs if all(matches(s, t) for t in terms)]
+
+
+# --------------------------------------------------------------------------- helpers
+def _profile(study: Study, name: str | None, source: str):
+    if name is None:
+        return None
+    if name not in study.profiles:
+        available = ", ".join(study.profiles) or "(none defined)"
+        raise StudyError(f"{source}: unknown profile {name!r}; profiles: {available}")
+    return study.profiles[name]
+
+
+def _datasets(values: list[Any] | None, prof, source: str) -> list[dict[str, Any]]:
+    if prof is not None and prof.dataset is not None:
+        values = [prof.dataset] if isinstance(prof.dataset, str) else list(prof.dataset)
+    if values is None:
+        return [{"name": None, "sections": {}}]
+    out = []
+    for i, value in enumerate(values):
+        if isinstance(value, str):
+            out.append({"name": value, "sections": {"data": {"dataset": value}}})
+        elif isinstance(value, dict) and isinstance(value.get("name"), str):
+            data = {k: v for k, v in value.items() if k != "name"}
+            out.append({"name": value["name"], "sections": {"data": {**data, "dataset": value["name"]}}})
+        else:
+            raise StudyError(f"{source}: grid.dataset[{i}]: expected a dataset name or {{name: ..., root: ...}}, got {value!r}")
+    return out
+
+
+def _methods(values: list[Any] | None, base: dict[str, Any], source: str) -> list[dict[str, Any]]:
+    if values is None:
+        loss = base.get("loss", {}).get("name", "ce")
+        return [{"name": loss, "sections": {}}]
+    out, seen = [], set()
+    for i, value in enumerate(values):
+        where = f"grid.method[{i}]"
+        if isinstance(value, str):  # shorthand: a loss name
+            value = {"name": value, "loss": {"name": value}}
+        if not isinstance(value, dict) or not isinstance(value.get("name"), str):
+            raise StudyError(f"{source}: {where}: a method is a loss name or a mapping with 'name' and sections, got {value!r}")
+        sections = {k: v for k, v in value.items() if k != "name"}
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise StudyError(f"{source}: {where}.{unknown[0]}: unknown key; allowed: name, {', '.join(SECTIONS)}")
+        if value["name"] in seen:
+            raise StudyError(f"{source}: {where}.name: duplicate method name {value['name']!r}")
+        seen.add(value["name"])
+        _validated_partial(sections, source, where)
+        out.append({"name": value["name"], "sections": sections})
+    return out
+
+
+def _validated_partial(sections: dict[str, Any], source: str, where: str) -> dict[str, Any]:
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            raise StudyError(f"{source}: {where}.{name}: expected a mapping, got {section!r}")
+    try:
+        RunConfig.model_validate(sections)
+    except ValidationError as err:
+        raise StudyError(format_validation(err, source, RunConfig, prefix=f"{where}.")) from None
+    return sections
+
+
+def _check_axis_key(key: str, source: str, where: str) -> None:
+    if key.split(".", 1)[0] not in SECTIONS or "." not in key:
+        raise StudyError(f"{source}: {where}.{key}: not a dotted key into {', '.join(SECTIONS)} (e.g. loss.radius)")
+
+
+def _run_config(merged: dict[str, Any], source: str, where: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as err:
+        raise StudyError(format_validation(err, source, RunConfig) + f"  [in {where}]") from None
+
+
+def _dotted(key: str, value: Any) -> dict[str, Any]:
+    out: Any = value
+    for part in reversed(key.split(".")):
+        out = {part: out}
+    return out
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any], depth: int = 0) -> dict[str, Any]:
+    """Deep merge; a loss/scheme section with a different ``name`` replaces the old one."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        old = out.get(key)
+        renamed = depth == 0 and key in ("loss", "scheme") and isinstance(value, dict) and "name" in value and isinstance(old, dict) and old.get("name") != value["name"]
+        if isinstance(old, dict) and isinstance(value, dict) and not renamed:
+            out[key] = _merge(old, value, depth + 1)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> None:
+    """Registry names/params of every loss, scheme, model and dataset; data presence."""
+    from studybench.data import DATASETS, verify_dataset
+    from studybench.losses import build_loss
+    from studybench.models import check_model
+    from studybench.schemes import SCHEMES
+
+    seen: set[tuple[str, str]] = set()
+    for spec in specs:
+        cfg = spec.config
+        checks = [
+            ("loss", lambda: build_loss(cfg.loss.name, **cfg.loss.params), repr(cfg.loss)),
+            ("scheme", lambda: SCHEMES.check(cfg.scheme.name, cfg.scheme.params), repr(cfg.scheme)),
+            ("model", lambda: check_model(cfg.model), repr(cfg.model)),
+            ("data", lambda: DATASETS.check(cfg.data.dataset, cfg.data.options), repr(cfg.data)),
+        ]
+        for section, check, memo in checks:
+            if (section, memo) in seen:
+                continue
+            seen.add((section, memo))
+            try:
+                check()
+            except (ValueError, TypeError) as err:
+                raise StudyError(f"{source}: {section}: {err}  [in run {spec.name}]") from None
+    if check_data:
+        for data in {_data_memo(s.config.data): s.config.data for s in specs}.values():
+            for split in (data.train_split, data.val_split):
+                try:
+                    verify_dataset(data, split)
+                except (FileNotFoundError, ValueError) as err:
+                    raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {err}") from None
+
+
+def _data_memo(data: DataCfg) -> str:
+    return data.model_dump_json()
+

@@ -1,0 +1,118 @@
+"""A tiny name -> factory registry shared by datasets, models, losses and schemes.
+
+Why a class of our own: the YAML names are the public interface, so an unknown name or
+parameter must produce an error that lists the valid choices (never a bare ``KeyError``),
+a duplicate registration is a bug (raise, do not warn), and parameter types are checked
+*before* any training starts, from the factory's own signature.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+T = TypeVar("T")
+
+
+class RegistryError(ValueError):
+    """A name or parameter that the registry does not know; the message lists valid ones."""
+
+
+class Registry(Generic[T]):
+    """Maps YAML names (and aliases) of one family to their factories."""
+
+    def __init__(self, family: str, reserved: tuple[str, ...] = ()) -> None:
+        self.family = family
+        # parameters a factory receives from the harness, never from the user's YAML
+        self.reserved = frozenset(reserved)
+        self._factories: dict[str, Callable[..., T]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable:
+        def decorate(factory: Callable[..., T]) -> Callable[..., T]:
+            for key in (name, *aliases):
+                if key in self._factories or key in self._aliases:
+                    raise RegistryError(f"{self.family} {key!r} is registered twice")
+            self._factories[name] = factory
+            for alias in aliases:
+                self._aliases[alias] = name
+            return factory
+
+        return decorate
+
+    def names(self) -> list[str]:
+        return sorted(self._factories)
+
+    def canonical(self, name: str) -> str:
+        """The registered name for ``name`` or one of its aliases."""
+        if not isinstance(name, str):
+            raise RegistryError(f"{self.family} name must be a string, got {name!r}")
+        if name in self._factories:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        raise RegistryError(
+            f"unknown {self.family} {name!r}; available: {', '.join(self.names())}"
+        )
+
+    def get(self, name: str) -> Callable[..., T]:
+        return self._factories[self.canonical(name)]
+
+    def parameters(self, name: str) -> dict[str, inspect.Parameter]:
+        """User-settable parameters of ``name`` (reserved harness arguments removed)."""
+        factory = self.get(name)
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        params = dict(inspect.signature(target).parameters)
+        params.pop("self", None)
+        return {k: p for k, p in params.items() if k not in self.reserved}
+
+    def check(self, name: str, params: Mapping[str, Any]) -> None:
+        """Raise ``RegistryError`` unless ``params`` are known and well typed for ``name``."""
+        canonical = self.canonical(name)
+        known = self.parameters(canonical)
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values())
+        named = {k: p for k, p in known.items() if p.kind not in _VARIADIC}
+        factory = self._factories[canonical]
+        target = factory.__init__ if inspect.isclass(factory) else factory
+        hints = typing.get_type_hints(target)
+        for key, value in params.items():
+            if key in self.reserved:
+                raise RegistryError(f"{self.family} {canonical!r}: {key!r} is set by studybench, not by the study")
+            if key not in named:
+                if takes_any:
+                    continue
+                valid = ", ".join(named) or "(none)"
+                raise RegistryError(
+                    f"{self.family} {canonical!r} has no parameter {key!r}; valid: {valid}"
+                )
+            if key in hints:
+                try:
+                    TypeAdapter(hints[key]).validate_python(value)
+                except ValidationError as err:
+                    expected = _type_name(hints[key])
+                    raise RegistryError(
+                        f"{self.family} {canonical!r} parameter {key!r} expects {expected}, "
+                        f"got {value!r} ({err.errors()[0]['msg']})"
+                    ) from None
+        missing = [
+            k
+            for k, p in named.items()
+            if p.default is inspect.Parameter.empty and k not in params
+        ]
+        if missing:
+            raise RegistryError(f"{self.family} {canonical!r} needs parameter(s): {', '.join(missing)}")
+
+    def build(self, name: str, /, **params: Any) -> T:
+        self.check(name, params)
+        return self.get(name)(**params)
+
+
+_VARIADIC = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")

@@ -1,0 +1,160 @@
+"""Typed, frozen configuration of one run (``RunSpec``) and its sections.
+
+This module is what the trainer consumes; it knows nothing of YAML files, grids or
+profiles (those live in ``config`` and ``grid``). Sections reject unknown keys, except
+``loss`` and ``scheme`` whose extra keys are the parameters of the named component and are
+checked against that component's registry signature instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataCfg(Section):
+    """Dataset and the joint image/mask transforms applied to it."""
+
+    dataset: str = "synthetic"
+    root: str | None = None  # default: $STUDYBENCH_DATA/<dataset> or ./data/<dataset>
+    options: dict[str, Any] = Field(default_factory=dict)  # the dataset's own parameters
+    train_split: str = "train"
+    val_split: str = "val"
+    resize: int | list[int] | None = None  # int: shorter side; [h, w]: fixed size
+    scale: list[float] | None = None  # random scale range [lo, hi] (training only)
+    crop: int | list[int] | None = None  # random crop in training (padded with 255 if needed)
+    flip: bool = False  # random horizontal flip (training only)
+    normalize: Literal["none", "imagenet"] = "none"
+    eval_on: Literal["full", "crop"] = "full"  # evaluate on full images or on centre crops
+    num_workers: int = Field(default=0, ge=0)
+
+
+class ModelCfg(Section):
+    """Any segmentation-models-pytorch architecture by name."""
+
+    arch: str = "unet"
+    encoder: str = "resnet18"
+    weights: str | None = None  # e.g. "imagenet"; null works offline
+    options: dict[str, Any] = Field(default_factory=dict)  # extra smp.create_model kwargs
+
+
+class _Named(BaseModel):
+    """A registry name plus that component's parameters as extra keys."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class LossCfg(_Named):
+    name: str = "ce"
+
+
+class SchemeCfg(_Named):
+    name: str = "supervised"
+
+
+class TrainCfg(Section):
+    epochs: int = Field(default=10, ge=1)
+    iterations: int | None = Field(default=None, ge=1)  # if set: stop after this many steps
+    batch_size: int = Field(default=8, ge=1)
+    val_batch_size: int | None = Field(default=None, ge=1)
+    optimizer: Literal["sgd", "adam", "adamw"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    schedule: Literal["constant", "poly"] = "constant"
+    poly_power: float = Field(default=0.9, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(default=None, ge=1)  # torch intra-op threads; null = torch default
+    amp: bool = False  # CUDA autocast (ignored on CPU)
+    checkpoint: bool = True  # save a checkpoint at the end of every epoch (resume after a crash)
+
+
+class RunConfig(Section):
+    """Everything that determines what a run computes."""
+
+    data: DataCfg = Field(default_factory=DataCfg)
+    model: ModelCfg = Field(default_factory=ModelCfg)
+    loss: LossCfg = Field(default_factory=LossCfg)
+    scheme: SchemeCfg = Field(default_factory=SchemeCfg)
+    train: TrainCfg = Field(default_factory=TrainCfg)
+
+
+#: Dotted keys that change how a run executes but not what it computes; left out of the run key.
+RUNTIME_KEYS = ("data.root", "data.num_workers", "train.device", "train.threads", "train.checkpoint")
+
+
+class RunSpec(Section):
+    """One fully resolved run of a study: what to compute, its seed and its place in the grid."""
+
+    study: str
+    method: str
+    seed: int
+    config: RunConfig
+    axes: dict[str, Any] = Field(default_factory=dict)  # grid/ablation values that name this run
+    ablations: tuple[str, ...] = ()  # ablations this run belongs to ("" = main grid)
+
+    @field_validator("axes")
+    @classmethod
+    def _plain(cls, value: dict[str, Any]) -> dict[str, Any]:
+        json.dumps(value)  # axes become params and tags: they must be plain data
+        return value
+
+    @property
+    def dataset(self) -> str:
+        return self.config.data.dataset
+
+    @property
+    def arch(self) -> str:
+        return self.config.model.arch
+
+    @property
+    def name(self) -> str:
+        """Readable run name, e.g. ``synthetic/unet-rmi/radius=3/seed0``."""
+        extra = [f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in sorted(self.axes.items()) if k not in ("dataset", "method")]
+        return "/".join([self.dataset, self.method, *extra, f"seed{self.seed}"])
+
+    @property
+    def key(self) -> str:
+        """Stable run key: hash of the resolved computation (runtime flags excluded)."""
+        flat = flatten(self.config.model_dump(mode="json"))
+        for runtime in RUNTIME_KEYS:
+            flat.pop(runtime, None)
+        material = json.dumps({"config": flat, "seed": self.seed}, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
+
+    def params(self) -> dict[str, Any]:
+        """Flat params for tracking: the resolved config plus the run's identity."""
+        flat = flatten(self.config.model_dump(mode="json"))
+        flat.update({"study": self.study, "method": self.method, "seed": self.seed})
+        return flat
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}} -> {"a.b": 1}``; lists and empty dicts stay leaves."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, dotted + "."))
+        else:
+            out[dotted] = value
+    return out
+
+
+def _short(value: Any) -> str:
+    """Axis value as it appears in a run name: a mapping shows its ``name`` (or ``arch``)."""
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("arch") or json.dumps(value, sort_keys=True))
+    return str(value)
