@@ -72,9 +72,9 @@ def run(
         table = Table(title=f"{study.study}: {len(specs)} runs (dry run, tracking at {uri})")
         table.add_column("run")
         table.add_column("key")
-        table.add_column("ablations")
+        table.add_column("groups")
         for spec in specs:
-            table.add_row(spec.name, spec.key, ",".join(spec.ablations))
+            table.add_row(spec.name, spec.key, ",".join(spec.groups))
         console.print(table)
         return
     if executor is not ExecutorName.local or workers != 1 or ray_address:
@@ -176,8 +176,8 @@ def validate(study_path: Path = StudyArg, profile: Optional[str] = ProfileOpt) -
     study, specs = _load(study_path, profile)
     by_abl: dict[str, int] = {}
     for spec in specs:
-        for abl in spec.ablations or ("(main grid)",):
-            by_abl[abl] = by_abl.get(abl, 0) + 1
+        for group in spec.groups:
+            by_abl[group] = by_abl.get(group, 0) + 1
     seeds = sorted({s.seed for s in specs})
     console.print(f"[green]valid[/]: {study_path} -> study {study.study!r}{f' (profile {profile})' if profile else ''}: {len(specs)} runs")
     console.print(f"  seeds {seeds}; datasets {sorted({s.dataset for s in specs})}; methods {sorted({s.method for s in specs})}")

@@ -14,13 +14,14 @@ study fails with exit code 2 before anything is written to MLflow.
 from __future__ import annotations
 
 import copy
+import inspect
 import itertools
 from typing import Any
 
 from pydantic import ValidationError
 
 from studybench.config import SECTIONS, Study, StudyError, format_validation
-from studybench.spec import DataCfg, RunConfig, RunSpec
+from studybench.spec import DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg
 
 
 def expand(study: Study, profile: str | None = None, source: str = "<study>", check_data: bool = True) -> list[RunSpec]:
@@ -37,12 +38,14 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     methods = _methods(axes.pop("method", None), base, source)
     dotted = list(axes.items())
 
-    points: list[tuple[tuple[str, ...], dict[str, Any], dict[str, Any], dict[str, Any]]] = []
+    points: list[tuple[tuple[str, ...], dict[str, Any], dict[str, Any], dict[str, Any]]] = []  # (groups, dataset, method, axis values)
     for ds, method in itertools.product(datasets, methods):
         for values in itertools.product(*(v for _, v in dotted)):
-            points.append(((), ds, method, dict(zip((k for k, _ in dotted), values))))
+            points.append((("main",), ds, method, dict(zip((k for k, _ in dotted), values))))
     by_name = {m["name"]: m for m in methods}
     for abl_name, abl in study.ablations.items():
+        if abl_name == "main":
+            raise StudyError(f"{source}: ablations.main: 'main' names the grid itself; choose another ablation name")
         if abl.of not in by_name:
             raise StudyError(f"{source}: ablations.{abl_name}.of: unknown method {abl.of!r}; methods: {', '.join(by_name)}")
         for key, values in abl.vary.items():
@@ -56,7 +59,7 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
                     points.append(((abl_name,), ds, by_name[abl.of], axis_values))
 
     specs: dict[str, RunSpec] = {}
-    for ablations, ds, method, axis_values in points:
+    for groups, ds, method, axis_values in points:
         merged = _merge(base, ds["sections"])
         merged = _merge(merged, method["sections"])
         merged = _merge(merged, prof_sections)
@@ -65,11 +68,10 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         config = _run_config(merged, source, f"run {ds['name']}/{method['name']}")
         axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
         for seed in seeds:
-            spec = RunSpec(study=study.study, method=method["name"], seed=seed, config=config, axes=axes_named, ablations=ablations)
+            spec = RunSpec(study=study.study, method=method["name"], seed=seed, config=config, axes=axes_named, groups=groups)
             if spec.key in specs:
                 old = specs[spec.key]
-                merged_abl = tuple(dict.fromkeys(old.ablations + ablations))
-                specs[spec.key] = old.model_copy(update={"ablations": merged_abl})
+                specs[spec.key] = old.model_copy(update={"groups": tuple(dict.fromkeys(old.groups + groups))})
             else:
                 specs[spec.key] = spec
     result = list(specs.values())
@@ -165,9 +167,43 @@ def _check_axis_key(key: str, source: str, where: str) -> None:
 
 def _run_config(merged: dict[str, Any], source: str, where: str) -> RunConfig:
     try:
-        return RunConfig.model_validate(merged)
+        config = RunConfig.model_validate(merged)
     except ValidationError as err:
         raise StudyError(format_validation(err, source, RunConfig) + f"  [in {where}]") from None
+    return _with_defaults(config, source, where)
+
+
+def _with_defaults(config: RunConfig, source: str, where: str) -> RunConfig:
+    """Canonical component names and every default parameter made explicit, so that two
+    spellings of the same computation (``{name: dice}`` and ``{name: dice, smooth: 0.0}``)
+    resolve to the same spec and the same run key."""
+    from studybench.data import DATASETS
+    from studybench.losses import LOSSES
+    from studybench.registry import RegistryError
+    from studybench.schemes import SCHEMES
+
+    def resolved(registry, section: str, name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        try:
+            canonical = registry.canonical(name)
+        except RegistryError as err:
+            raise StudyError(f"{source}: {section}: {err}  [in {where}]") from None
+        defaults = {
+            k: p.default
+            for k, p in registry.parameters(canonical).items()
+            if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
+        }
+        return canonical, {**defaults, **params}
+
+    loss_name, loss_params = resolved(LOSSES, "loss.name", config.loss.name, config.loss.params)
+    scheme_name, scheme_params = resolved(SCHEMES, "scheme.name", config.scheme.name, config.scheme.params)
+    dataset, options = resolved(DATASETS, "data.dataset", config.data.dataset, config.data.options)
+    return config.model_copy(
+        update={
+            "loss": LossCfg(name=loss_name, **loss_params),
+            "scheme": SchemeCfg(name=scheme_name, **scheme_params),
+            "data": config.data.model_copy(update={"dataset": dataset, "options": options}),
+        }
+    )
 
 
 def _dotted(key: str, value: Any) -> dict[str, Any]:

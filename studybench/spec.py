@@ -103,7 +103,7 @@ class RunSpec(Section):
     seed: int
     config: RunConfig
     axes: dict[str, Any] = Field(default_factory=dict)  # grid/ablation values that name this run
-    ablations: tuple[str, ...] = ()  # ablations this run belongs to ("" = main grid)
+    groups: tuple[str, ...] = ("main",)  # "main" (the grid) and/or the names of its ablations
 
     @field_validator("axes")
     @classmethod

@@ -106,7 +106,7 @@ class StudyTracker:
             "studybench.dataset": spec.dataset,
             "studybench.arch": spec.arch,
             "studybench.seed": str(spec.seed),
-            "studybench.ablations": ",".join(spec.ablations),
+            "studybench.groups": ",".join(spec.groups),
             "studybench.version": __version__,
             "studybench.git_commit": git_commit(),
         }

@@ -134,6 +134,7 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
         "loss_ms": scheme.loss_timer.median * 1000,
         "loss_share": scheme.loss_timer.median / step_timer.median if step_timer.samples else float("nan"),
         "peak_mem_mb": peak_mb,
+        "peak_extra_mb": peak_mb - peak.start_mb,  # above what the process held before the run
         "params_m": count_params(scheme.networks[scheme.headline]) / 1e6,
         "infer_ms_per_image": 1000 * eval_s / max(1, epochs * len(val_set) * len(scheme.networks)),
         "steps": float(step),

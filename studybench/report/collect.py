@@ -9,7 +9,7 @@ import pandas as pd
 from studybench.tracking import TAG_ERROR, TAG_KEY, StudyTracker
 
 #: Columns every report can rely on (NaN where a run did not log them).
-ID_COLUMNS = ["run", "run_key", "method", "arch", "encoder", "dataset", "seed", "ablations", "status"]
+ID_COLUMNS = ["run", "run_key", "method", "arch", "encoder", "dataset", "seed", "groups", "status"]
 
 
 def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finished_only: bool = True) -> pd.DataFrame:
@@ -36,7 +36,7 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
             "encoder": params.get("model.encoder"),
             "dataset": tags.get("studybench.dataset", params.get("data.dataset")),
             "seed": int(params.get("seed", tags.get("studybench.seed", -1))),
-            "ablations": tags.get("studybench.ablations", ""),
+            "groups": tags.get("studybench.groups", ""),
             "status": run.info.status,
             "error": tags.get(TAG_ERROR, ""),
             "start_time": run.info.start_time,
