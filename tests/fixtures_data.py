@@ -29,8 +29,13 @@ def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def label_tiles(rng: np.random.Generator, h: int, w: int, values: list[int], tile: int = 4) -> np.ndarray:
-    """A mask of ``tile``-pixel squares cycling through ``values`` (each appears if there is room)."""
+def label_tiles(rng: np.random.Generator, h: int, w: int, values: list[int], tile: int | None = None) -> np.ndarray:
+    """A mask of square regions cycling through ``values`` (each appears if there is room).
+
+    The default tile is 4 pixels for tiny test images and 1/8 of the shorter side for large
+    ones, so benchmark masks have region-like (compressible) structure like real masks.
+    """
+    tile = tile or max(4, min(h, w) // 8)
     gy, gx = -(-h // tile), -(-w // tile)
     order = np.resize(rng.permutation(np.asarray(values, dtype=np.uint8)), gy * gx).reshape(gy, gx)
     return np.kron(order, np.ones((tile, tile), dtype=np.uint8))[:h, :w]
@@ -76,14 +81,17 @@ def save_sbd_mat(path: Path, seg: np.ndarray) -> None:
     scipy.io.savemat(path, {"GTcls": {"Segmentation": seg, "Boundaries": boundaries, "CategoriesPresent": present}})
 
 
-def write_voc_aug(root: Path, layout: str, hw: tuple[int, int] = (24, 32), seed: int = 1) -> dict[str, object]:
+def write_voc_aug(
+    root: Path, layout: str, hw: tuple[int, int] = (24, 32), seed: int = 1, extra_sbd: int = 0
+) -> dict[str, object]:
     """VOC 2012 plus SBD (``layout="mat"``) or SegmentationClassAug + train_aug.txt (``layout="png"``).
 
-    VOC train a,b,c / val d,e; SBD train b,f,g / val d,h -> train_aug = a,b,c,f,g,h
-    (d is VOC val). Image b has different VOC and SBD masks, to check which one is used.
+    VOC train a,b,c / val d,e; SBD train b,f,g (+ ``extra_sbd`` more) / val d,h -> train_aug =
+    a,b,c,f,g,h,... (d is VOC val). Image b has different VOC and SBD masks, to check which one is used.
     """
     voc_ids = {"train": ["2007_000a", "2007_000b", "2007_000c"], "val": ["2007_000d", "2007_000e"]}
     sbd_ids = {"train": ["2007_000b", "2008_000f", "2008_000g"], "val": ["2007_000d", "2008_000h"]}
+    sbd_ids["train"] += [f"2009_{k:06d}" for k in range(extra_sbd)]
     voc_masks = write_voc(root, voc_ids, hw, seed)
     rng = np.random.default_rng(seed + 100)
     voc = root / "VOCdevkit" / "VOC2012"

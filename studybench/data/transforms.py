@@ -7,10 +7,11 @@ label value is ever interpolated; images use antialiased bilinear. All randomnes
 drawn from torch's global RNG: seeding the run seeds it, and DataLoader workers get their
 own torch seeds from the loader.
 
-Training order: resize -> random scale -> normalise -> pad + random crop -> flip. Padding
-(image 0, mask 255) happens after normalisation, so with ``normalize: imagenet`` padded
-pixels are the mean colour, as in DeepLab; without it they are black. Evaluation: resize,
-normalise, and with ``eval_on: crop`` a centre crop (padded the same way).
+Training order: resize -> random scale -> pad + random crop -> flip -> normalise. Padded
+mask pixels are 255; padded image pixels are 0 *in the network's input space*: with
+``normalize: imagenet`` they are the mean colour (as in DeepLab, which pads with the mean),
+without it black. Normalising last touches only the cropped pixels. Evaluation: resize,
+with ``eval_on: crop`` a centre crop (padded the same way), normalise.
 
 Expressible pipelines, e.g.
   Gonçalves et al.: ``{resize: 234, crop: 224}`` (no normalisation, eval on full or centre crops);
@@ -33,6 +34,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 Pair = tuple[torch.Tensor, torch.Tensor]
+Colour = tuple[float, float, float]
+BLACK: Colour = (0.0, 0.0, 0.0)
 
 
 def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> Pair:
@@ -45,14 +48,16 @@ def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) 
     return image, mask
 
 
-def pad_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], centre: bool) -> Pair:
-    """Pad to at least ``size``: image with 0, mask with 255; at the bottom/right, or evenly if ``centre``."""
-    ph, pw = max(size[0] - image.shape[-2], 0), max(size[1] - image.shape[-1], 0)
+def pad_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int], centre: bool, fill: Colour) -> Pair:
+    """Pad to at least ``size``: image with the colour ``fill``, mask with 255; at the bottom/right,
+    or evenly if ``centre``."""
+    (h, w), ph, pw = image.shape[-2:], max(size[0] - image.shape[-2], 0), max(size[1] - image.shape[-1], 0)
     if ph == 0 and pw == 0:
         return image, mask
     top, left = (ph // 2, pw // 2) if centre else (0, 0)
-    pad = (left, pw - left, top, ph - top)
-    return F.pad(image, pad, value=0.0), F.pad(mask, pad, value=IGNORE_INDEX)
+    padded = torch.tensor(fill, dtype=image.dtype).view(3, 1, 1).repeat(1, h + ph, w + pw)
+    padded[:, top : top + h, left : left + w] = image
+    return padded, F.pad(mask, (left, pw - left, top, ph - top), value=IGNORE_INDEX)
 
 
 @dataclass(frozen=True)
@@ -86,12 +91,13 @@ class RandomScale:
 
 @dataclass(frozen=True)
 class RandomCrop:
-    """A random (h, w) window; smaller images are first padded at the bottom/right."""
+    """A random (h, w) window; smaller images are first padded at the bottom/right with ``fill``."""
 
     size: tuple[int, int]
+    fill: Colour = BLACK
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        image, mask = pad_pair(image, mask, self.size, centre=False)
+        image, mask = pad_pair(image, mask, self.size, centre=False, fill=self.fill)
         (h, w), (ch, cw) = image.shape[-2:], self.size
         top = int(torch.randint(0, h - ch + 1, ()).item())
         left = int(torch.randint(0, w - cw + 1, ()).item())
@@ -100,12 +106,13 @@ class RandomCrop:
 
 @dataclass(frozen=True)
 class CenterCrop:
-    """The central (h, w) window; smaller images are padded evenly first."""
+    """The central (h, w) window; smaller images are padded evenly with ``fill`` first."""
 
     size: tuple[int, int]
+    fill: Colour = BLACK
 
     def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        image, mask = pad_pair(image, mask, self.size, centre=True)
+        image, mask = pad_pair(image, mask, self.size, centre=True, fill=self.fill)
         (h, w), (ch, cw) = image.shape[-2:], self.size
         top, left = (h - ch) // 2, (w - cw) // 2
         return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
@@ -156,12 +163,13 @@ def build_transform(cfg: DataCfg, train: bool) -> JointTransform | None:
         steps.append(Resize(resize))
     if train and scale is not None:
         steps.append(RandomScale(*scale))
-    if cfg.normalize == "imagenet":
-        steps.append(Normalize(IMAGENET_MEAN, IMAGENET_STD))
+    fill = IMAGENET_MEAN if cfg.normalize == "imagenet" else BLACK  # 0 after normalisation
     if crop is not None and (train or cfg.eval_on == "crop"):
-        steps.append(RandomCrop(crop) if train else CenterCrop(crop))
+        steps.append(RandomCrop(crop, fill) if train else CenterCrop(crop, fill))
     if train and cfg.flip:
         steps.append(RandomHorizontalFlip())
+    if cfg.normalize == "imagenet":
+        steps.append(Normalize(IMAGENET_MEAN, IMAGENET_STD))
     return JointCompose(tuple(steps)) if steps else None
 
 
