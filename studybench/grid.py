@@ -30,8 +30,8 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     prof_sections = prof.sections() if prof else {}
     seeds = (prof.seeds if prof and prof.seeds else None) or study.seeds
     base = _validated_partial(study.base, source, "base")
-    for name, section in prof_sections.items():
-        _validated_partial({name: section}, source, f"profiles.{profile}")
+    for prof_name, other in study.profiles.items():  # every profile, not only the active one
+        _validated_partial(other.sections(), source, f"profiles.{prof_name}")
 
     axes = dict(study.grid or {})
     datasets = _datasets(axes.pop("dataset", None), prof, source)

@@ -10,13 +10,19 @@ from studybench.spec import TrainCfg
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainCfg) -> torch.optim.Optimizer:
+    """The configured optimiser, fused where PyTorch supports it.
+
+    Why fused: on CPU the default per-tensor Adam step of a 14 M-parameter U-Net takes
+    about as long as its forward pass; the fused kernel is ~5x faster (same update rule).
+    """
     params = [p for p in params if p.requires_grad]
+    fused = bool(params) and all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda") for p in params)
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; available: sgd, adam, adamw")
 
 

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(1)  # tests run beside each other on 2 cores
+from helpers import REPO, TINY_STUDY, run_cli  # noqa: F401 - re-exported for tests that import conftest
 
-REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)  # tests run beside each other on 2 cores
 
 
 @pytest.fixture
@@ -31,27 +28,3 @@ def write_study(tmp_path: Path):
         return path
 
     return write
-
-
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
-    """Run ``studybench ARGS`` in a fresh process (as a user would)."""
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return subprocess.run(
-        [sys.executable, "-m", "studybench.cli", *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=env
-    )
-
-
-#: A tiny but real study: two losses, synthetic data, one epoch (seconds per run).
-TINY_STUDY = """\
-study: tiny
-description: two losses on tiny synthetic data
-seeds: [0]
-baseline: ce
-base:
-  data: {dataset: synthetic, options: {num_classes: 4, image_size: 32, train_images: 8, val_images: 4}}
-  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [32, 16, 16, 8, 8]}}
-  train: {epochs: 2, batch_size: 4, lr: 0.01, threads: 1}
-grid:
-  method: [ce, dice]
-"""

@@ -1,0 +1,34 @@
+"""Helpers shared by tests (import as ``from helpers import ...``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run ``studybench ARGS`` in a fresh process (as a user would)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.run(
+        [sys.executable, "-m", "studybench.cli", *args], cwd=cwd or REPO, capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+#: A tiny but real study: two losses, synthetic data, one epoch (seconds per run).
+TINY_STUDY = """\
+study: tiny
+description: two losses on tiny synthetic data
+seeds: [0]
+baseline: ce
+base:
+  data: {dataset: synthetic, options: {num_classes: 4, image_size: 32, train_images: 8, val_images: 4}}
+  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [32, 16, 16, 8, 8]}}
+  train: {epochs: 2, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  method: [ce, dice]
+"""

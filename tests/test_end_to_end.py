@@ -1,0 +1,103 @@
+"""The walking skeleton end to end, in fresh processes, on a real MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import REPO, TINY_STUDY, run_cli
+
+QUICKSTART = REPO / "studies" / "quickstart.yaml"
+
+
+def runs_of(uri: str, study: str):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(study)
+    return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.fixture(scope="module")
+def quickstart_store(tmp_path_factory):
+    """The quickstart study at smoke size, run once by the real CLI."""
+    tmp = tmp_path_factory.mktemp("quickstart")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    first = run_cli("run", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri)
+    return tmp, uri, first
+
+
+def test_quickstart_smoke_runs_and_tracks_everything(quickstart_store):
+    _, uri, first = quickstart_store
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "studybench summary" in first.stdout
+    runs = runs_of(uri, "quickstart")
+    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    client = MlflowClient(tracking_uri=uri)
+    for run in runs:
+        m, p, t = run.data.metrics, run.data.params, run.data.tags
+        for key in ("miou", "pixel_acc", "mean_acc", "wall_s", "train_s", "eval_s", "step_s", "loss_ms", "peak_mem_mb", "params_m", "iou/background"):
+            assert key in m and np.isfinite(m[key]), key
+        assert 0.0 <= m["miou"] <= 1.0 and m["peak_mem_mb"] > 0 and m["params_m"] > 0
+        assert p["model.arch"] in ("unet", "fpn") and p["data.dataset"] == "synthetic"
+        assert t["studybench.study"] == "quickstart" and len(t["studybench.run_key"]) == 16
+        assert t["studybench.git_commit"] and t["studybench.version"]
+        history = client.get_metric_history(run.info.run_id, "val/miou")
+        assert len(history) == 1  # smoke profile: one epoch
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"spec.yaml", "confusion_matrix.csv", "samples.npz"} <= artifacts
+
+
+def test_rerun_starts_no_new_runs(quickstart_store):
+    _, uri, _ = quickstart_store
+    before = {r.info.run_id for r in runs_of(uri, "quickstart")}
+    again = run_cli("run", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri)
+    assert again.returncode == 0, again.stderr
+    assert "8 already finished, 0 to run" in again.stdout
+    assert {r.info.run_id for r in runs_of(uri, "quickstart")} == before
+
+
+def test_report_builds_from_the_store_alone(quickstart_store):
+    tmp, uri, _ = quickstart_store
+    out = tmp / "report"
+    result = run_cli("report", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri, "--out", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (out / "runs.md").read_text()
+    assert table.count("| synthetic") >= 8 or table.count("synthetic") >= 8
+    assert (out / "runs.csv").exists()
+    assert len(list(out.glob("*.png"))) >= 2
+
+
+def test_status_lists_every_run(quickstart_store):
+    _, uri, _ = quickstart_store
+    result = run_cli("status", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stderr
+    assert "8 done, 0 failed, 0 running, 0 pending" in result.stdout
+
+
+def test_failing_run_is_recorded_and_others_still_run(tmp_path: Path):
+    study = tmp_path / "fail.yaml"
+    # 'bad' has class weights for 2 classes on a 4-class dataset: valid YAML, fails inside the run
+    study.write_text(TINY_STUDY.replace("method: [ce, dice]", "method: [ce, {name: bad, loss: {name: ce, class_weights: [1.0, 2.0]}}]"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli("run", str(study), "--tracking-uri", uri)
+    assert result.returncode == 1, result.stdout + result.stderr
+    runs = {r.data.tags["studybench.method"]: r for r in runs_of(uri, "tiny")}
+    assert runs["ce"].info.status == "FINISHED"
+    assert runs["bad"].info.status == "FAILED"
+    assert "class_weights" in runs["bad"].data.tags["studybench.error"]
+    client = MlflowClient(tracking_uri=uri)
+    assert "error.txt" in {a.path for a in client.list_artifacts(runs["bad"].info.run_id)}
+
+
+def test_invalid_study_exits_2_and_writes_nothing(tmp_path: Path):
+    study = tmp_path / "bad.yaml"
+    study.write_text(TINY_STUDY.replace("method: [ce, dice]", "method: [ce, no-such-loss]"))
+    db = tmp_path / "mlflow.db"
+    result = run_cli("run", str(study), "--tracking-uri", f"sqlite:///{db}")
+    assert result.returncode == 2
+    assert "no-such-loss" in result.stderr and "available:" in result.stderr
+    assert not db.exists()
+    valid = run_cli("validate", str(study))
+    assert valid.returncode == 2
