@@ -81,6 +81,18 @@ def test_float32_close_to_reference_and_row_tiling(monkeypatch):
     assert got32.dtype == torch.float32 and got32.item() == pytest.approx(want, rel=1e-5)
 
 
+def test_gpu_plan_on_cpu(monkeypatch):
+    """The GPU walk (several images per chunk, bool masks) gives the same values and gradients."""
+    import studybench.losses.lad as lad
+
+    logits, target = random_case(4, batch=3, classes=4, height=7, width=6)
+    want = reference_lad(logits, target, 5, 2.0, "weight")
+    monkeypatch.setattr(lad, "_plan", lambda *args: lad._Plan(images=2, rows=3, mask_dtype=torch.bool))
+    assert locally_adaptive_loss(logits, target, 5, 2.0, "weight").item() == pytest.approx(want, rel=1e-9)
+    logits.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z: lad_pixel_losses(z, target, 5, "weight"), (logits,), fast_mode=True)
+
+
 @pytest.mark.parametrize("kernel,norm", [(1, "count"), (3, "count"), (3, "weight"), (5, "count")])
 def test_gradcheck(kernel, norm):
     logits, target = random_case(7, batch=2, classes=3, height=4, width=5, ignore=0.25)

@@ -15,7 +15,8 @@ No public implementation exists, so this one is written to be the reference:
   per-centre normalisation, so the backward pass is the same shifted sum applied to
   ``∂L/∂v / ξ``; the standardisation is differentiated by hand and recomputed from the logits.
   Only the softmax of the pooled vectors (one logits-sized tensor) is kept between the
-  passes; everything else lives in one per-image buffer and cache-sized row tiles.
+  passes; everything else lives in per-chunk buffers (one image at a time on CPU, walked in
+  cache-sized row tiles; larger chunks on GPU, where kernel launches cost more).
 
 Note on ``norm="count"`` (the paper's ξ): the weights are 2, 1, ½, ¼, … but ξ counts pixels,
 so the pooled vector's scale depends on the neighbourhood (×2 for an isolated pixel, ×24/49
@@ -28,6 +29,8 @@ eq. 5 (Minkowski pooling), §3.2 (chessboard weights 2^(1 − D8)).
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -39,11 +42,29 @@ from studybench.losses.base import SegLoss, check_inputs
 
 NORMS = ("count", "weight")
 EPS = 1e-5  # added to the per-pixel std (methods.md §3.1)
+_CPU_TILE = 1 << 18  # elements of v per row tile on CPU
+_GPU_CHUNK = 1 << 26  # elements of v per chunk of images on GPU
 
-# Work per tile, in elements. On CPU a tile of ẑ/v plus its masks should stay in the L2 cache
-# (a few MB), since the pooling is memory bound; on GPUs whole images are cheaper (fewer launches).
-_CPU_TILE = 1 << 18
-_GPU_TILE = 1 << 24
+
+@dataclass(frozen=True)
+class _Plan:
+    """How the batch is walked: images per chunk, rows per tile, dtype of the same-label masks."""
+
+    images: int
+    rows: int
+    mask_dtype: torch.dtype
+
+
+def _plan(logits: torch.Tensor, kernel: int, work: torch.dtype) -> _Plan:
+    """CPU: one image at a time in row tiles of ~2^18 elements, which stay in the L2 cache (the
+    pooling is memory bound) while keeping the number of small ops down; float masks multiply
+    fastest. GPU: few large launches matter more, so whole images, up to ~2^26 logits elements
+    per chunk, with bool masks (1 byte per offset and pixel).
+    """
+    batch, classes, height, width = logits.shape
+    if logits.device.type == "cpu":
+        return _Plan(1, max(1, min(height, _CPU_TILE // (classes * width))), work)
+    return _Plan(max(1, min(batch, _GPU_CHUNK // (classes * height * width))), height, torch.bool)
 
 
 def check_lad_params(kernel: int, k: float, norm: str) -> None:
@@ -61,87 +82,97 @@ def ring_weights(kernel: int) -> list[float]:
     return [2.0 ** (1 - max(abs(dy), abs(dx))) for dy in range(-r, r + 1) for dx in range(-r, r + 1)]
 
 
-def _tile_rows(num_channels: int, height: int, width: int, device: torch.device) -> int:
-    budget = _GPU_TILE if device.type == "cuda" else _CPU_TILE
-    return max(1, min(height, budget // (num_channels * width)))
+def _same_label_masks(
+    padded: torch.Tensor, masks: torch.Tensor, xi: torch.Tensor | None = None, xi_weights: list[float] | None = None
+) -> None:
+    """``masks[d, n, 0, i, j] = [y(i + dy, j + dx) == y(i, j)]``; ``xi = Σ_d xi_weights[d] · masks[d]``.
 
-
-def _same_label_masks(padded: torch.Tensor, kernel: int, out: torch.Tensor) -> torch.Tensor:
-    """``out[d, i, j] = [y(i + dy, j + dx) == y(i, j)]`` for one image, shape [k², H, W].
-
-    ``padded`` holds the image's labels padded by kernel // 2 with the ignore label, so
-    out-of-image positions never match a valid centre; the centre always matches itself,
-    so the count ξ is never 0. (``F.unfold`` would do this in one call but is far slower.)
+    ``padded`` [n, H + 2r, W + 2r] holds the labels (as floats: comparing them straight into a
+    float mask is fastest on CPU), padded with the ignore label, so out-of-image positions never
+    match a valid centre; the centre always matches itself, so ξ is never 0.
+    (``F.unfold`` would build the masks in one call but is far slower.)
     """
-    height, width = out.shape[1:]
+    height, width = masks.shape[-2:]
+    kernel = math.isqrt(masks.shape[0])
     r = kernel // 2
-    centre = padded[r : r + height, r : r + width]
+    centre = padded[:, r : r + height, r : r + width]
+    if xi is not None:
+        xi.zero_()
     for d in range(kernel * kernel):
         dy, dx = divmod(d, kernel)
-        torch.eq(padded[dy : dy + height, dx : dx + width], centre, out=out[d])
-    return out
+        torch.eq(padded[:, dy : dy + height, dx : dx + width], centre, out=masks[d, :, 0])
+        if xi is not None:
+            xi.add_(masks[d, :, 0], alpha=xi_weights[d])
 
 
-def _shift_sum(out: torch.Tensor, src: torch.Tensor, masks: torch.Tensor, weights: list[float], step: int) -> None:
-    """``out = Σ_d w_d · m_d ⊙ src(· + d)`` for one image, ``step`` rows at a time.
+def _shift_sum(out: torch.Tensor, src: torch.Tensor, masks: torch.Tensor, weights: list[float], rows: int) -> None:
+    """``out = Σ_d w_d · m_d ⊙ src(· + d)`` on a chunk of images, ``rows`` rows at a time.
 
-    ``src`` is the image padded by kernel // 2: [C, H + 2r, W + 2r]; ``out`` is [C, H, W].
-    Row tiles keep the working set in cache: the loop is memory bound.
+    ``src`` [n, C, H + 2r, W + 2r] is padded by r = kernel // 2; ``out`` is [n, C, H, W]. Row
+    tiles keep the working set in cache. The centre's mask is all ones: it starts the sum.
     """
-    kernel = int(len(weights) ** 0.5)
-    height, width = out.shape[1:]
-    for y0 in range(0, height, step):
-        y1 = min(height, y0 + step)
-        tile = out[:, y0:y1]
-        tile.zero_()
+    kernel = math.isqrt(len(weights))
+    r, centre = kernel // 2, len(weights) // 2
+    height, width = out.shape[2:]
+    for y0 in range(0, height, rows):
+        y1 = min(height, y0 + rows)
+        tile = out[:, :, y0:y1]
+        torch.mul(src[:, :, y0 + r : y1 + r, r : r + width], weights[centre], out=tile)
         for d, w in enumerate(weights):
-            dy, dx = divmod(d, kernel)
-            tile.addcmul_(src[:, y0 + dy : y1 + dy, dx : dx + width], masks[d, y0:y1], value=w)
+            if d != centre:
+                dy, dx = divmod(d, kernel)
+                tile.addcmul_(src[:, :, y0 + dy : y1 + dy, dx : dx + width], masks[d, :, :, y0:y1], value=w)
 
 
-def _standardize(z: torch.Tensor, dim: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ẑ = (z − mean) / (std + ε)`` over ``dim`` (population std) and the std itself."""
-    std, mean = torch.std_mean(z, dim=dim, correction=0, keepdim=True)
-    return (z - mean).div_(std + EPS), std
+def _standardize(z: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``ẑ = (z − mean) / (std + ε)`` over the classes (dim 1, population std), into ``out``; and std.
+
+    Spelled out because ``torch.std_mean`` over a non-innermost dim is ~20× slower on CPU.
+    """
+    centred = torch.sub(z, z.mean(1, keepdim=True), out=out)
+    std = (centred * centred).mean(1, keepdim=True).sqrt_()
+    return centred.div_(std + EPS), std
 
 
 def _standardize_backward(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """∂L/∂z from ∂L/∂ẑ over dim 0: ``(g − ḡ)/(σ + ε) − ẑ · mean(g ẑ)/σ``, in place on ``grad``.
+    """∂L/∂z from ∂L/∂ẑ (dim 1): ``(g − ḡ)/(σ + ε) − ẑ · mean(g ẑ)/σ``, in place on ``grad``.
 
-    The second term's limit as σ → 0 is 0 (ẑ vanishes like σ/ε), which autograd through
-    ``torch.std`` would turn into NaN for a constant logit vector.
+    The second term tends to 0 as σ → 0 (ẑ vanishes like σ/ε) and is set to 0 at σ = 0, where
+    autograd through ``torch.std`` would give NaN (a constant logit vector).
     """
     zhat, std = _standardize(z)
-    coupling = (grad * zhat).mean(0, keepdim=True)
+    coupling = (grad * zhat).mean(1, keepdim=True)
     coupling.div_(torch.where(std > 0, std, torch.ones_like(std)))
-    grad.sub_(grad.mean(0, keepdim=True)).div_(std + EPS)
+    grad.sub_(grad.mean(1, keepdim=True)).div_(std + EPS)
     return grad.sub_(zhat.mul_(coupling))
 
 
 class _SelectivePoolCE(torch.autograd.Function):
-    """Per-pixel ``ℓ_p = −log softmax(v_p)[y_p]`` with ``v = P ẑ`` (0 at ignored pixels)."""
+    """Per-pixel ``ℓ_p = −log softmax(v_p)[y_p]`` with ``v = P ẑ`` (0 at ignored pixels).
+
+    Saves the logits (alive anyway), the labels, softmax(v) and 1/ξ; the backward rebuilds
+    the masks and ẑ chunk by chunk.
+    """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, kernel: int, norm: str) -> torch.Tensor:
-        batch, classes, height, width = logits.shape
         work = torch.promote_types(logits.dtype, torch.float32)
         weights = ring_weights(kernel)
-        xi_weights = logits.new_tensor(weights if norm == "weight" else [1.0] * len(weights), dtype=work)
-        valid, safe, labels, masks, pad, step = _prepare(logits, target, kernel, work)
+        xi_weights = weights if norm == "weight" else [1.0] * len(weights)
+        plan, valid, safe, labels, masks, xi, pad = _prepare(logits, target, kernel, work)
         probs = torch.empty(logits.shape, dtype=work, device=logits.device)  # v, then softmax(v)
-        inv_xi = torch.empty((batch, height, width), dtype=work, device=logits.device)
-        losses = torch.empty((batch, height, width), dtype=work, device=logits.device)
-        for b in range(batch):
-            _same_label_masks(labels[b], kernel, masks)
-            torch.div(valid[b], torch.tensordot(xi_weights, masks, dims=1), out=inv_xi[b])
-            pad[:, kernel // 2 : kernel // 2 + height, kernel // 2 : kernel // 2 + width] = _standardize(
-                logits[b].to(work)
-            )[0]
-            v = probs[b]
-            _shift_sum(v, pad, masks, weights, step)
-            v.mul_(inv_xi[b])
-            lse = torch.logsumexp(v, dim=0)
-            torch.sub(lse, v.gather(0, safe[b][None])[0], out=losses[b]).mul_(valid[b])
+        inv_xi = torch.empty(target.shape, dtype=work, device=logits.device)
+        losses = torch.empty(target.shape, dtype=work, device=logits.device)
+        for chunk in _chunks(logits.shape[0], plan.images):
+            n = chunk.stop - chunk.start
+            _same_label_masks(labels[chunk], masks[:, :n], xi[:n], xi_weights)
+            torch.div(valid[chunk], xi[:n], out=inv_xi[chunk])
+            _standardize(logits[chunk].to(work), out=_inner(pad[:n], kernel))
+            v = probs[chunk]
+            _shift_sum(v, pad[:n], masks[:, :n], weights, plan.rows)
+            v.mul_(inv_xi[chunk, None])
+            lse = torch.logsumexp(v, dim=1, keepdim=True)
+            torch.sub(lse[:, 0], v.gather(1, safe[chunk, None])[:, 0], out=losses[chunk]).mul_(valid[chunk])
             v.sub_(lse).exp_()
         ctx.save_for_backward(logits, target, probs, inv_xi)
         ctx.kernel = kernel
@@ -151,32 +182,44 @@ class _SelectivePoolCE(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_losses: torch.Tensor):
         logits, target, probs, inv_xi = ctx.saved_tensors
-        kernel, r = ctx.kernel, ctx.kernel // 2
-        height, width = logits.shape[2:]
+        kernel = ctx.kernel
         weights = ring_weights(kernel)
-        valid, safe, labels, masks, pad, step = _prepare(logits, target, kernel, probs.dtype)
+        plan, _, safe, labels, masks, _, pad = _prepare(logits, target, kernel, probs.dtype)
         scale = grad_losses.to(probs.dtype) * inv_xi  # ∂L/∂ℓ_p / ξ_p, zero at ignored pixels
         grad = torch.empty_like(probs)
-        for b in range(logits.shape[0]):
-            _same_label_masks(labels[b], kernel, masks)
-            inner = pad[:, r : r + height, r : r + width]
-            torch.mul(probs[b], scale[b], out=inner)  # ∂L/∂v / ξ = (softmax(v) − onehot(y)) · ∂L/∂ℓ / ξ
-            inner.scatter_add_(0, safe[b][None], -scale[b][None])
-            _shift_sum(grad[b], pad, masks, weights, step)  # Pᵀ is the same shifted sum (w, m symmetric)
-            _standardize_backward(grad[b], logits[b].to(probs.dtype))
+        for chunk in _chunks(logits.shape[0], plan.images):
+            n = chunk.stop - chunk.start
+            _same_label_masks(labels[chunk], masks[:, :n])
+            inner = _inner(pad[:n], kernel)  # ∂L/∂v / ξ = (softmax(v) − onehot(y)) · ∂L/∂ℓ / ξ
+            torch.mul(probs[chunk], scale[chunk, None], out=inner)
+            inner.scatter_add_(1, safe[chunk, None], -scale[chunk, None])
+            g = grad[chunk]
+            _shift_sum(g, pad[:n], masks[:, :n], weights, plan.rows)  # Pᵀ: the same sum (w, m symmetric)
+            _standardize_backward(g, logits[chunk].to(probs.dtype))
         return grad.to(logits.dtype), None, None, None
 
 
 def _prepare(logits: torch.Tensor, target: torch.Tensor, kernel: int, work: torch.dtype):
-    """Per-batch label tensors and the per-image buffers shared by forward and backward."""
-    classes, height, width = logits.shape[1:]
-    r = kernel // 2
+    """The plan, label tensors and the per-chunk buffers shared by forward and backward."""
+    batch, classes, height, width = logits.shape
+    plan = _plan(logits, kernel, work)
+    r, n, device = kernel // 2, plan.images, logits.device
     valid = target != IGNORE_INDEX
     safe = torch.where(valid, target, torch.zeros_like(target))
-    labels = F.pad(target, (r, r, r, r), value=IGNORE_INDEX)
-    masks = torch.empty((kernel * kernel, height, width), dtype=work, device=logits.device)
-    pad = torch.zeros((classes, height + 2 * r, width + 2 * r), dtype=work, device=logits.device)
-    return valid.to(work), safe, labels, masks, pad, _tile_rows(classes, height, width, logits.device)
+    labels = F.pad(target.to(work), (r, r, r, r), value=float(IGNORE_INDEX))
+    masks = torch.empty((kernel * kernel, n, 1, height, width), dtype=plan.mask_dtype, device=device)
+    xi = torch.empty((n, height, width), dtype=work, device=device)
+    pad = torch.zeros((n, classes, height + 2 * r, width + 2 * r), dtype=work, device=device)
+    return plan, valid.to(work), safe, labels, masks, xi, pad
+
+
+def _chunks(batch: int, size: int) -> list[slice]:
+    return [slice(b, min(batch, b + size)) for b in range(0, batch, size)]
+
+
+def _inner(padded: torch.Tensor, kernel: int) -> torch.Tensor:
+    r = kernel // 2
+    return padded[:, :, r : padded.shape[2] - r, r : padded.shape[3] - r]
 
 
 def lad_pixel_losses(logits: torch.Tensor, target: torch.Tensor, kernel: int = 5, norm: str = "count") -> torch.Tensor:

@@ -1,0 +1,149 @@
+"""Cost of the LAD loss next to CE and a U-Net-resnet18 training step (CPU).
+
+Times forward + backward of each loss on logits [B, C, H, W] (default 8 × 21 × 224²) and one
+U-Net-resnet18 SGD step on the same batch, all in one process and interleaved round by round,
+so that load from other programs on a shared machine hits every case alike; medians are
+reported. Peak extra memory of each loss is measured in a fresh subprocess per case: the
+kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs just before the call,
+with glibc told to return large blocks to the OS at once (MALLOC_MMAP_THRESHOLD_), and the
+resident size before the call (logits and target already allocated) is subtracted.
+
+    .venv/bin/python benchmarks/bench_lad.py [--threads 2] [--repeats 7] [--batch 8] [--size 224]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+from studybench import IGNORE_INDEX
+from studybench.losses import build_loss
+
+CASES = {
+    "ce": {"name": "ce"},
+    "lad kernel 3": {"name": "lad", "kernel": 3, "k": 3},
+    "lad kernel 5": {"name": "lad", "kernel": 5, "k": 3},
+    "lad kernel 7": {"name": "lad", "kernel": 7, "k": 3},
+}
+
+
+def make_batch(batch: int, classes: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random logits and blocky labels (regions of 16², a few ignored pixels), like real masks."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = torch.randn(batch, classes, size, size, generator=gen)
+    coarse = torch.randint(0, classes, (batch, 1, size // 16 + 1, size // 16 + 1), generator=gen)
+    target = F.interpolate(coarse.float(), scale_factor=16, mode="nearest")[:, 0, :size, :size].long()
+    target[torch.rand(target.shape, generator=gen) < 0.05] = IGNORE_INDEX
+    return logits, target
+
+
+def loss_step(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor) -> None:
+    z = logits.detach().requires_grad_(True)
+    loss(z, target).backward()
+
+
+def time_all(args: argparse.Namespace) -> dict[str, float]:
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    logits, target = make_batch(args.batch, args.classes, args.size)
+    images = torch.randn(args.batch, 3, args.size, args.size)
+    model = smp.Unet("resnet18", encoder_weights=None, classes=args.classes)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    ce = build_loss("ce")
+
+    def unet_step() -> None:
+        optimizer.zero_grad(set_to_none=True)
+        ce(model(images), target).backward()
+        optimizer.step()
+
+    steps = {"unet-resnet18 step": unet_step}
+    for label, spec in CASES.items():
+        params = {k: v for k, v in spec.items() if k != "name"}
+        loss = build_loss(spec["name"], **params)
+        steps[label] = lambda loss=loss: loss_step(loss, logits, target)
+    times: dict[str, list[float]] = {label: [] for label in steps}
+    for fn in steps.values():  # warm-up
+        fn()
+    for _ in range(args.repeats):
+        for label, fn in steps.items():
+            start = time.perf_counter()
+            fn()
+            times[label].append(time.perf_counter() - start)
+    return {label: statistics.median(values) for label, values in times.items()}
+
+
+def _peak_rss_child(label: str, args: argparse.Namespace) -> None:
+    """Runs in a fresh process: prints the peak extra RSS (bytes) of one forward + backward."""
+    spec = CASES[label]
+    loss = build_loss(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    logits, target = make_batch(args.batch, args.classes, args.size)
+    loss_step(loss, logits[:1, :, :32, :32].contiguous(), target[:1, :32, :32].contiguous())  # lazy init
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_kb("VmRSS")
+    loss_step(loss, logits, target)
+    print(json.dumps({"extra_bytes": (_status_kb("VmHWM") - before) * 1024}))
+
+
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def peak_memory(label: str, args: argparse.Namespace) -> float | None:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0")
+    cmd = [sys.executable, __file__, "--child", label, "--threads", str(args.threads)]
+    cmd += ["--batch", str(args.batch), "--classes", str(args.classes), "--size", str(args.size)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])["extra_bytes"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--classes", type=int, default=21)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        _peak_rss_child(args.child, args)
+        return
+    times = time_all(args)
+    logits_bytes = args.batch * args.classes * args.size * args.size * 4
+    step = times["unet-resnet18 step"]
+    print(
+        f"B={args.batch}, C={args.classes}, {args.size}², float32, {args.threads} CPU threads, "
+        f"median of {args.repeats} interleaved rounds; logits = {logits_bytes / 2**20:.1f} MiB\n"
+    )
+    print("| case | fwd+bwd ms | vs CE | share of U-Net step | peak extra MiB | × logits |")
+    print("|---|---:|---:|---:|---:|---:|")
+    print(f"| unet-resnet18 training step | {step * 1e3:.0f} | | 100 % | | |")
+    for label in CASES:
+        extra = peak_memory(label, args)
+        mem = "n/a | n/a" if extra is None else f"{extra / 2**20:.0f} | {extra / logits_bytes:.2f}"
+        print(
+            f"| {label} | {times[label] * 1e3:.0f} | {times[label] / times['ce']:.2f}× | "
+            f"{100 * times[label] / step:.1f} % | {mem} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
