@@ -48,12 +48,12 @@ def pixels_used(
     """
     if target.shape[-2:] != features.shape[-2:]:
         target = F.interpolate(target[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()
-    flat = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
     labels = target.reshape(-1)
     index = (labels != IGNORE_INDEX).nonzero().squeeze(1)
     if max_pixels is not None and index.numel() > max_pixels:
         index = index[torch.randperm(index.numel(), device=index.device)[:max_pixels]]
-    return flat[index], labels[index]
+    pixels = features.shape[2] * features.shape[3]
+    return features.flatten(2)[index // pixels, :, index % pixels], labels[index]
 
 
 class CenterLoss(SegLoss):
@@ -91,7 +91,8 @@ class CenterLoss(SegLoss):
             raise ValueError(f"loss 'center' needs features=[B, D, h, w] with B = {logits.shape[0]}, got {shape}")
         ce = cross_entropy(logits, target)  # also rejects labels outside [0, C) before they index centres
         if self.centers.numel() == 0:
-            self.centers = features.new_zeros((logits.shape[1], features.shape[1])).detach()
+            dtype = torch.promote_types(features.dtype, torch.float32)  # no half-precision running means
+            self.centers = features.new_zeros((logits.shape[1], features.shape[1]), dtype=dtype).detach()
         elif self.centers.shape != (logits.shape[1], features.shape[1]):
             raise ValueError(
                 f"loss 'center': centres are {tuple(self.centers.shape)} (classes, feature dim), "

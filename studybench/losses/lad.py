@@ -96,13 +96,17 @@ def _same_label_masks(
     kernel = math.isqrt(masks.shape[0])
     r = kernel // 2
     centre = padded[:, r : r + height, r : r + width]
-    if xi is not None:
-        xi.zero_()
     for d in range(kernel * kernel):
         dy, dx = divmod(d, kernel)
         torch.eq(padded[:, dy : dy + height, dx : dx + width], centre, out=masks[d, :, 0])
-        if xi is not None:
-            xi.add_(masks[d, :, 0], alpha=xi_weights[d])
+    if xi is None:
+        return
+    if masks.is_floating_point():  # one contraction instead of k² small ops
+        torch.tensordot(masks.new_tensor(xi_weights), masks[:, :, 0], dims=1, out=xi)
+        return
+    xi.zero_()
+    for d, w in enumerate(xi_weights):
+        xi.add_(masks[d, :, 0], alpha=w)
 
 
 def _shift_sum(out: torch.Tensor, src: torch.Tensor, masks: torch.Tensor, weights: list[float], rows: int) -> None:
