@@ -107,6 +107,11 @@ def test_voc_missing_mask_and_list_are_named(voc_copy):
         make("voc2012", voc_copy, "val")
 
 
+def test_voc_list_with_crlf_and_blank_lines(voc_copy):
+    (voc_copy / "ImageSets" / "Segmentation" / "val.txt").write_bytes(b"2007_000033\r\n2007_000042\r\n\r\n\n")
+    assert stems(make("voc2012", voc_copy, "val")) == ["2007_000033", "2007_000042"]
+
+
 def test_voc_outside_vocdevkit_is_explained(voc_copy, tmp_path):
     moved = tmp_path / "plain" / "VOC2012"
     shutil.copytree(voc_copy, moved)
@@ -279,6 +284,7 @@ def test_folder_class_ids_and_deterministic_split(tmp_path):
         for i, stem in enumerate(stems(ds)):
             assert np.array_equal(ds[i][1].numpy(), raw[stem])
     assert train.class_names == ("bg", "cell", "nucleus") and train.num_classes == 3
+    assert train.palette == ((0, 0, 0), (128, 0, 0), (0, 128, 0))  # default colours for figures
     with pytest.raises(DataFileError, match=r"contains label value\(s\) 2 outside"):
         make("folder", tmp_path, "train", classes=["bg", "cell"]).load(0)
     with pytest.raises(RegistryError, match="needs parameter.*classes"):

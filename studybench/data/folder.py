@@ -26,6 +26,7 @@ from studybench.data.files import (
     read_list,
     read_rgb_mask,
 )
+from studybench.data.voc import voc_colour
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -35,7 +36,8 @@ class FolderDataset(FileSegDataset):
 
     Args:
         classes: class names; class id i is ``classes[i]`` (at most 255 classes, 255 = ignore).
-        palette: one [r, g, b] per class; if given, masks are colour images mapped through it.
+        palette: one [r, g, b] per class; if given, masks are colour images mapped through it
+            (and figures use these colours; else the VOC colour map).
         ignore_color: with ``palette``, the [r, g, b] of unlabelled pixels (mapped to 255).
         val_fraction: share of images held out as ``val`` when there are no split lists.
         split_seed: seed of that deterministic hold-out.
@@ -78,7 +80,11 @@ class FolderDataset(FileSegDataset):
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"folder: val_fraction must be in [0, 1), got {val_fraction}")
         self.class_names = tuple(classes)
-        self.palette = tuple(tuple(c) for c in palette) if palette is not None else None
+        self.colour_masks = palette is not None
+        # without a palette, figures use the VOC colour map
+        self.palette = (
+            tuple(tuple(c) for c in palette) if palette else tuple(voc_colour(i) for i in range(len(classes)))
+        )
         self.ignore_color = tuple(ignore_color) if ignore_color is not None else None
         self.label_map = label_lut({i: i for i in range(len(classes))})
         self.val_fraction, self.split_seed = val_fraction, split_seed
@@ -105,7 +111,7 @@ class FolderDataset(FileSegDataset):
         return self.require_files([(by_stem[s], masks_dir / f"{s}.png") for s in stems])
 
     def read_label(self, path: Path) -> np.ndarray:
-        if self.palette is None:
+        if not self.colour_masks:
             raw = read_index_png(path, hint="; for colour masks give options.palette")
             return apply_label_map(raw, self.label_map, path)
         return palette_to_ids(read_rgb_mask(path), self.palette, path, self.ignore_color)

@@ -107,7 +107,8 @@ class VOC2012(FileSegDataset):
                 f"{voc / 'SegmentationClass'})"
             )
         tv = VOCSegmentation(str(voc.parent.parent), year="2012", image_set=split, download=False)
-        return self.require_files([(Path(i), Path(m)) for i, m in zip(tv.images, tv.masks) if Path(i).stem])
+        pairs = [(Path(i), Path(m)) for i, m in zip(tv.images, tv.masks)]
+        return self.require_files([p for p in pairs if p[0].name != ".jpg"])  # blank list lines
 
 
 class VOC2012Aug(VOC2012):
