@@ -40,6 +40,7 @@ class Profile(_Strict):
 
     seeds: list[int] | None = None
     dataset: str | list[str] | None = None  # replaces the dataset axis
+    iterations_scale: float | None = Field(default=None, gt=0)  # train.iterations x this (keeps ratios between methods)
     data: dict[str, Any] | None = None
     model: dict[str, Any] | None = None
     loss: dict[str, Any] | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import math
 from typing import Any
 
 from pydantic import ValidationError
@@ -63,6 +64,8 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         merged = _merge(base, ds["sections"])
         merged = _merge(merged, method["sections"])
         merged = _merge(merged, prof_sections)
+        if prof is not None and prof.iterations_scale and merged.get("train", {}).get("iterations"):
+            merged["train"]["iterations"] = max(1, math.ceil(merged["train"]["iterations"] * prof.iterations_scale))
         for key, value in axis_values.items():
             merged = _merge(merged, _dotted(key, value))
         config = _run_config(merged, source, f"run {ds['name']}/{method['name']}")

@@ -79,3 +79,16 @@ def test_names_and_only_filter(write_study):
 def test_method_shorthand_and_no_grid(write_study):
     specs = specs_of(write_study, "study: one\nbase: {loss: {name: dice}}\n")
     assert len(specs) == 1 and specs[0].method == "dice" and specs[0].groups == ("main",)
+
+
+def test_profile_scales_iterations_keeping_the_grid_shape(write_study):
+    text = """\
+    study: it
+    base: {train: {iterations: 20000}}
+    grid:
+      method: [ce, {name: ce-1k, loss: {name: ce}, train: {iterations: 1000}}]
+    profiles:
+      smoke: {iterations_scale: 0.002}
+    """
+    specs = specs_of(write_study, text, profile="smoke")
+    assert sorted(s.config.train.iterations for s in specs) == [2, 40]
