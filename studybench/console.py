@@ -47,7 +47,9 @@ class RunDisplay:
         if self.epoch_task is not None:
             self.progress.remove_task(self.epoch_task)
             self.epoch_task = None
-        mark = {"FINISHED": "[green]done", "FAILED": "[red]FAILED", "SKIPPED": "[dim]skipped"}.get(outcome.status, outcome.status)
+        mark = {"FINISHED": "[green]done", "FAILED": "[red]FAILED", "SKIPPED": "[dim]skipped"}.get(
+            outcome.status, outcome.status
+        )
         detail = f"mIoU {outcome.metrics['miou']:.3f}" if "miou" in outcome.metrics else (outcome.error or "")
         self.progress.console.print(f"{mark}[/] {outcome.spec.name}  {detail}")
         self.progress.advance(self.overall)
@@ -71,12 +73,26 @@ class RunDisplay:
 
 def summary_table(outcomes: list[RunOutcome]) -> Table:
     table = Table(title="studybench summary")
-    for col, justify in [("run", "left"), ("mIoU", "right"), ("pixel acc", "right"), ("wall s", "right"), ("peak MB", "right"), ("status", "left")]:
+    for col, justify in [
+        ("run", "left"),
+        ("mIoU", "right"),
+        ("pixel acc", "right"),
+        ("wall s", "right"),
+        ("peak MB", "right"),
+        ("status", "left"),
+    ]:
         table.add_column(col, justify=justify)
     for o in outcomes:
         m = o.metrics
         status = o.status if o.status != "FAILED" else f"FAILED: {o.error}"
-        table.add_row(o.spec.name, _fmt(m.get("miou"), 4), _fmt(m.get("pixel_acc"), 4), _fmt(m.get("wall_s"), 1), _fmt(m.get("peak_mem_mb"), 0), status)
+        table.add_row(
+            o.spec.name,
+            _fmt(m.get("miou"), 4),
+            _fmt(m.get("pixel_acc"), 4),
+            _fmt(m.get("wall_s"), 1),
+            _fmt(m.get("peak_mem_mb"), 0),
+            status,
+        )
     return table
 
 

@@ -39,7 +39,9 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     methods = _methods(axes.pop("method", None), base, source)
     dotted = list(axes.items())
 
-    points: list[tuple[tuple[str, ...], dict[str, Any], dict[str, Any], dict[str, Any]]] = []  # (groups, dataset, method, axis values)
+    points: list[
+        tuple[tuple[str, ...], dict[str, Any], dict[str, Any], dict[str, Any]]
+    ] = []  # (groups, dataset, method, axis values)
     for ds, method in itertools.product(datasets, methods):
         for values in itertools.product(*(v for _, v in dotted)):
             points.append((("main",), ds, method, dict(zip((k for k, _ in dotted), values))))
@@ -48,7 +50,9 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         if abl_name == "main":
             raise StudyError(f"{source}: ablations.main: 'main' names the grid itself; choose another ablation name")
         if abl.of not in by_name:
-            raise StudyError(f"{source}: ablations.{abl_name}.of: unknown method {abl.of!r}; methods: {', '.join(by_name)}")
+            raise StudyError(
+                f"{source}: ablations.{abl_name}.of: unknown method {abl.of!r}; methods: {', '.join(by_name)}"
+            )
         for key, values in abl.vary.items():
             _check_axis_key(key, source, f"ablations.{abl_name}.vary")
             if not values:
@@ -71,7 +75,9 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         config = _run_config(merged, source, f"run {ds['name']}/{method['name']}")
         axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
         for seed in seeds:
-            spec = RunSpec(study=study.study, method=method["name"], seed=seed, config=config, axes=axes_named, groups=groups)
+            spec = RunSpec(
+                study=study.study, method=method["name"], seed=seed, config=config, axes=axes_named, groups=groups
+            )
             if spec.key in specs:
                 old = specs[spec.key]
                 specs[spec.key] = old.model_copy(update={"groups": tuple(dict.fromkeys(old.groups + groups))})
@@ -95,7 +101,13 @@ def select(specs: list[RunSpec], only: str | None) -> list[RunSpec]:
         if "=" not in term:
             return term in spec.name
         key, value = (s.strip() for s in term.split("=", 1))
-        fields = {**{k: str(v) for k, v in spec.axes.items()}, "seed": str(spec.seed), "method": spec.method, "dataset": spec.dataset, "arch": spec.arch}
+        fields = {
+            **{k: str(v) for k, v in spec.axes.items()},
+            "seed": str(spec.seed),
+            "method": spec.method,
+            "dataset": spec.dataset,
+            "arch": spec.arch,
+        }
         fields.update({k.rsplit(".", 1)[-1]: str(v) for k, v in spec.axes.items()})
         return fields.get(key) == value
 
@@ -125,7 +137,9 @@ def _datasets(values: list[Any] | None, prof, source: str) -> list[dict[str, Any
             data = {k: v for k, v in value.items() if k != "name"}
             out.append({"name": value["name"], "sections": {"data": {**data, "dataset": value["name"]}}})
         else:
-            raise StudyError(f"{source}: grid.dataset[{i}]: expected a dataset name or {{name: ..., root: ...}}, got {value!r}")
+            raise StudyError(
+                f"{source}: grid.dataset[{i}]: expected a dataset name or {{name: ..., root: ...}}, got {value!r}"
+            )
     return out
 
 
@@ -139,7 +153,9 @@ def _methods(values: list[Any] | None, base: dict[str, Any], source: str) -> lis
         if isinstance(value, str):  # shorthand: a loss name
             value = {"name": value, "loss": {"name": value}}
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
-            raise StudyError(f"{source}: {where}: a method is a loss name or a mapping with 'name' and sections, got {value!r}")
+            raise StudyError(
+                f"{source}: {where}: a method is a loss name or a mapping with 'name' and sections, got {value!r}"
+            )
         sections = {k: v for k, v in value.items() if k != "name"}
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
@@ -221,7 +237,14 @@ def _merge(base: dict[str, Any], override: dict[str, Any], depth: int = 0) -> di
     out = copy.deepcopy(base)
     for key, value in override.items():
         old = out.get(key)
-        renamed = depth == 0 and key in ("loss", "scheme") and isinstance(value, dict) and "name" in value and isinstance(old, dict) and old.get("name") != value["name"]
+        renamed = (
+            depth == 0
+            and key in ("loss", "scheme")
+            and isinstance(value, dict)
+            and "name" in value
+            and isinstance(old, dict)
+            and old.get("name") != value["name"]
+        )
         if isinstance(old, dict) and isinstance(value, dict) and not renamed:
             out[key] = _merge(old, value, depth + 1)
         else:
@@ -239,18 +262,19 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
     seen: set[tuple[str, str]] = set()
     for spec in specs:
         cfg = spec.config
-        checks = [
-            ("loss", lambda: build_loss(cfg.loss.name, **cfg.loss.params), repr(cfg.loss)),
-            ("scheme", lambda: SCHEMES.check(cfg.scheme.name, cfg.scheme.params), repr(cfg.scheme)),
-            ("model", lambda: check_model(cfg.model), repr(cfg.model)),
-            ("data", lambda: DATASETS.check(cfg.data.dataset, cfg.data.options), repr(cfg.data)),
-        ]
-        for section, check, memo in checks:
-            if (section, memo) in seen:
+        for section, part in (("loss", cfg.loss), ("scheme", cfg.scheme), ("model", cfg.model), ("data", cfg.data)):
+            if (section, repr(part)) in seen:
                 continue
-            seen.add((section, memo))
+            seen.add((section, repr(part)))
             try:
-                check()
+                if section == "loss":
+                    build_loss(part.name, **part.params)  # constructing a loss is cheap and runs its own checks
+                elif section == "scheme":
+                    SCHEMES.check(part.name, part.params)
+                elif section == "model":
+                    check_model(part)
+                else:
+                    DATASETS.check(part.dataset, part.options)
             except (ValueError, TypeError) as err:
                 raise StudyError(f"{source}: {section}: {err}  [in run {spec.name}]") from None
     if check_data:
@@ -264,4 +288,3 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
 
 def _data_memo(data: DataCfg) -> str:
     return data.model_dump_json()
-

@@ -16,9 +16,13 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainCfg) -> torc
     about as long as its forward pass; the fused kernel is ~5x faster (same update rule).
     """
     params = [p for p in params if p.requires_grad]
-    fused = bool(params) and all(p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda") for p in params)
+    fused = bool(params) and all(
+        p.dtype in (torch.float32, torch.float64) and p.device.type in ("cpu", "cuda") for p in params
+    )
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None)
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, fused=fused or None
+        )
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "adamw":
@@ -26,7 +30,9 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainCfg) -> torc
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; available: sgd, adam, adamw")
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainCfg, total_steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: TrainCfg, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Stepped once per training step. ``poly``: lr · (1 − step/total)^power (DeepLab)."""
     if cfg.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

@@ -55,9 +55,7 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
-        raise RegistryError(
-            f"unknown {self.family} {name!r}; available: {', '.join(self.names())}"
-        )
+        raise RegistryError(f"unknown {self.family} {name!r}; available: {', '.join(self.names())}")
 
     def get(self, name: str) -> Callable[..., T]:
         return self._factories[self.canonical(name)]
@@ -86,9 +84,7 @@ class Registry(Generic[T]):
                 if takes_any:
                     continue
                 valid = ", ".join(named) or "(none)"
-                raise RegistryError(
-                    f"{self.family} {canonical!r} has no parameter {key!r}; valid: {valid}"
-                )
+                raise RegistryError(f"{self.family} {canonical!r} has no parameter {key!r}; valid: {valid}")
             if key in hints:
                 try:
                     TypeAdapter(hints[key]).validate_python(value)
@@ -98,11 +94,7 @@ class Registry(Generic[T]):
                         f"{self.family} {canonical!r} parameter {key!r} expects {expected}, "
                         f"got {value!r} ({err.errors()[0]['msg']})"
                     ) from None
-        missing = [
-            k
-            for k, p in named.items()
-            if p.default is inspect.Parameter.empty and k not in params
-        ]
+        missing = [k for k, p in named.items() if p.default is inspect.Parameter.empty and k not in params]
         if missing:
             raise RegistryError(f"{self.family} {canonical!r} needs parameter(s): {', '.join(missing)}")
 

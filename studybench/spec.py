@@ -122,7 +122,11 @@ class RunSpec(Section):
     @property
     def name(self) -> str:
         """Readable run name, e.g. ``synthetic/unet-rmi/radius=3/seed0``."""
-        extra = [f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in sorted(self.axes.items()) if k not in ("dataset", "method")]
+        extra = [
+            f"{k.rsplit('.', 1)[-1]}={_short(v)}"
+            for k, v in sorted(self.axes.items())
+            if k not in ("dataset", "method")
+        ]
         return "/".join([self.dataset, self.method, *extra, f"seed{self.seed}"])
 
     @property

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import REPO, TINY_STUDY, run_cli  # noqa: F401 - re-exported for tests that import conftest
 
 torch.set_num_threads(1)  # tests run beside each other on 2 cores

@@ -34,7 +34,10 @@ MALFORMED = [
     ("study: s\nseeds: []\n", ["seeds"]),
     ("study: s\nseeds: [1, 1]\n", ["seeds", "unique"]),
     ("stud: s\n", ["stud", "unknown key"]),
-    ("study: s\nablations: {r: {of: rmi, vary: {loss.radius: [1]}}}\ngrid: {method: [ce]}\n", ["ablations.r.of", "rmi", "methods: ce"]),
+    (
+        "study: s\nablations: {r: {of: rmi, vary: {loss.radius: [1]}}}\ngrid: {method: [ce]}\n",
+        ["ablations.r.of", "rmi", "methods: ce"],
+    ),
     ("study: s\ngrid: {method: [{name: a, los: {name: ce}}]}\n", ["grid.method[0].los", "allowed"]),
     ("study: s\ngrid: {method: [ce, ce]}\n", ["grid.method[1].name", "duplicate"]),
     ("study: s\nbase: {data: {dataset: synthetic, options: {img_size: 3}}}\n", ["data", "img_size", "image_size"]),

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
-
 from helpers import REPO, TINY_STUDY, run_cli
+from mlflow.tracking import MlflowClient
 
 QUICKSTART = REPO / "studies" / "quickstart.yaml"
 
@@ -37,7 +36,19 @@ def test_quickstart_smoke_runs_and_tracks_everything(quickstart_store):
     client = MlflowClient(tracking_uri=uri)
     for run in runs:
         m, p, t = run.data.metrics, run.data.params, run.data.tags
-        for key in ("miou", "pixel_acc", "mean_acc", "wall_s", "train_s", "eval_s", "step_s", "loss_ms", "peak_mem_mb", "params_m", "iou/background"):
+        for key in (
+            "miou",
+            "pixel_acc",
+            "mean_acc",
+            "wall_s",
+            "train_s",
+            "eval_s",
+            "step_s",
+            "loss_ms",
+            "peak_mem_mb",
+            "params_m",
+            "iou/background",
+        ):
             assert key in m and np.isfinite(m[key]), key
         assert 0.0 <= m["miou"] <= 1.0 and m["peak_mem_mb"] > 0 and m["params_m"] > 0
         assert p["model.arch"] in ("unet", "fpn") and p["data.dataset"] == "synthetic"
@@ -79,7 +90,11 @@ def test_status_lists_every_run(quickstart_store):
 def test_failing_run_is_recorded_and_others_still_run(tmp_path: Path):
     study = tmp_path / "fail.yaml"
     # 'bad' has class weights for 2 classes on a 4-class dataset: valid YAML, fails inside the run
-    study.write_text(TINY_STUDY.replace("method: [ce, dice]", "method: [ce, {name: bad, loss: {name: ce, class_weights: [1.0, 2.0]}}]"))
+    study.write_text(
+        TINY_STUDY.replace(
+            "method: [ce, dice]", "method: [ce, {name: bad, loss: {name: ce, class_weights: [1.0, 2.0]}}]"
+        )
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     result = run_cli("run", str(study), "--tracking-uri", uri)
     assert result.returncode == 1, result.stdout + result.stderr

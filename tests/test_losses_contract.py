@@ -31,7 +31,9 @@ def call(loss, logits, target):
     extra = {}
     if "features" in loss.requires:
         g = torch.Generator().manual_seed(1)
-        extra["features"] = torch.randn(logits.shape[0], FEATURE_DIM, *logits.shape[2:], generator=g, dtype=logits.dtype)
+        extra["features"] = torch.randn(
+            logits.shape[0], FEATURE_DIM, *logits.shape[2:], generator=g, dtype=logits.dtype
+        )
     return loss(logits, target, **extra)
 
 
@@ -110,7 +112,9 @@ def test_weighted_sum_logs_each_term():
 def test_ce_matches_torch_and_bce_uses_rmi_normalisation():
     logits, target = make_inputs(torch.float64)
     ce = build_loss("ce")(logits, target)
-    assert ce.item() == pytest.approx(torch.nn.functional.cross_entropy(logits, target, ignore_index=255).item(), rel=1e-12)
+    assert ce.item() == pytest.approx(
+        torch.nn.functional.cross_entropy(logits, target, ignore_index=255).item(), rel=1e-12
+    )
     # bce: sum over valid pixels and classes / (M + 1), written out with loops
     total, m = 0.0, 0
     for b in range(2):

@@ -37,7 +37,9 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
                 assert proc.poll() is None, proc.stdout.read().decode()
                 time.sleep(1)
         assert body is not None and "mlflow" in body.lower()
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10", timeout=10) as response:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10", timeout=10
+        ) as response:
             assert response.status == 200
     finally:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -104,7 +104,12 @@ def _render(rng: np.random.Generator, size: int, num_classes: int, noise: float)
 
 
 def _count(kind: str, rng: np.random.Generator) -> int:
-    return {"blob": rng.integers(1, 3), "small": rng.integers(2, 6), "line": rng.integers(1, 3), "ring": rng.integers(0, 2) + 1}[kind]
+    return {
+        "blob": rng.integers(1, 3),
+        "small": rng.integers(2, 6),
+        "line": rng.integers(1, 3),
+        "ring": rng.integers(0, 2) + 1,
+    }[kind]
 
 
 def _shape(kind: str, rng: np.random.Generator, xx, yy, size: int, scale: float) -> np.ndarray:
