@@ -50,7 +50,8 @@ def loss_step(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor)
     loss(z, target).backward()
 
 
-def time_all(args: argparse.Namespace) -> dict[str, float]:
+def time_all(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
+    """(median, min) seconds per case."""
     import segmentation_models_pytorch as smp
 
     torch.manual_seed(0)
@@ -78,7 +79,7 @@ def time_all(args: argparse.Namespace) -> dict[str, float]:
             start = time.perf_counter()
             fn()
             times[label].append(time.perf_counter() - start)
-    return {label: statistics.median(values) for label, values in times.items()}
+    return {label: (statistics.median(values), min(values)) for label, values in times.items()}
 
 
 def _peak_rss_child(label: str, args: argparse.Namespace) -> None:
@@ -126,22 +127,27 @@ def main() -> None:
     if args.child:
         _peak_rss_child(args.child, args)
         return
+    load_before = os.getloadavg()[0]
     times = time_all(args)
+    load_after = os.getloadavg()[0]
     logits_bytes = args.batch * args.classes * args.size * args.size * 4
-    step = times["unet-resnet18 step"]
+    step, step_min = times["unet-resnet18 step"]
+    ce, ce_min = times["ce"]
     print(
-        f"B={args.batch}, C={args.classes}, {args.size}², float32, {args.threads} CPU threads, "
-        f"median of {args.repeats} interleaved rounds; logits = {logits_bytes / 2**20:.1f} MiB\n"
+        f"B={args.batch}, C={args.classes}, {args.size}², float32, {args.threads} CPU threads; median (min) of "
+        f"{args.repeats} interleaved rounds; logits = {logits_bytes / 2**20:.1f} MiB; "
+        f"1-min load average {load_before:.1f} before, {load_after:.1f} after (shared machine)\n"
     )
     print("| case | fwd+bwd ms | vs CE | share of U-Net step | peak extra MiB | × logits |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(f"| unet-resnet18 training step | {step * 1e3:.0f} | | 100 % | | |")
+    print(f"| U-Net-resnet18 training step | {step * 1e3:.0f} ({step_min * 1e3:.0f}) | | 100 % | | |")
     for label in CASES:
+        med, low = times[label]
         extra = peak_memory(label, args)
         mem = "n/a | n/a" if extra is None else f"{extra / 2**20:.0f} | {extra / logits_bytes:.2f}"
         print(
-            f"| {label} | {times[label] * 1e3:.0f} | {times[label] / times['ce']:.2f}× | "
-            f"{100 * times[label] / step:.1f} % | {mem} |"
+            f"| {label} | {med * 1e3:.0f} ({low * 1e3:.0f}) | {med / ce:.2f}× ({low / ce_min:.2f}×) | "
+            f"{100 * med / step:.1f} % ({100 * low / step_min:.1f} %) | {mem} |"
         )
 
 

@@ -87,7 +87,7 @@ def _same_label_masks(
 ) -> None:
     """``masks[d, n, 0, i, j] = [y(i + dy, j + dx) == y(i, j)]``; ``xi = Σ_d xi_weights[d] · masks[d]``.
 
-    ``padded`` [n, H + 2r, W + 2r] holds the labels (as floats: comparing them straight into a
+    ``padded`` [n, 1, H + 2r, W + 2r] holds the labels (as floats: comparing them straight into a
     float mask is fastest on CPU), padded with the ignore label, so out-of-image positions never
     match a valid centre; the centre always matches itself, so ξ is never 0.
     (``F.unfold`` would build the masks in one call but is far slower.)
@@ -95,18 +95,18 @@ def _same_label_masks(
     height, width = masks.shape[-2:]
     kernel = math.isqrt(masks.shape[0])
     r = kernel // 2
-    centre = padded[:, r : r + height, r : r + width]
+    centre = padded[..., r : r + height, r : r + width]
     for d in range(kernel * kernel):
         dy, dx = divmod(d, kernel)
-        torch.eq(padded[:, dy : dy + height, dx : dx + width], centre, out=masks[d, :, 0])
+        torch.eq(padded[..., dy : dy + height, dx : dx + width], centre, out=masks[d])
     if xi is None:
         return
     if masks.is_floating_point():  # one contraction instead of k² small ops
-        torch.tensordot(masks.new_tensor(xi_weights), masks[:, :, 0], dims=1, out=xi)
+        torch.tensordot(masks.new_tensor(xi_weights), masks, dims=1, out=xi)
         return
     xi.zero_()
     for d, w in enumerate(xi_weights):
-        xi.add_(masks[d, :, 0], alpha=w)
+        xi.add_(masks[d], alpha=w)
 
 
 def _shift_sum(out: torch.Tensor, src: torch.Tensor, masks: torch.Tensor, weights: list[float], rows: int) -> None:
@@ -128,34 +128,39 @@ def _shift_sum(out: torch.Tensor, src: torch.Tensor, masks: torch.Tensor, weight
                 tile.addcmul_(src[:, :, y0 + dy : y1 + dy, dx : dx + width], masks[d, :, :, y0:y1], value=w)
 
 
-def _standardize(z: torch.Tensor, out: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """``ẑ = (z − mean) / (std + ε)`` over the classes (dim 1, population std), into ``out``; and std.
+def _standardize(z: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """``ẑ = (z − mean) / (std + ε)`` over the classes (dim 1, population std), written to ``out``.
 
-    Spelled out because ``torch.std_mean`` over a non-innermost dim is ~20× slower on CPU.
+    Returns ``[mean, std]`` stacked on dim 1. Spelled out because ``torch.std_mean`` over a
+    non-innermost dim is ~20× slower on CPU; ``scratch`` (same shape) spares a fresh temporary.
     """
-    centred = torch.sub(z, z.mean(1, keepdim=True), out=out)
-    std = (centred * centred).mean(1, keepdim=True).sqrt_()
-    return centred.div_(std + EPS), std
+    mean = z.mean(1, keepdim=True)
+    centred = torch.sub(z, mean, out=out)
+    std = torch.mul(centred, centred, out=scratch).mean(1, keepdim=True).sqrt_()
+    centred.div_(std + EPS)
+    return torch.cat([mean, std], dim=1)
 
 
-def _standardize_backward(grad: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """∂L/∂z from ∂L/∂ẑ (dim 1): ``(g − ḡ)/(σ + ε) − ẑ · mean(g ẑ)/σ``, in place on ``grad``.
+def _standardize_backward(
+    grad: torch.Tensor, z: torch.Tensor, stats: torch.Tensor, scratch: torch.Tensor, scratch2: torch.Tensor
+) -> None:
+    """∂L/∂z from ∂L/∂ẑ (dim 1), in place on ``grad``: ``(g − ḡ)/(σ + ε) − ẑ · mean(g ẑ)/σ``.
 
-    The second term tends to 0 as σ → 0 (ẑ vanishes like σ/ε) and is set to 0 at σ = 0, where
-    autograd through ``torch.std`` would give NaN (a constant logit vector).
+    ``stats`` holds the forward's mean and σ. The second term tends to 0 as σ → 0 (ẑ vanishes
+    like σ/ε) and is set to 0 at σ = 0, where autograd through ``torch.std`` gives NaN.
     """
-    zhat, std = _standardize(z)
-    coupling = (grad * zhat).mean(1, keepdim=True)
-    coupling.div_(torch.where(std > 0, std, torch.ones_like(std)))
-    grad.sub_(grad.mean(1, keepdim=True)).div_(std + EPS)
-    return grad.sub_(zhat.mul_(coupling))
+    mean, std = stats[:, :1], stats[:, 1:]
+    zhat = torch.sub(z, mean, out=scratch).div_(std + EPS)
+    coupling = torch.mul(grad, zhat, out=scratch2).mean(1, keepdim=True)
+    coupling.div_(torch.where(std > 0, std, torch.ones_like(std))).mul_(-(std + EPS))
+    grad.sub_(grad.mean(1, keepdim=True)).addcmul_(zhat, coupling).div_(std + EPS)
 
 
 class _SelectivePoolCE(torch.autograd.Function):
     """Per-pixel ``ℓ_p = −log softmax(v_p)[y_p]`` with ``v = P ẑ`` (0 at ignored pixels).
 
-    Saves the logits (alive anyway), the labels, softmax(v) and 1/ξ; the backward rebuilds
-    the masks and ẑ chunk by chunk.
+    Saves the logits (alive anyway), the labels, softmax(v), 1/ξ and the per-pixel mean and
+    std of the logits; the backward rebuilds the masks and ẑ chunk by chunk.
     """
 
     @staticmethod
@@ -164,42 +169,47 @@ class _SelectivePoolCE(torch.autograd.Function):
         weights = ring_weights(kernel)
         xi_weights = weights if norm == "weight" else [1.0] * len(weights)
         plan, valid, safe, labels, masks, xi, pad = _prepare(logits, target, kernel, work)
+        batch, _, height, width = logits.shape
         probs = torch.empty(logits.shape, dtype=work, device=logits.device)  # v, then softmax(v)
-        inv_xi = torch.empty(target.shape, dtype=work, device=logits.device)
-        losses = torch.empty(target.shape, dtype=work, device=logits.device)
-        for chunk in _chunks(logits.shape[0], plan.images):
+        stats = torch.empty((batch, 2, height, width), dtype=work, device=logits.device)
+        inv_xi = torch.empty((batch, 1, height, width), dtype=work, device=logits.device)
+        losses = torch.empty((batch, 1, height, width), dtype=work, device=logits.device)
+        for chunk in _chunks(batch, plan.images):
             n = chunk.stop - chunk.start
             _same_label_masks(labels[chunk], masks[:, :n], xi[:n], xi_weights)
             torch.div(valid[chunk], xi[:n], out=inv_xi[chunk])
-            _standardize(logits[chunk].to(work), out=_inner(pad[:n], kernel))
-            v = probs[chunk]
+            v, inv = probs[chunk], inv_xi[chunk]  # v is free until the shifted sum: scratch
+            stats[chunk] = _standardize(logits[chunk].to(work), _inner(pad[:n], kernel), v)
             _shift_sum(v, pad[:n], masks[:, :n], weights, plan.rows)
-            v.mul_(inv_xi[chunk, None])
-            lse = torch.logsumexp(v, dim=1, keepdim=True)
-            torch.sub(lse[:, 0], v.gather(1, safe[chunk, None])[:, 0], out=losses[chunk]).mul_(valid[chunk])
-            v.sub_(lse).exp_()
-        ctx.save_for_backward(logits, target, probs, inv_xi)
+            top = v.amax(1, keepdim=True).mul_(inv)  # max of v/ξ, as 1/ξ >= 0
+            torch.addcmul(-top, v, inv, out=v)  # v/ξ − max: 0 at ignored pixels
+            picked = v.gather(1, safe[chunk])
+            total = v.exp_().sum(1, keepdim=True)
+            torch.sub(total.log(), picked, out=losses[chunk]).mul_(valid[chunk])
+            v.div_(total)
+        ctx.save_for_backward(logits, target, probs, inv_xi, stats)
         ctx.kernel = kernel
-        return losses.to(logits.dtype)
+        return losses[:, 0].to(logits.dtype)
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_losses: torch.Tensor):
-        logits, target, probs, inv_xi = ctx.saved_tensors
+        logits, target, probs, inv_xi, stats = ctx.saved_tensors
         kernel = ctx.kernel
         weights = ring_weights(kernel)
         plan, _, safe, labels, masks, _, pad = _prepare(logits, target, kernel, probs.dtype)
-        scale = grad_losses.to(probs.dtype) * inv_xi  # ∂L/∂ℓ_p / ξ_p, zero at ignored pixels
+        scale = grad_losses[:, None].to(probs.dtype) * inv_xi  # ∂L/∂ℓ_p / ξ_p, zero at ignored pixels
         grad = torch.empty_like(probs)
+        scratch = torch.empty_like(probs[: plan.images])
         for chunk in _chunks(logits.shape[0], plan.images):
             n = chunk.stop - chunk.start
             _same_label_masks(labels[chunk], masks[:, :n])
             inner = _inner(pad[:n], kernel)  # ∂L/∂v / ξ = (softmax(v) − onehot(y)) · ∂L/∂ℓ / ξ
-            torch.mul(probs[chunk], scale[chunk, None], out=inner)
-            inner.scatter_add_(1, safe[chunk, None], -scale[chunk, None])
+            torch.mul(probs[chunk], scale[chunk], out=inner)
+            inner.scatter_add_(1, safe[chunk], -scale[chunk])
             g = grad[chunk]
             _shift_sum(g, pad[:n], masks[:, :n], weights, plan.rows)  # Pᵀ: the same sum (w, m symmetric)
-            _standardize_backward(g, logits[chunk].to(probs.dtype))
+            _standardize_backward(g, logits[chunk].to(probs.dtype), stats[chunk], scratch[:n], inner)
         return grad.to(logits.dtype), None, None, None
 
 
@@ -208,11 +218,11 @@ def _prepare(logits: torch.Tensor, target: torch.Tensor, kernel: int, work: torc
     batch, classes, height, width = logits.shape
     plan = _plan(logits, kernel, work)
     r, n, device = kernel // 2, plan.images, logits.device
-    valid = target != IGNORE_INDEX
-    safe = torch.where(valid, target, torch.zeros_like(target))
-    labels = F.pad(target.to(work), (r, r, r, r), value=float(IGNORE_INDEX))
+    valid = (target != IGNORE_INDEX).unsqueeze(1)
+    safe = torch.where(valid, target.unsqueeze(1), 0)
+    labels = F.pad(target.to(work).unsqueeze(1), (r, r, r, r), value=float(IGNORE_INDEX))
     masks = torch.empty((kernel * kernel, n, 1, height, width), dtype=plan.mask_dtype, device=device)
-    xi = torch.empty((n, height, width), dtype=work, device=device)
+    xi = torch.empty((n, 1, height, width), dtype=work, device=device)
     pad = torch.zeros((n, classes, height + 2 * r, width + 2 * r), dtype=work, device=device)
     return plan, valid.to(work), safe, labels, masks, xi, pad
 
