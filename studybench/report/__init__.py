@@ -1,20 +1,35 @@
-"""The report stage: MLflow store -> tables and figures in ``reports/<study>/``.
+"""The report stage: MLflow store -> tables, figures and a shareable page in ``reports/<study>/``.
 
-It reads MLflow only (never training state), so a report can be rebuilt from the store
-long after the runs. A figure that fails to draw is reported and skipped; tables are
-always written first, so a plotting problem never loses results.
+It reads MLflow only (never training state), so a report can be rebuilt from the store long
+after the runs. The study file gives the structure (baseline, ablations, paper values); the
+numbers all come from MLflow. Tables are written first and each figure is drawn in its own
+``try``: a plotting problem never loses results, it is listed on the page and returned.
+Finally the folder is logged to a study-level MLflow run tagged ``studybench.kind=report``
+(it has no run key, so ``collect_runs``, ``status`` and resuming ignore it).
+
+Modules: ``collect`` (MLflow -> DataFrame), ``stats`` (CIs, paired tests), ``reference``
+(paper values), ``tables``, ``plots``, ``page`` (index.html, README.md).
 """
 
 from __future__ import annotations
 
+import os
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from studybench.report import plots
-from studybench.report.collect import collect_runs
-from studybench.report.tables import runs_table, write_table
-from studybench.tracking import StudyTracker
+import pandas as pd
+
+from studybench.report import collect, plots, tables
+from studybench.report.collect import collect_runs, in_group, label, main_axes
+from studybench.report.page import Figure, write_pages
+from studybench.report.reference import check_reference
+from studybench.tracking import TAG_STUDY, StudyTracker
+
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in report output
+TAG_KIND = "studybench.kind"
 
 
 @dataclass
@@ -23,22 +38,173 @@ class ReportResult:
     runs: int
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    report_run_id: str | None = None
 
 
-def build_report(study_name: str, tracking_uri: str, out_dir: Path, keys: list[str] | None = None) -> ReportResult:
-    tracker = StudyTracker(tracking_uri, study_name)
+def build_report(
+    study: Any, tracking_uri: str, out_dir: Path, keys: list[str] | None = None, log_to_mlflow: bool = True
+) -> ReportResult:
+    """Build the report of ``study`` (a ``config.Study``; a bare name gives a report without baseline,
+    ablation or reference structure) from the runs in ``tracking_uri`` (only run ``keys`` if given)."""
+    if isinstance(study, str):
+        from studybench.config import Study
+
+        study = Study(study=study)
+    out_dir = Path(out_dir)
+    tracker = StudyTracker(tracking_uri, study.study)
     frame = collect_runs(tracker, keys)
     result = ReportResult(out_dir=out_dir, runs=len(frame))
     if frame.empty:
-        result.problems.append(f"no FINISHED runs of study {study_name!r} in {tracking_uri}: run the study first")
+        result.problems.append(f"no FINISHED runs of study {study.study!r} in {tracking_uri}: run the study first")
         return result
-    result.files += write_table(runs_table(frame), out_dir, "runs")
-    for stem, draw in (("miou_by_method", plots.miou_by_method), ("miou_vs_wall", plots.miou_vs_wall)):
-        try:
-            result.files += plots.save(draw(frame), out_dir, stem)
-        except Exception as err:  # noqa: BLE001 - one figure must not stop the report
-            result.problems.append(f"figure {stem} failed: {err}\n{traceback.format_exc(limit=3)}")
+    result.problems += check_reference(study.reference)
+    if study.baseline and study.baseline not in set(frame["method"]):
+        result.problems.append(f"baseline {study.baseline!r} has no finished run: no paired comparison")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    built: list[tables.Table] = []
+    builders: list[tuple[str, Callable[[], Any]]] = [
+        ("main", lambda: tables.main_table(frame, study)),
+        ("main_by_dataset", lambda: tables.by_dataset_table(frame, study)),
+        ("ablations", lambda: tables.ablation_tables(frame, study)),
+        ("costs", lambda: tables.costs_table(frame, study)),
+        ("per_class", lambda: tables.per_class_table(frame, study)),
+        ("reference", lambda: tables.reference_table(frame, study)),
+        ("runs", lambda: tables.runs_table(frame, study)),
+    ]
+    for name, build in builders:
+        made = _attempt(result, f"table {name}", build)
+        for table in made if isinstance(made, list) else [made] if made is not None else []:
+            result.files += tables.write_table(table, out_dir)
+            built.append(table)
+
+    figures: list[Figure] = []
+    for stem, caption, draw in _figure_plan(tracker, frame, study, {t.stem: t for t in built}):
+        fig = _attempt(result, f"figure {stem}", draw)
+        if (
+            fig is not None
+            and _attempt(
+                result, f"figure {stem} (saving)", lambda f=fig, s=stem: result.files.extend(plots.save(f, out_dir, s))
+            )
+            is not False
+        ):
+            figures.append(Figure(stem, caption))
+    result.files += write_pages(out_dir, study, frame, built, figures, result.problems)
+    if log_to_mlflow:
+        result.report_run_id = _attempt(
+            result, "logging the report to MLflow", lambda: log_report_run(tracker, out_dir)
+        )
     return result
 
 
-__all__ = ["ReportResult", "build_report", "collect_runs"]
+def _attempt(result: ReportResult, what: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``, or ``False`` after recording the failure as a problem (the report goes on)."""
+    try:
+        return fn()
+    except Exception as err:  # noqa: BLE001 - one table or figure must not stop the report
+        result.problems.append(f"{what} failed: {type(err).__name__}: {err}\n{traceback.format_exc(limit=4)}")
+        return False if what.endswith("(saving)") else None
+
+
+def _varying(frame: pd.DataFrame, cols: list[str]) -> list[str]:
+    return [c for c in cols if c in frame and frame[c].nunique() > 1]
+
+
+def _figure_plan(tracker: StudyTracker, frame: pd.DataFrame, study: Any, by_stem: dict[str, tables.Table]):
+    """(stem, caption, draw) for every figure the available tables support."""
+    axes = ["arch", *main_axes(frame)]
+    main = by_stem.get("main")
+    if main is not None:
+        summary = main.data.assign(**{c: main.data[c].map(str) for c in axes})
+        methods = tables.method_order(study, list(summary["method"].unique()))
+        yield (
+            "miou_bars",
+            "mIoU per method, architecture and dataset (95% CI over seeds)",
+            lambda: plots.bars(summary, methods, _varying(summary, axes) or ["arch"]),
+        )
+        costs = by_stem.get("costs")
+        if costs is not None:
+            cell = ["dataset", *axes, "method"]
+            both = main.data[[*cell, "miou", "miou_lo", "miou_hi"]].merge(costs.data, on=cell)
+            yield (
+                "accuracy_vs_cost",
+                "mIoU against wall time and peak memory, Pareto front dashed",
+                lambda: plots.cost_scatter(both, methods),
+            )
+    for name, abl in study.ablations.items():
+        table = by_stem.get(f"ablation_{name}")
+        if table is None or len(abl.vary) != 1:
+            continue
+        key = next(iter(abl.vary))
+        order = list(dict.fromkeys([label(v) for v in abl.vary[key]] + sorted(table.data[key].unique())))
+        series = _varying(table.data, ["dataset", *axes])
+        yield (
+            f"ablation_{name}",
+            f"Ablation {name}: mIoU against {key} (method {abl.of}, 95% CI band)",
+            lambda d=table.data, k=key, o=order, s=series, n=name: plots.ablation(d, k, o, s, n),
+        )
+    per_class = by_stem.get("per_class")
+    if per_class is not None:
+        for ds in dict.fromkeys(per_class.data["dataset"]):
+            sub = per_class.data[per_class.data["dataset"] == ds].dropna(axis=1, how="all")
+            rows = ["method", *_varying(sub, axes)]
+            stem = "per_class_iou" if per_class.data["dataset"].nunique() == 1 else f"per_class_iou_{ds}"
+            yield (
+                stem,
+                f"Per-class IoU on {ds} and the difference to {study.baseline or 'the baseline'}",
+                lambda s=sub, r=rows: plots.per_class(s, r, study.baseline),
+            )
+    main_runs = frame[in_group(frame, "main")]
+    series = ["method", *_varying(main_runs, axes)]
+    yield (
+        "training_curves",
+        "Validation mIoU and training loss parts per epoch (mean over seeds, 95% CI band)",
+        lambda: _curves(tracker, _by_method(main_runs, study, series), series),
+    )
+    for ds in dict.fromkeys(main_runs["dataset"]):
+        stem = "samples" if main_runs["dataset"].nunique() == 1 else f"samples_{ds}"
+        yield (
+            stem,
+            f"Validation images of {ds}: ground truth and each method's prediction (lowest seed)",
+            lambda d=ds: _samples(tracker, main_runs[main_runs["dataset"] == d], study, series),
+        )
+
+
+def _curves(tracker: StudyTracker, runs: pd.DataFrame, series: list[str]):
+    hist = collect.histories(tracker, runs["run_id"])
+    if hist.empty:
+        raise ValueError("no per-epoch metric history in the runs")
+    return plots.curves(hist, runs.assign(**{c: runs[c].map(label) for c in series if c.startswith("axis.")}), series)
+
+
+def _by_method(runs: pd.DataFrame, study: Any, series: list[str]) -> pd.DataFrame:
+    """Runs in the study's method order (baseline first), then by the other series columns."""
+    order = tables.method_order(study, list(runs["method"].unique()))
+    ranked = runs.assign(_rank=runs["method"].map(order.index))
+    return ranked.sort_values(["_rank", *series[1:]], kind="stable").drop(columns="_rank")
+
+
+def _samples(tracker: StudyTracker, runs: pd.DataFrame, study: Any, series: list[str]):
+    runs = _by_method(runs[runs["seed"] == runs["seed"].min()], study, series)
+    columns = [
+        (" / ".join(label(r[c]) for c in series), collect.samples(tracker, r["run_id"])) for _, r in runs.iterrows()
+    ]
+    return plots.samples(columns)
+
+
+def log_report_run(tracker: StudyTracker, out_dir: Path) -> str:
+    """Log the report folder to the study's report run (created once, reused by later builds)."""
+    exp = tracker.experiment_id(create=True)
+    found = tracker.client.search_runs([exp], filter_string=f"tags.`{TAG_KIND}` = 'report'", max_results=1)
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        run_id = tracker.client.create_run(
+            exp, run_name="report", tags={TAG_KIND: "report", TAG_STUDY: tracker.study}
+        ).info.run_id
+    tracker.client.log_artifacts(run_id, str(out_dir), "report")
+    tracker.client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+__all__ = ["TAG_KIND", "ReportResult", "build_report", "collect_runs", "log_report_run"]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+import yaml
 
 from studybench.tracking import TAG_ERROR, TAG_KEY, StudyTracker
 
 #: Columns every report can rely on (NaN where a run did not log them).
-ID_COLUMNS = ["run", "run_key", "method", "arch", "encoder", "dataset", "seed", "groups", "status"]
+ID_COLUMNS = ["run", "run_id", "run_key", "method", "arch", "encoder", "dataset", "seed", "groups", "status"]
 
 
 def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finished_only: bool = True) -> pd.DataFrame:
@@ -40,6 +45,8 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
             "status": run.info.status,
             "error": tags.get(TAG_ERROR, ""),
             "start_time": run.info.start_time,
+            "git_commit": tags.get("studybench.git_commit", ""),
+            "version": tags.get("studybench.version", ""),
         }
         row.update(run.data.metrics)
         row.update({f"param.{k}": v for k, v in params.items() if not k.startswith("axis.")})
@@ -51,4 +58,93 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
     return frame.sort_values(["dataset", "method", "arch", "seed", "run"], kind="stable").reset_index(drop=True)
 
 
-__all__ = ["ID_COLUMNS", "TAG_KEY", "collect_runs"]
+def in_group(frame: pd.DataFrame, group: str) -> pd.Series:
+    """Rows whose ``studybench.groups`` tag names ``group`` (``main`` or an ablation)."""
+    return frame["groups"].fillna("").map(lambda g: group in str(g).split(","))
+
+
+def parse_value(text: Any) -> Any:
+    """A logged param string back to its value (``"3"`` -> 3, ``"[1, 2]"`` -> [1, 2], ``"null"`` -> None)."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def label(value: Any) -> str:
+    """Short, stable text for a param or axis value (dict axes show their ``name`` or ``arch``)."""
+    value = parse_value(value)
+    if isinstance(value, dict):
+        for key in ("name", "arch", "encoder"):
+            if isinstance(value.get(key), str):
+                return value[key]
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "-"
+    if isinstance(value, (dict, list)):
+        return yaml.safe_dump(value, default_flow_style=True, width=10_000).strip()
+    return str(value)
+
+
+def param_values(frame: pd.DataFrame, key: str) -> pd.Series:
+    """Parsed values of the dotted config ``key`` (e.g. ``loss.radius``) for every row (None if absent)."""
+    col = f"param.{key}"
+    if col not in frame:
+        return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    return frame[col].map(parse_value)
+
+
+def main_axes(frame: pd.DataFrame) -> list[str]:
+    """Grid axes besides dataset, method and arch that name main-grid cells (``axis.*`` columns).
+
+    An axis whose labels equal the arch (e.g. a ``model`` axis of ``{arch: unet, ...}`` entries)
+    is already the ``arch`` column and is left out.
+    """
+    main = frame[in_group(frame, "main")]
+    out = []
+    for col in sorted(c for c in frame.columns if c.startswith("axis.")):
+        if col in ("axis.dataset", "axis.method") or main[col].isna().all():
+            continue
+        labels = main[col].map(label)
+        if (labels == main["arch"].astype(str)).all():
+            continue
+        out.append(col)
+    return out
+
+
+def histories(
+    tracker: StudyTracker, run_ids: Iterable[str], prefixes: tuple[str, ...] = ("val/miou", "train/")
+) -> pd.DataFrame:
+    """Per-epoch curves of the runs: long frame ``run_id, key, step, value`` for keys matching ``prefixes``."""
+    rows = []
+    for run_id in run_ids:
+        run = tracker.client.get_run(run_id)
+        for key in sorted(run.data.metrics):
+            if not key.startswith(prefixes):
+                continue
+            for m in tracker.client.get_metric_history(run_id, key):
+                rows.append((run_id, key, int(m.step), float(m.value)))
+    return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+
+def samples(tracker: StudyTracker, run_id: str, artifact: str = "samples.npz") -> dict[str, np.ndarray]:
+    """The ``samples.npz`` a run logged (image [N,3,H,W], target, pred, class_names, palette)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = tracker.client.download_artifacts(run_id, artifact, tmp)
+        with np.load(Path(path), allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+
+
+__all__ = [
+    "ID_COLUMNS",
+    "TAG_KEY",
+    "collect_runs",
+    "histories",
+    "in_group",
+    "label",
+    "main_axes",
+    "param_values",
+    "parse_value",
+    "samples",
+]

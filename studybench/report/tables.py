@@ -1,17 +1,375 @@
-"""Tables of a report, written as Markdown and CSV."""
+"""Tables of a report, each written as Markdown, CSV and LaTeX (booktabs).
+
+Every table keeps two frames: ``data`` (numbers: means, stds, CI bounds, p-values, as
+fractions) goes to CSV for further analysis; ``display`` (formatted text, accuracy in %) goes
+to Markdown, LaTeX and the HTML page. Accuracy columns show ``mean ± std`` over seeds and the
+95 % bootstrap CI of the mean (``stats``); one seed shows ``n = 1: no CI``.
+
+Tables: ``main`` (every method of the grid, with its paired difference to the baseline),
+``main_by_dataset`` (dataset rows x method columns of IoU and Acc, the Gonçalves et al.
+layout), one ``ablation_<name>`` per ablation (a pivot when it varies two keys), combined
+pivots of ablations that share a method (``<a>_x_<b>``) or a varied key (e.g. region size x
+downsampling factor), ``costs``, ``per_class`` IoU, ``reference`` (paper values beside ours)
+and ``runs`` (one row per run).
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-#: Main table: one row per run (display name -> column in the collected frame).
+from studybench.report import stats
+from studybench.report.collect import in_group, label, main_axes, param_values
+from studybench.report.reference import match_reference
+
+ACCURACY = {"miou": "mIoU", "pixel_acc": "aAcc", "mean_acc": "mAcc"}
+#: Cost metric -> (display name, scale applied to the logged value).
+COSTS = {
+    "wall_s": ("wall (s)", 1.0),
+    "train_s": ("train (s)", 1.0),
+    "step_s": ("step (ms)", 1000.0),
+    "loss_ms": ("loss (ms)", 1.0),
+    "loss_share": ("loss share (%)", 100.0),
+    "peak_mem_mb": ("peak mem (MB)", 1.0),
+    "peak_extra_mb": ("extra mem (MB)", 1.0),
+    "params_m": ("params (M)", 1.0),
+    "infer_ms_per_image": ("infer (ms/img)", 1.0),
+}
+
+
+@dataclass
+class Table:
+    stem: str
+    title: str
+    data: pd.DataFrame  # numbers, for CSV
+    display: pd.DataFrame  # formatted text, for Markdown / LaTeX / HTML
+    note: str = ""
+
+
+# --------------------------------------------------------------------------- formatting
+def pct(x: float, digits: int = 2) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.{digits}f}"
+
+
+def mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> str:
+    if mean is None or math.isnan(mean):
+        return "-"
+    text = f"{scale * mean:.{digits}f}"
+    return text if std is None or math.isnan(std) else f"{text} ± {scale * std:.{digits}f}"
+
+
+def ci(lo: float, hi: float, n: int, scale: float = 100.0, digits: int = 2, sign: bool = False) -> str:
+    if n <= 1:
+        return stats.NO_CI
+    if math.isnan(lo):
+        return "-"
+    f = "+.{d}f" if sign else ".{d}f"
+    return f"[{scale * lo:{f.format(d=digits)}}, {scale * hi:{f.format(d=digits)}}]"
+
+
+def p_value(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "-"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _axis_cols(frame: pd.DataFrame) -> list[str]:
+    return ["dataset", "arch", *main_axes(frame)]
+
+
+def _labelled(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
+    out = frame.copy()
+    for col in cols:
+        if col.startswith("axis."):
+            out[col] = out[col].map(label)
+    return out
+
+
+def _display_name(col: str) -> str:
+    return col.removeprefix("axis.").rsplit(".", 1)[-1] if col.startswith("axis.") else col
+
+
+def method_order(study: Any, methods: list[str]) -> list[str]:
+    """Baseline first, then the order of the study's method axis, then the rest sorted."""
+    declared = []
+    for entry in (study.grid or {}).get("method", []) or []:
+        declared.append(entry if isinstance(entry, str) else entry.get("name"))
+    ordered = [m for m in [study.baseline, *declared] if m in methods]
+    return list(dict.fromkeys(ordered + sorted(m for m in methods if m not in ordered)))
+
+
+def _sort_methods(frame: pd.DataFrame, order: list[str], by: list[str]) -> pd.DataFrame:
+    rank = {m: i for i, m in enumerate(order)}
+    frame = frame.assign(_rank=frame["method"].map(lambda m: rank.get(m, len(rank))))
+    return frame.sort_values([*by, "_rank"], kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- tables
+def main_table(frame: pd.DataFrame, study: Any) -> Table:
+    main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
+    cell = _axis_cols(frame)
+    summary = stats.summarise(main, [*cell, "method"], list(ACCURACY))
+    baseline = study.baseline
+    if baseline:
+        cmp = stats.compare_to_baseline(main, cell, baseline, "miou")
+        summary = summary.merge(cmp.drop(columns="n"), on=[*cell, "method"], how="left")
+    summary = _sort_methods(summary, method_order(study, list(summary["method"].unique())), cell)
+    refs = [match_reference(study.reference, row) for _, row in summary.iterrows()]
+    summary["paper_miou"] = [r.get("miou", math.nan) if r else math.nan for r in refs]
+
+    disp = pd.DataFrame({_display_name(c): summary[c] for c in cell})
+    disp["method"] = summary["method"]
+    disp["n"] = summary["n"]
+    for metric, name in ACCURACY.items():
+        disp[f"{name} (%)"] = [mean_std(m, s) for m, s in zip(summary[metric], summary[f"{metric}_std"])]
+        if metric == "miou":
+            disp["mIoU 95% CI"] = [
+                ci(lo, hi, n) for lo, hi, n in zip(summary["miou_lo"], summary["miou_hi"], summary["n"])
+            ]
+    tests = set()
+    if baseline:
+        head = f"Δ mIoU vs {baseline} (pp)"
+        disp[head] = [_diff(r) for _, r in summary.iterrows()]
+        disp["p"] = [("baseline" if r["method"] == baseline else p_value(r["p"])) for _, r in summary.iterrows()]
+        tests = {t for t in summary["test"].dropna() if t}
+    if summary["paper_miou"].notna().any():
+        disp["paper mIoU (%)"] = summary["paper_miou"].map(pct)
+    note = _note(summary["n"], baseline, tests)
+    return Table("main", "Main comparison (val, mean ± std over seeds)", summary, disp, note)
+
+
+def _diff(row: pd.Series) -> str:
+    if "diff" not in row or pd.isna(row.get("diff")):
+        return "-"
+    d = f"{100 * row['diff']:+.2f}"
+    return d if row["n"] <= 1 else f"{d} {ci(row['diff_lo'], row['diff_hi'], row['n'], sign=True)}"
+
+
+def _note(ns: pd.Series, baseline: str | None, tests: set[str]) -> str:
+    parts = ["Accuracy in %, mean ± sample std over seeds; 95% CI: percentile bootstrap of the mean (fixed RNG seed)."]
+    if len(ns) and ns.max() <= 1:
+        parts.append("n = 1: one seed per cell, so no CI and no test; run more seeds to tell a difference from noise.")
+    if baseline:
+        parts.append(f"Δ: mean of per-seed differences to {baseline} (paired by seed) with its bootstrap CI.")
+        used = [stats.TEST_NOTES[t] for t in ("t-test", "wilcoxon") if t in tests]
+        if used:
+            parts.append("p: two-sided " + " / ".join(used) + ".")
+    return " ".join(parts)
+
+
+def by_dataset_table(frame: pd.DataFrame, study: Any) -> Table:
+    """Dataset rows x method columns of mIoU and pixel accuracy (Gonçalves et al. layout)."""
+    main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
+    rows = [c for c in _axis_cols(frame) if main[c].nunique() > 1 or c == "dataset"]
+    summary = stats.summarise(main, [*rows, "method"], ["miou", "pixel_acc"])
+    order = method_order(study, list(summary["method"].unique()))
+    disp = summary[rows].drop_duplicates().reset_index(drop=True)
+    disp.columns = [_display_name(c) for c in rows]
+    for method in order:
+        for metric, name in (("miou", "IoU"), ("pixel_acc", "Acc")):
+            sub = summary[summary["method"] == method].set_index(rows)
+            col = []
+            for _, key in summary[rows].drop_duplicates().iterrows():
+                idx = tuple(key) if len(rows) > 1 else key.iloc[0]
+                col.append(mean_std(sub.at[idx, metric], sub.at[idx, f"{metric}_std"]) if idx in sub.index else "-")
+            disp[f"{method} {name} (%)"] = col
+    return Table(
+        "main_by_dataset",
+        "Per dataset: IoU and pixel accuracy of each method (%)",
+        summary,
+        disp,
+        "mean ± std over seeds.",
+    )
+
+
+def ablation_tables(frame: pd.DataFrame, study: Any) -> list[Table]:
+    """One table per ablation and one pivot per pair of related ablations."""
+    out = []
+    for name, abl in study.ablations.items():
+        rows = frame[in_group(frame, name)]
+        if rows.empty:
+            continue
+        keys = list(abl.vary)
+        if len(keys) == 1:
+            out.append(_ablation_one(rows, study, name, keys[0], abl.vary[keys[0]], frame))
+        else:
+            out.append(
+                _pivot(rows, f"ablation_{name}", f"Ablation {name} of {abl.of}", keys[0], keys[1], abl.vary, frame)
+            )
+    names = list(study.ablations)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            A, B = study.ablations[a], study.ablations[b]
+            ka, kb = list(A.vary), list(B.vary)
+            if len(ka) != 1 or len(kb) != 1:
+                continue
+            rows = frame[in_group(frame, a) | in_group(frame, b)]
+            if rows.empty:
+                continue
+            if A.of == B.of and ka != kb:  # one factor at a time around one method: a sparse cross table
+                vary = {ka[0]: A.vary[ka[0]], kb[0]: B.vary[kb[0]]}
+                out.append(_pivot(rows, f"ablation_{a}_x_{b}", f"{a} x {b} (of {A.of})", ka[0], kb[0], vary, frame))
+            elif A.of != B.of and ka == kb:  # same key around two methods: key x what tells the methods apart
+                key = ka[0]
+                labelled = rows.assign(**{"param._setting": _method_labels(rows, key)})
+                vary = {key: list(dict.fromkeys([*A.vary[key], *B.vary[key]]))}
+                out.append(
+                    _pivot(labelled, f"ablation_{a}_x_{b}", f"{a} x {b}: {key} by method", key, "_setting", vary, frame)
+                )
+    return out
+
+
+def _method_labels(rows: pd.DataFrame, key: str) -> pd.Series:
+    """Label each row's method by the params that differ between the methods (e.g. ``factor=6``)."""
+    skip = {f"param.{key}", "param.method", "param.seed", "param.study"}
+    params = [c for c in rows.columns if c.startswith("param.") and c not in skip]
+    per_method = rows.groupby("method")[params].agg(lambda s: tuple(sorted(set(map(str, s.dropna())))))
+    differing = [c for c in params if per_method[c].nunique() > 1 and per_method[c].map(len).eq(1).all()]
+    if not differing:
+        return rows["method"]
+    return rows["method"].map(
+        lambda m: ", ".join(f"{c.rsplit('.', 1)[-1]}={per_method.at[m, c][0]}" for c in differing[:2])
+    )
+
+
+def _order_key(values: list[Any] | None):
+    order = {label(v): i for i, v in enumerate(values or [])}
+    return lambda lab: (order.get(lab, len(order)), lab)
+
+
+def _ablation_one(rows: pd.DataFrame, study: Any, name: str, key: str, values: list[Any], frame: pd.DataFrame) -> Table:
+    panel = [c for c in _axis_cols(frame) if c in rows]
+    rows = _labelled(rows, panel).assign(**{key: param_values(rows, key).map(label)})
+    summary = stats.summarise(rows, [*panel, key], list(ACCURACY))
+    okey = _order_key(values)
+    summary = summary.iloc[
+        sorted(range(len(summary)), key=lambda i: (tuple(summary.iloc[i][panel]), okey(summary.iloc[i][key])))
+    ].reset_index(drop=True)
+    of = study.ablations[name].of
+    refs = [
+        match_reference(study.reference, {**r, "method": of}, ablation=name, keys={key: r[key]})
+        for _, r in summary.iterrows()
+    ]
+    summary["paper_miou"] = [r.get("miou", math.nan) if r else math.nan for r in refs]
+    disp = pd.DataFrame({_display_name(c): summary[c] for c in panel})
+    disp[key] = summary[key]
+    disp["n"] = summary["n"]
+    disp["mIoU (%)"] = [mean_std(m, s) for m, s in zip(summary["miou"], summary["miou_std"])]
+    disp["mIoU 95% CI"] = [ci(lo, hi, n) for lo, hi, n in zip(summary["miou_lo"], summary["miou_hi"], summary["n"])]
+    disp["aAcc (%)"] = [mean_std(m, s) for m, s in zip(summary["pixel_acc"], summary["pixel_acc_std"])]
+    if summary["paper_miou"].notna().any():
+        disp["paper mIoU (%)"] = summary["paper_miou"].map(pct)
+    note = f"Method {of}, varying {key}; other settings as in the main grid. " + _note(summary["n"], None, set())
+    return Table(f"ablation_{name}", f"Ablation {name}: {key} (of {of})", summary, disp, note)
+
+
+def _pivot(
+    rows: pd.DataFrame, stem: str, title: str, rkey: str, ckey: str, vary: dict[str, Any], frame: pd.DataFrame
+) -> Table:
+    """mIoU (mean ± std) with ``rkey`` values as rows and ``ckey`` values as columns; blank where not run."""
+    panel = [c for c in _axis_cols(frame) if c in rows and rows[c].nunique() > 1 or c == "dataset"]
+    rows = _labelled(rows, panel).assign(
+        **{rkey: param_values(rows, rkey).map(label), ckey: param_values(rows, ckey).map(label)}
+    )
+    summary = stats.summarise(rows, [*panel, rkey, ckey], ["miou"])
+    rsort, csort = _order_key(vary.get(rkey)), _order_key(vary.get(ckey))
+    cols = sorted(summary[ckey].unique(), key=csort)
+    index = sorted(
+        {(*(r[c] for c in panel), r[rkey]) for _, r in summary.iterrows()}, key=lambda t: (t[:-1], rsort(t[-1]))
+    )
+    cells = {(*(r[c] for c in panel), r[rkey], r[ckey]): r for _, r in summary.iterrows()}
+    records = []
+    for idx in index:
+        rec = {(_display_name(c)): v for c, v in zip([*panel, rkey], idx)}
+        for col in cols:
+            r = cells.get((*idx, col))
+            rec[col if ckey.startswith("_") else f"{_display_name(ckey)}={col}"] = (
+                mean_std(r["miou"], r["miou_std"]) if r is not None else ""
+            )
+        records.append(rec)
+    disp = pd.DataFrame(records)
+    note = f"mIoU (%) mean ± std over seeds; rows: {rkey}, columns: {ckey}; blank: not part of the study (one factor varied at a time)."
+    return Table(stem, title, summary, disp, note)
+
+
+def costs_table(frame: pd.DataFrame, study: Any) -> Table:
+    main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
+    cell = _axis_cols(frame)
+    metrics = [m for m in COSTS if m in main]
+    summary = _sort_methods(
+        stats.summarise(main, [*cell, "method"], metrics), method_order(study, list(main["method"].unique())), cell
+    )
+    disp = pd.DataFrame({_display_name(c): summary[c] for c in cell})
+    disp["method"] = summary["method"]
+    disp["n"] = summary["n"]
+    for m in metrics:
+        name, scale = COSTS[m]
+        digits = 0 if m.startswith("peak") else 2 if m in ("params_m", "loss_ms", "infer_ms_per_image") else 1
+        disp[name] = [mean_std(v, s, scale, digits) for v, s in zip(summary[m], summary[f"{m}_std"])]
+    note = (
+        "Training: wall = whole run incl. data and evaluation, step = median optimiser step, loss = median forward+backward of the loss "
+        "alone, loss share = loss / step; peak mem = CUDA allocator peak on GPU, sampled process RSS on CPU (extra = above the "
+        "process's memory at run start). Inference: eval time per validation image. Mean ± std over seeds; timings depend on the machine."
+    )
+    return Table("costs", "Costs in training and inference", summary, disp, note)
+
+
+def per_class_table(frame: pd.DataFrame, study: Any) -> Table | None:
+    classes = [c for c in frame.columns if c.startswith("iou/")]
+    if not classes:
+        return None
+    main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
+    cell = _axis_cols(frame)
+    means = main.groupby([*cell, "method"], sort=True)[classes].mean().reset_index()
+    means = _sort_methods(means, method_order(study, list(means["method"].unique())), cell)
+    disp = pd.DataFrame({_display_name(c): means[c] for c in [*cell, "method"]})
+    for c in classes:
+        disp[c.removeprefix("iou/")] = means[c].map(lambda x: pct(x, 1))
+    return Table(
+        "per_class",
+        "Per-class IoU (%), mean over seeds",
+        means,
+        disp,
+        "'-': class absent from both ground truth and prediction.",
+    )
+
+
+def reference_table(frame: pd.DataFrame, study: Any) -> Table | None:
+    from studybench.report.reference import reference_rows
+
+    data = reference_rows(frame, study)
+    if data is None:
+        return None
+    disp = pd.DataFrame(
+        {
+            "method": data["method"],
+            "dataset": data["dataset"],
+            "arch": data["arch"],
+            "setting": data["setting"],
+            "paper mIoU (%)": data["paper_miou"].map(pct),
+            "ours mIoU (%)": [mean_std(m, s) for m, s in zip(data["miou"], data["miou_std"])],
+            "n": data["n"],
+            "Δ (pp)": [
+                ("-" if math.isnan(o) or math.isnan(p) else f"{100 * (o - p):+.2f}")
+                for o, p in zip(data["miou"], data["paper_miou"])
+            ],
+            "paper aAcc (%)": data["paper_pixel_acc"].map(pct),
+            "ours aAcc (%)": data["pixel_acc"].map(pct),
+            "note": data["note"],
+        }
+    )
+    note = "Paper values as declared under `reference:` in the study file; '-' under ours: no finished run matches (e.g. a smoke profile runs on other data)."
+    return Table("reference", "Paper values beside ours", data, disp, note)
+
+
+#: Per-run table: display name -> column in the collected frame.
 RUN_COLUMNS = {
-    "method": "method",
-    "arch": "arch",
-    "dataset": "dataset",
-    "seed": "seed",
+    "run": "run",
+    "groups": "groups",
     "mIoU": "miou",
     "aAcc": "pixel_acc",
     "mAcc": "mean_acc",
@@ -20,15 +378,49 @@ RUN_COLUMNS = {
 }
 
 
-def runs_table(frame: pd.DataFrame) -> pd.DataFrame:
-    table = pd.DataFrame({name: frame[col] if col in frame else pd.NA for name, col in RUN_COLUMNS.items()})
-    return table.round({"mIoU": 4, "aAcc": 4, "mAcc": 4, "wall s": 1, "peak MB": 0})
+def runs_table(frame: pd.DataFrame, study: Any = None) -> Table:
+    data = pd.DataFrame({name: frame[col] if col in frame else pd.NA for name, col in RUN_COLUMNS.items()})
+    data = data.sort_values("run", kind="stable").reset_index(drop=True)
+    return Table(
+        "runs", "All finished runs", data, data.round({"mIoU": 4, "aAcc": 4, "mAcc": 4, "wall s": 1, "peak MB": 0})
+    )
 
 
-def write_table(table: pd.DataFrame, out_dir: Path, stem: str) -> list[Path]:
-    """``<stem>.md`` and ``<stem>.csv``; returns the paths written."""
+# --------------------------------------------------------------------------- writing
+def write_table(table: Table, out_dir: Path) -> list[Path]:
+    """``<stem>.md``, ``<stem>.csv`` and ``<stem>.tex``; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, csv = out_dir / f"{stem}.md", out_dir / f"{stem}.csv"
-    md.write_text(table.to_markdown(index=False) + "\n")
-    table.to_csv(csv, index=False)
-    return [md, csv]
+    md, csv, tex = (out_dir / f"{table.stem}.{ext}" for ext in ("md", "csv", "tex"))
+    note = f"\n{table.note}\n" if table.note else ""
+    md.write_text(f"**{table.title}**\n\n{table.display.to_markdown(index=False)}\n{note}")
+    table.data.to_csv(csv, index=False, float_format="%.6g")
+    tex.write_text(to_latex(table))
+    return [md, csv, tex]
+
+
+_TEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "ç": r"\c{c}"}
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` float with the title and note as caption."""
+    body = table.display.astype(str).to_latex(index=False, escape=True)
+    caption = _escape(table.title) + (". " + _escape(table.note) if table.note else "")
+    for char, cmd in _TEX.items():
+        body = body.replace(char, cmd)
+    return f"\\begin{{table}}[t]\n\\centering\n\\caption{{{caption}}}\n\\label{{tab:{table.stem}}}\n\\small\n{body}\\end{{table}}\n"
+
+
+def _escape(text: str) -> str:
+    for char, rep in (
+        ("\\", r"\textbackslash{}"),
+        ("&", r"\&"),
+        ("%", r"\%"),
+        ("_", r"\_"),
+        ("#", r"\#"),
+        ("$", r"\$"),
+        ("`", ""),
+    ):
+        text = text.replace(char, rep)
+    for char, cmd in _TEX.items():
+        text = text.replace(char, cmd)
+    return text
