@@ -147,7 +147,7 @@ def report(
 
     study, specs = _load(study_path, profile, check_data=False)
     keys = [s.key for s in specs] if profile else None
-    result = build_report(study.study, _uri(tracking_uri), out or Path("reports") / study.study, keys)
+    result = build_report(study, _uri(tracking_uri), out or Path("reports") / study.study, keys)
     for problem in result.problems:
         err_console.print(f"[yellow]{problem}[/]")
     if not result.files:
