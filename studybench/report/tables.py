@@ -153,6 +153,8 @@ def _note(ns: pd.Series, baseline: str | None, tests: set[str]) -> str:
     parts = ["Accuracy in %, mean ± sample std over seeds; 95% CI: percentile bootstrap of the mean (fixed RNG seed)."]
     if len(ns) and ns.max() <= 1:
         parts.append("n = 1: one seed per cell, so no CI and no test; run more seeds to tell a difference from noise.")
+    elif len(ns) and ns.max() < stats.WILCOXON_MIN_N:
+        parts.append("With few seeds a bootstrap CI cannot be wider than the seeds' range: read the p-value.")
     if baseline:
         parts.append(f"Δ: mean of per-seed differences to {baseline} (paired by seed) with its bootstrap CI.")
         used = [stats.TEST_NOTES[t] for t in ("t-test", "wilcoxon") if t in tests]
