@@ -12,6 +12,8 @@ from __future__ import annotations
 import html
 import os
 import platform
+import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
@@ -69,13 +71,14 @@ def hardware() -> str:
     except OSError:
         pass
     gpu = "none"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            gpu = ", ".join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
-    except Exception:  # noqa: BLE001 - hardware info is best effort
-        gpu = "unknown"
+    if shutil.which("nvidia-smi"):  # no torch import: the report needs no deep-learning stack
+        try:
+            out = subprocess.run(
+                ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10
+            )
+            gpu = ", ".join(line.strip() for line in out.stdout.splitlines() if line.strip()) or "none"
+        except (OSError, subprocess.SubprocessError):
+            gpu = "unknown"
     return f"CPU {cpu}, {os.cpu_count()} logical cores; GPU {gpu}"
 
 

@@ -25,7 +25,7 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 LINES = ["-", "--", ":", "-."]
 HATCHES = ["", "//", "..", "xx", "\\\\", "oo", "--", "++"]
 DPI = 100
-plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "svg.hashsalt": "studybench", "pdf.fonttype": 42})
+plt.rcParams.update({"font.size": 8, "axes.titlesize": 9, "svg.hashsalt": "studybench"})
 
 
 def save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
