@@ -14,6 +14,7 @@ from studybench.losses.ce import CrossEntropyLoss
 from studybench.losses.center import CenterLoss
 from studybench.losses.focal import SigmoidFocalLoss, SoftmaxFocalLoss
 from studybench.losses.lad import LocallyAdaptiveLoss
+from studybench.losses.rmi import RMILoss
 from studybench.losses.smp_losses import DiceLoss, JaccardLoss, LovaszLoss, TverskyLoss
 from studybench.losses.weighted_sum import WeightedSumLoss
 from studybench.registry import Registry
@@ -25,6 +26,7 @@ LOSSES.register("bce")(SigmoidBCELoss)
 LOSSES.register("focal")(SoftmaxFocalLoss)
 LOSSES.register("focal-sigmoid")(SigmoidFocalLoss)
 LOSSES.register("lad")(LocallyAdaptiveLoss)
+LOSSES.register("rmi")(RMILoss)
 LOSSES.register("center")(CenterLoss)
 LOSSES.register("dice")(DiceLoss)
 LOSSES.register("lovasz")(LovaszLoss)
