@@ -8,11 +8,15 @@ import torch
 
 from studybench.registry import Registry
 from studybench.schemes.base import NonFiniteLossError, Scheme, StepStats
+from studybench.schemes.mutual import MutualScheme
+from studybench.schemes.self_regulation import SelfRegulationScheme
 from studybench.schemes.supervised import SupervisedScheme
 from studybench.spec import RunConfig
 
 SCHEMES: Registry[Scheme] = Registry("scheme", reserved=("config", "num_classes", "device", "total_steps"))
 SCHEMES.register("supervised")(SupervisedScheme)
+SCHEMES.register("self-regulation")(SelfRegulationScheme)
+SCHEMES.register("mutual")(MutualScheme)
 
 
 def build_scheme(config: RunConfig, num_classes: int, device: torch.device, total_steps: int) -> Scheme:

@@ -1,0 +1,144 @@
+"""Deep mutual learning (Zhang et al., CVPR 2018): two networks that teach each other.
+
+``L_self = task(z_self, y) + KL(sg p_other ‖ p_self)`` with the KL summed over classes and
+averaged over the valid pixels, no temperature (methods.md §5). The task term is the run's
+``loss`` (``ce`` in DML). Updates alternate: step the student on fresh outputs of both
+networks, recompute both forward passes, step the peer. Both networks are evaluated.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import model_validator
+
+from studybench.losses import build_loss
+from studybench.losses.base import masked_mean, valid_mask
+from studybench.measure import count_params
+from studybench.models import build_model, check_model
+from studybench.optim import build_optimizer, build_scheduler
+from studybench.schemes.base import Scheme, StepStats, ensure_finite
+from studybench.spec import ModelCfg, RunConfig
+
+
+class PeerCfg(ModelCfg):
+    """The peer network (a ``model`` section); arch and encoder are checked when the study is validated."""
+
+    @model_validator(mode="after")
+    def _known_model(self) -> PeerCfg:
+        check_model(self)
+        return self
+
+
+def mutual_kl(logits: torch.Tensor, other_logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``KL(sg p_other ‖ p_self)``: summed over classes, averaged over valid pixels.
+
+    Shape: logits ``[B, C, H, W]`` (self, receives the gradient), other_logits the same
+    (detached here), target ``[B, H, W]``. An all-ignored batch gives 0 with zero gradient.
+    """
+    log_p = F.log_softmax(logits.float() if logits.dtype == torch.bfloat16 else logits, dim=1)
+    log_q = F.log_softmax(other_logits.detach().to(log_p.dtype), dim=1)
+    per_pixel = (log_q.exp() * (log_q - log_p)).sum(dim=1)
+    return masked_mean(per_pixel, valid_mask(target, logits.shape[1]))
+
+
+class MutualScheme(Scheme):
+    """Two networks trained with deep mutual learning; each has its own optimiser and schedule.
+
+    Args:
+        peer: the other network as a ``model`` section (e.g. ``{arch: deeplabv3, encoder:
+            resnet50}``); null = a second network like the student (the run's ``model``).
+        evaluate: which network gives the run's headline metrics (both are evaluated; the
+            other is logged as ``<role>/...``).
+
+    Reference: Zhang et al., "Deep Mutual Learning", CVPR 2018, Eq. 5-6 and Algorithm 1.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        num_classes: int,
+        device: torch.device,
+        total_steps: int,
+        peer: PeerCfg | None = None,
+        evaluate: Literal["student", "peer"] = "student",
+    ) -> None:
+        super().__init__(config, num_classes, device, total_steps)
+        if evaluate not in ("student", "peer"):
+            raise ValueError(f"mutual: evaluate must be 'student' or 'peer', got {evaluate!r}")
+        peer_cfg = config.model if peer is None else PeerCfg.model_validate(peer)
+        self.headline = evaluate
+        # The student first: same RNG draws (same init) as a supervised run of the same seed.
+        self.student = build_model(config.model, num_classes).to(device)
+        self.peer = build_model(peer_cfg, num_classes).to(device)
+        self.networks = {"student": self.student, "peer": self.peer}
+        self.task_name = config.loss.name
+        self.losses = {role: build_loss(config.loss.name, **config.loss.params).to(device) for role in self.networks}
+        self.optimizers = {role: build_optimizer(net.parameters(), config.train) for role, net in self.networks.items()}
+        self.schedulers = {
+            role: build_scheduler(opt, config.train, total_steps) for role, opt in self.optimizers.items()
+        }
+        self.amp = config.train.amp and device.type == "cuda"
+
+    def _forward(self, role: str, images: torch.Tensor, grad: bool) -> torch.Tensor:
+        with torch.set_grad_enabled(grad), torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+            return self.networks[role](images)
+
+    def _update(self, role: str, other: str, images: torch.Tensor, target: torch.Tensor) -> tuple[dict, float]:
+        """One step of network ``role`` against fresh (detached) outputs of ``other``."""
+        optimizer = self.optimizers[role]
+        optimizer.zero_grad(set_to_none=True)
+        target_logits = self._forward(other, images, grad=False)
+        logits = self._forward(role, images, grad=True)
+        leaf = logits.detach().requires_grad_()
+        self.loss_timer.sync()
+        t0 = time.perf_counter()
+        task = self.losses[role](leaf, target)
+        kl = mutual_kl(leaf, target_logits, target)
+        value = task + kl
+        ensure_finite(value, f"mutual loss of the {role}")
+        value.backward()
+        self.loss_timer.sync()
+        loss_s = time.perf_counter() - t0
+        logits.backward(leaf.grad)
+        optimizer.step()
+        self.schedulers[role].step()
+        return {f"{role}_{self.task_name}": task.detach(), f"{role}_kl": kl.detach()}, loss_s
+
+    def train_step(self, images: torch.Tensor, target: torch.Tensor) -> StepStats:
+        parts, first_s = self._update("student", "peer", images, target)
+        peer_parts, second_s = self._update("peer", "student", images, target)
+        parts.update(peer_parts)
+        self.loss_timer.samples.append(first_s + second_s)  # both networks' loss work in one step
+        return StepStats(loss=sum(parts.values()), parts=parts)
+
+    def learning_rate(self) -> float:
+        return self.optimizers["student"].param_groups[0]["lr"]
+
+    def extra_costs(self) -> dict[str, float]:
+        other = "peer" if self.headline == "student" else "student"
+        return {
+            f"{other}_params_m": count_params(self.networks[other]) / 1e6,
+            "train_params_m": count_params(self.student, self.peer) / 1e6,
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            role: {
+                "model": self.networks[role].state_dict(),
+                "loss": self.losses[role].state_dict(),
+                "optimizer": self.optimizers[role].state_dict(),
+                "scheduler": self.schedulers[role].state_dict(),
+            }
+            for role in self.networks
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for role in self.networks:
+            self.networks[role].load_state_dict(state[role]["model"])
+            self.losses[role].load_state_dict(state[role]["loss"])
+            self.optimizers[role].load_state_dict(state[role]["optimizer"])
+            self.schedulers[role].load_state_dict(state[role]["scheduler"])
