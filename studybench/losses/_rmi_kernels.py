@@ -18,11 +18,17 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from studybench.losses.base import safe_target, valid_mask
 
-#: bytes of float64 work space per channel chunk in ``region_covariances`` (fits a large L2/L3)
-_CHUNK_BYTES = 8 << 20
+#: bytes of float64 work space per channel chunk in ``region_covariances``: on CPU small enough to
+#: stay in L2/L3 cache, on GPUs large enough to keep the kernels busy
+_CHUNK_BYTES = {"cpu": 8 << 20, "cuda": 512 << 20}
+
+
+def _chunk(device: torch.device, bytes_per_channel: int) -> int:
+    return max(1, _CHUNK_BYTES.get(device.type, 64 << 20) // bytes_per_channel)
 
 
 class _SigmoidHead(torch.autograd.Function):
@@ -45,6 +51,7 @@ class _SigmoidHead(torch.autograd.Function):
         return bce_sum, probs
 
     @staticmethod
+    @once_differentiable  # hand-written first derivatives only
     def backward(ctx, grad_bce: torch.Tensor, grad_probs: torch.Tensor | None):
         masked_sig, index, mask = ctx.saved_tensors
         # d/dz = m·(σ - y)·g_bce + m·σ(1 - σ)·g_P  =  s·(g_bce + g_P·(1 - s)) - g_bce·y·m,  s = σ·m
@@ -139,7 +146,7 @@ class _RegionCovariance(torch.autograd.Function):
         r = radius
         h, w = height - r + 1, width - r + 1
         d, count = r * r, h * w
-        chunk = max(1, _CHUNK_BYTES // (2 * r * height * w * 8))
+        chunk = _chunk(probs.device, 2 * r * height * w * 8)
         # joint moments indexed [n, source, dy, dx, source, dy, dx]; source 0 = labels, 1 = probs
         moments = torch.empty(n, 2, r, r, 2, r, r, dtype=torch.float64, device=probs.device)
         means = torch.empty(n, 2, r, r, dtype=torch.float64, device=probs.device)
@@ -173,13 +180,14 @@ class _RegionCovariance(torch.autograd.Function):
         return cov_y, cov[:, d:, d:], cov[:, :d, d:]
 
     @staticmethod
+    @once_differentiable  # hand-written first derivatives only
     def backward(ctx, _grad_y, grad_p: torch.Tensor | None, grad_yp: torch.Tensor | None):
         labels, probs, mean = ctx.saved_tensors
         r = ctx.radius
         n, height, width = probs.shape
         h, w = height - r + 1, width - r + 1
         d = r * r
-        chunk = max(1, _CHUNK_BYTES // (3 * r * height * w * 8))
+        chunk = _chunk(probs.device, 3 * r * height * w * 8)
         # dL/d(P window c)[i] = Σ_k G[c, k] (joint window k - its mean)[i], G = P rows of (g + gᵀ)
         coeff = torch.zeros(n, d, 2 * d, dtype=torch.float64, device=probs.device)
         if grad_p is not None:

@@ -11,10 +11,11 @@ approximation ``A = Σ_Y - Σ_YP (Σ_P + αI)⁻¹ Σ_YPᵀ``.
 
 Reference:
     Zhao, Wang, Yang, Cai, "Region Mutual Information Loss for Semantic Segmentation",
-    NeurIPS 2019 (arXiv:1910.12037), Sec. 3: the lower bound of the MI (eqs. 11-13), the
-    approximation of the posterior variance ``M`` and its log-determinant via Cholesky, and the
-    total objective ``λ·L_bce + (1 - λ)·Σ_c L_rmi`` (eq. 15); official code
-    github.com/ZJULearning/RMI (``losses/rmi/rmi.py``), whose constants we keep.
+    NeurIPS 2019 (arXiv:1910.12037), Sec. 3: the lower bound ``I_l(Y; P)`` of the region MI
+    through the approximated posterior variance ``M = Σ_Y - Cov(Y,P) Var(P)⁻¹ Cov(Y,P)ᵀ`` and its
+    log-determinant by Cholesky, and the overall objective
+    ``L = λ·L_bce + (1 - λ)·(1/B) Σ_b Σ_c L_rmi`` (the paper's closing equation of Sec. 3).
+    Official code github.com/ZJULearning/RMI (``losses/rmi/rmi.py``), whose constants we keep.
     Exact specification: ``methods.md`` §2 of this project.
 
 Shape:
@@ -90,7 +91,7 @@ def downsample_probs(probs: torch.Tensor, pool: str, factor: int) -> torch.Tenso
 def rmi_lower_bound(labels: torch.Tensor, probs: torch.Tensor, radius: int) -> torch.Tensor:
     """The RMI term from downsampled one-hot labels and probabilities ``[B, C, H', W']``.
 
-    Per image and class ``r = ½ log det(A + αI)`` (eq. 13, computed as Σ log(L_ii + 1e-8) of the
+    Per image and class ``r = ½ log det(A + αI)`` (computed as Σ log(L_ii + 1e-8) of the
     Cholesky factor), averaged over the batch, cast to the logits' float dtype (float32 for
     float32/half inputs, as official) and divided by R²; the term is the SUM over classes, not
     the mean (official ``_IS_SUM = 1``; the spec insists on it). Channels whose label map is
@@ -173,7 +174,7 @@ def region_mutual_information(
     bce_weight: float = 0.5,
     lambda_way: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(total, bce, rmi)`` of the RMI loss (methods.md §2, Zhao et al. 2019 eq. 15).
+    """``(total, bce, rmi)`` of the RMI loss (methods.md §2, Zhao et al. 2019 Sec. 3).
 
     Args:
         logits: ``[B, C, H, W]`` raw scores; sigmoid (one-vs-rest), not softmax.
