@@ -40,13 +40,21 @@ B, C, SIZE, RADIUS = 4, 21, 224, 3
 
 
 def official_style_rmi(logits, target, radius=3, pool="avg", factor=4, lam=0.5):
-    """The official algorithm, the memory-hungry way (our re-implementation, for comparison)."""
+    """The official algorithm, the memory-hungry way (our re-implementation, for comparison).
+
+    Same operations and tensor layouts as the official ``forward_sigmoid`` / ``rmi_lower_bound``:
+    a one-hot [B, H, W, C] tensor, a contiguous pixel-major copy of the logits for the weighted
+    BCE, the one-hot pooled through a permuted (channels-last) view, R² stacked copies in float64.
+    """
     classes = logits.shape[1]
     mask = target < classes
-    onehot = F.one_hot(target * mask, classes).permute(0, 3, 1, 2).float() * mask[:, None]
-    bce_all = F.binary_cross_entropy_with_logits(logits, onehot, reduction="none")
-    bce = (bce_all * mask[:, None]).sum() / (mask.sum() + 1.0)
-    labels, probs = onehot, torch.sigmoid(logits) * mask[:, None] + 1e-6
+    onehot = F.one_hot(target * mask, classes).float() * mask.float().unsqueeze(3)  # [B, H, W, C]
+    pixel_logits = logits.permute(0, 2, 3, 1).contiguous().view(-1, classes)
+    weight = mask.float().view(-1, 1)
+    bce_sum = F.binary_cross_entropy_with_logits(pixel_logits, onehot.view(-1, classes), weight=weight, reduction="sum")
+    bce = bce_sum / (weight.sum() + 1.0)
+    probs = logits.sigmoid() * mask.float().unsqueeze(1) + 1e-6
+    labels = onehot.permute(0, 3, 1, 2)
     if factor > 1:
         if pool == "max":
             labels, probs = (F.max_pool2d(x, factor, factor, factor // 2) for x in (labels, probs))
@@ -56,19 +64,24 @@ def official_style_rmi(logits, target, radius=3, pool="avg", factor=4, lam=0.5):
             size = (labels.shape[2] // factor, labels.shape[3] // factor)
             labels = F.interpolate(labels, size=size, mode="nearest")
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=True)
-    h, w = labels.shape[2] - radius + 1, labels.shape[3] - radius + 1
+    batch, h, w = labels.shape[0], labels.shape[2] - radius + 1, labels.shape[3] - radius + 1
     d = radius * radius
     offsets = [(dy, dx) for dy in range(radius) for dx in range(radius)]
-    la = torch.stack([labels[:, :, dy : dy + h, dx : dx + w] for dy, dx in offsets], 2).flatten(3).double()
-    pr = torch.stack([probs[:, :, dy : dy + h, dx : dx + w] for dy, dx in offsets], 2).flatten(3).double()
-    la = la - la.mean(3, keepdim=True)
-    pr = pr - pr.mean(3, keepdim=True)
-    eye = 5e-4 * torch.eye(d, dtype=torch.float64)
-    la_pr = la @ pr.transpose(2, 3)
-    approx = la @ la.transpose(2, 3) - la_pr @ torch.inverse(pr @ pr.transpose(2, 3) + eye) @ la_pr.transpose(2, 3)
-    chol = torch.linalg.cholesky(approx + eye)
-    r = torch.log(torch.diagonal(chol, dim1=-2, dim2=-1) + 1e-8).sum(-1)
-    rmi = (r.mean(0).float() / d).sum()
+    la = torch.stack([labels[:, :, dy : dy + h, dx : dx + w] for dy, dx in offsets], 2)
+    pr = torch.stack([probs[:, :, dy : dy + h, dx : dx + w] for dy, dx in offsets], 2)
+    la = la.view(batch, classes, d, -1).double()
+    pr = pr.view(batch, classes, d, -1).double()
+    eye = torch.eye(d).unsqueeze(0).unsqueeze(0)
+    la = la - la.mean(dim=3, keepdim=True)
+    pr = pr - pr.mean(dim=3, keepdim=True)
+    la_cov = torch.matmul(la, la.transpose(2, 3))
+    pr_cov = torch.matmul(pr, pr.transpose(2, 3))
+    pr_cov_inv = torch.inverse(pr_cov + eye.type_as(pr_cov) * 5e-4)
+    la_pr_cov = torch.matmul(la, pr.transpose(2, 3))
+    approx = la_cov - torch.matmul(la_pr_cov.matmul(pr_cov_inv), la_pr_cov.transpose(-2, -1))
+    chol = torch.linalg.cholesky(approx + eye.type_as(approx) * 5e-4)
+    r = 0.5 * 2.0 * torch.sum(torch.log(torch.diagonal(chol, dim1=-2, dim2=-1) + 1e-8), dim=-1)
+    rmi = (r.view(-1, classes).mean(dim=0).float() / float(d)).sum()
     return lam * bce + (1 - lam) * rmi
 
 

@@ -11,19 +11,22 @@ import re
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Fair, reproducible comparison studies of segmentation losses.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Fair, reproducible comparison studies of segmentation losses."
+)
 console = Console()
 err_console = Console(stderr=True)
 
 StudyArg = typer.Argument(..., help="Study YAML file, e.g. studies/quickstart.yaml", show_default=False)
 ProfileOpt = typer.Option(None, "--profile", "-p", help="Profile of the study to apply (e.g. smoke).")
-UriOpt = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db).")
+UriOpt = typer.Option(
+    None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)."
+)
 
 
 class ExecutorName(str, Enum):
@@ -31,7 +34,7 @@ class ExecutorName(str, Enum):
     ray = "ray"
 
 
-def _load(study_path: Path, profile: Optional[str], only: Optional[str] = None, check_data: bool = True):
+def _load(study_path: Path, profile: str | None, only: str | None = None, check_data: bool = True):
     """Load, expand and filter a study; on any problem print it and exit 2."""
     from studybench.config import StudyError, load_study
     from studybench.grid import expand, select
@@ -48,7 +51,7 @@ def _load(study_path: Path, profile: Optional[str], only: Optional[str] = None, 
     return study, specs
 
 
-def _uri(tracking_uri: Optional[str]) -> str:
+def _uri(tracking_uri: str | None) -> str:
     from studybench.tracking import default_tracking_uri
 
     return tracking_uri or default_tracking_uri()
@@ -57,12 +60,14 @@ def _uri(tracking_uri: Optional[str]) -> str:
 @app.command()
 def run(
     study_path: Path = StudyArg,
-    profile: Optional[str] = ProfileOpt,
+    profile: str | None = ProfileOpt,
     executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", help="local (this machine) or ray."),
     workers: int = typer.Option(1, "--workers", min=1, help="Runs at once on this machine."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address (default: start a local Ray)."),
-    tracking_uri: Optional[str] = UriOpt,
-    only: Optional[str] = typer.Option(None, "--only", help="Filter runs: 'method=rmi,seed=0' or a run-name substring."),
+    ray_address: str | None = typer.Option(
+        None, "--ray-address", help="Ray cluster address (default: start a local Ray)."
+    ),
+    tracking_uri: str | None = UriOpt,
+    only: str | None = typer.Option(None, "--only", help="Filter runs: 'method=rmi,seed=0' or a run-name substring."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs that would run, then stop."),
 ) -> None:
     """Run every run of a study that is not FINISHED yet, tracking each in MLflow."""
@@ -88,12 +93,20 @@ def run(
     tracker = StudyTracker(uri, study.study)
     tracker.experiment_id(create=True)
     done = tracker.latest_by_key()
-    skipped = [RunOutcome(s, "SKIPPED", metrics=dict(done[s.key].data.metrics)) for s in specs if s.key in done and done[s.key].info.status == "FINISHED"]
+    skipped = [
+        RunOutcome(s, "SKIPPED", metrics=dict(done[s.key].data.metrics))
+        for s in specs
+        if s.key in done and done[s.key].info.status == "FINISHED"
+    ]
     todo = [s for s in specs if not (s.key in done and done[s.key].info.status == "FINISHED")]
-    console.print(f"[bold]{study.study}[/]: {len(specs)} runs, {len(skipped)} already finished, {len(todo)} to run; tracking at {uri}")
+    console.print(
+        f"[bold]{study.study}[/]: {len(specs)} runs, {len(skipped)} already finished, {len(todo)} to run; tracking at {uri}"
+    )
     outcomes = list(skipped)
     try:
-        with RunDisplay(len(todo), console, enabled=sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))) as display:
+        with RunDisplay(
+            len(todo), console, enabled=sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
+        ) as display:
             outcomes += LocalExecutor(tracker).run(todo, display)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: the current run is marked KILLED; rerun the same command to resume.")
@@ -103,12 +116,14 @@ def run(
     console.print(summary_table(outcomes))
     failed = [o for o in outcomes if o.status == "FAILED"]
     if failed:
-        console.print(f"[red]{len(failed)} run(s) failed[/]; tracebacks are in each run's error.txt artifact (studybench ui).")
+        console.print(
+            f"[red]{len(failed)} run(s) failed[/]; tracebacks are in each run's error.txt artifact (studybench ui)."
+        )
         raise typer.Exit(1)
 
 
 @app.command()
-def status(study_path: Path = StudyArg, profile: Optional[str] = ProfileOpt, tracking_uri: Optional[str] = UriOpt) -> None:
+def status(study_path: Path = StudyArg, profile: str | None = ProfileOpt, tracking_uri: str | None = UriOpt) -> None:
     """Each run of the study: done / failed / running / pending, from MLflow."""
     from studybench.tracking import TAG_ERROR, StudyTracker
 
@@ -138,9 +153,9 @@ def status(study_path: Path = StudyArg, profile: Optional[str] = ProfileOpt, tra
 @app.command()
 def report(
     study_path: Path = StudyArg,
-    profile: Optional[str] = ProfileOpt,
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: reports/<study>)."),
-    tracking_uri: Optional[str] = UriOpt,
+    profile: str | None = ProfileOpt,
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: reports/<study>)."),
+    tracking_uri: str | None = UriOpt,
 ) -> None:
     """Rebuild reports/<study>/ (tables and figures) from the MLflow store alone."""
     from studybench.report import build_report
@@ -157,7 +172,7 @@ def report(
 
 @app.command()
 def ui(
-    tracking_uri: Optional[str] = UriOpt,
+    tracking_uri: str | None = UriOpt,
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
 ) -> None:
     """Open the MLflow UI on our store, bound to 127.0.0.1."""
@@ -171,7 +186,7 @@ def ui(
 
 
 @app.command()
-def validate(study_path: Path = StudyArg, profile: Optional[str] = ProfileOpt) -> None:
+def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> None:
     """Check a study (keys, types, names, data presence) and print its expanded grid size."""
     study, specs = _load(study_path, profile)
     by_abl: dict[str, int] = {}
@@ -179,8 +194,12 @@ def validate(study_path: Path = StudyArg, profile: Optional[str] = ProfileOpt) -
         for group in spec.groups:
             by_abl[group] = by_abl.get(group, 0) + 1
     seeds = sorted({s.seed for s in specs})
-    console.print(f"[green]valid[/]: {study_path} -> study {study.study!r}{f' (profile {profile})' if profile else ''}: {len(specs)} runs")
-    console.print(f"  seeds {seeds}; datasets {sorted({s.dataset for s in specs})}; methods {sorted({s.method for s in specs})}")
+    console.print(
+        f"[green]valid[/]: {study_path} -> study {study.study!r}{f' (profile {profile})' if profile else ''}: {len(specs)} runs"
+    )
+    console.print(
+        f"  seeds {seeds}; datasets {sorted({s.dataset for s in specs})}; methods {sorted({s.method for s in specs})}"
+    )
     for name, count in by_abl.items():
         console.print(f"  {name}: {count} runs")
 

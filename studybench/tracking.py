@@ -65,7 +65,9 @@ class StudyTracker:
             return exp.experiment_id
         if not create:
             return None
-        return self.client.create_experiment(self.study, artifact_location=self._artifact_location(), tags={TAG_STUDY: self.study})
+        return self.client.create_experiment(
+            self.study, artifact_location=self._artifact_location(), tags={TAG_STUDY: self.study}
+        )
 
     def runs(self) -> list[Any]:
         """All MLflow runs of the study (any status), newest first."""
@@ -74,7 +76,9 @@ class StudyTracker:
             return []
         out, token = [], None
         while True:
-            page = self.client.search_runs([exp_id], max_results=1000, page_token=token, order_by=["attributes.start_time DESC"])
+            page = self.client.search_runs(
+                [exp_id], max_results=1000, page_token=token, order_by=["attributes.start_time DESC"]
+            )
             out.extend(page)
             token = page.token
             if not token:

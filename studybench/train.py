@@ -25,7 +25,7 @@ from studybench import IGNORE_INDEX
 from studybench.data import SegDataset, build_dataset
 from studybench.measure import PeakMemory, Timer, count_params
 from studybench.metrics import ConfusionMatrix, SegMetrics
-from studybench.schemes import Scheme, build_scheme
+from studybench.schemes import build_scheme
 from studybench.spec import RunSpec
 
 #: Inputs are padded to a multiple of this (smp encoders downsample by up to 32).
@@ -68,7 +68,13 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
     train_loader = _loader(train_set, cfg.train.batch_size, shuffle=True, seed=spec.seed, workers=cfg.data.num_workers)
-    val_loader = _loader(val_set, cfg.train.val_batch_size or cfg.train.batch_size, shuffle=False, seed=spec.seed, workers=cfg.data.num_workers)
+    val_loader = _loader(
+        val_set,
+        cfg.train.val_batch_size or cfg.train.batch_size,
+        shuffle=False,
+        seed=spec.seed,
+        workers=cfg.data.num_workers,
+    )
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"training split has {len(train_set)} images, fewer than batch_size={cfg.train.batch_size}")
@@ -101,7 +107,9 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
             train_s += time.perf_counter() - t0
 
             t0 = time.perf_counter()
-            results = {role: evaluate(net, val_loader, train_set.num_classes, device) for role, net in scheme.networks.items()}
+            results = {
+                role: evaluate(net, val_loader, train_set.num_classes, device) for role, net in scheme.networks.items()
+            }
             eval_s += time.perf_counter() - t0
             curves = {f"train/{name}": total / max(seen, 1) for name, total in sums.items()}
             curves["lr"] = scheme.learning_rate()
@@ -146,7 +154,9 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device) -> tuple[SegMetrics, ConfusionMatrix, dict[str, np.ndarray]]:
+def evaluate(
+    model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device
+) -> tuple[SegMetrics, ConfusionMatrix, dict[str, np.ndarray]]:
     """Dataset-level metrics of ``model`` on ``loader``, plus the first few predictions."""
     was_training = model.training
     model.eval()
@@ -166,7 +176,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, num_classes: int, devic
     return matrix.compute(), matrix, kept
 
 
-def pad_batch(images: torch.Tensor, target: torch.Tensor, multiple: int = SIZE_MULTIPLE) -> tuple[torch.Tensor, torch.Tensor]:
+def pad_batch(
+    images: torch.Tensor, target: torch.Tensor, multiple: int = SIZE_MULTIPLE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad bottom/right to a multiple of ``multiple``: images with 0, targets with the ignore label."""
     h, w = images.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
