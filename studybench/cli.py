@@ -62,17 +62,36 @@ def run(
     study_path: Path = StudyArg,
     profile: str | None = ProfileOpt,
     executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", help="local (this machine) or ray."),
-    workers: int = typer.Option(1, "--workers", min=1, help="Runs at once on this machine."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Runs at once on this machine (threads are split)."),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="Ray cluster address (default: start a local Ray)."
+    ),
+    resources: str | None = typer.Option(
+        None, "--resources", help="Per-run Ray request, e.g. 'cpus=4,gpus=1' (default: the study's resources)."
+    ),
+    retries: int = typer.Option(
+        0, "--retries", min=0, help="Re-run a run that failed transiently (OOM, CUDA/connection error) up to K times."
+    ),
+    checkpoint_dir: Path | None = typer.Option(
+        None,
+        "--checkpoint-dir",
+        help="Per-epoch checkpoints (default: $STUDYBENCH_CHECKPOINTS or checkpoints/ beside the store).",
     ),
     tracking_uri: str | None = UriOpt,
     only: str | None = typer.Option(None, "--only", help="Filter runs: 'method=rmi,seed=0' or a run-name substring."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs that would run, then stop."),
 ) -> None:
-    """Run every run of a study that is not FINISHED yet, tracking each in MLflow."""
+    """Run every run of a study that is not FINISHED yet, tracking each in MLflow (a rerun resumes)."""
+    from studybench.runner import UsageError, check_options, parse_resources
+
     study, specs = _load(study_path, profile, only)
     uri = _uri(tracking_uri)
+    try:
+        request = parse_resources(resources, study.resources)
+        check_options(executor.value, workers, ray_address, uri, request)
+    except UsageError as err:
+        err_console.print(f"[red]invalid options[/]: {err}", highlight=False)
+        raise typer.Exit(2) from None
     if dry_run:
         table = Table(title=f"{study.study}: {len(specs)} runs (dry run, tracking at {uri})")
         table.add_column("run")
@@ -82,72 +101,123 @@ def run(
             table.add_row(spec.name, spec.key, ",".join(spec.groups))
         console.print(table)
         return
-    if executor is not ExecutorName.local or workers != 1 or ray_address:
-        err_console.print("[red]--executor ray / --workers N are not available yet in this version[/]")
-        raise typer.Exit(2)
 
+    from studybench.checkpoint import Checkpoints, default_checkpoint_root
     from studybench.console import RunDisplay, summary_table
-    from studybench.executors import LocalExecutor, RunOutcome
+    from studybench.runner import executor_for, plan_runs
     from studybench.tracking import StudyTracker
 
     tracker = StudyTracker(uri, study.study)
-    tracker.experiment_id(create=True)
-    done = tracker.latest_by_key()
-    skipped = [
-        RunOutcome(s, "SKIPPED", metrics=dict(done[s.key].data.metrics))
-        for s in specs
-        if s.key in done and done[s.key].info.status == "FINISHED"
-    ]
-    todo = [s for s in specs if not (s.key in done and done[s.key].info.status == "FINISHED")]
-    console.print(
-        f"[bold]{study.study}[/]: {len(specs)} runs, {len(skipped)} already finished, {len(todo)} to run; tracking at {uri}"
-    )
-    outcomes = list(skipped)
+    tracker.experiment_id(create=True)  # before any worker starts: no creation race
+    checkpoints = Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
+    plan = plan_runs(tracker, specs, checkpoints)
+    for dead in plan.reaped:
+        console.print(f"[yellow]{dead.info.run_name}[/]: left RUNNING by a process that died; marked KILLED, resuming")
+    parts = [f"{len(specs)} runs", f"{len(plan.finished)} already finished", f"{len(plan.todo)} to run"]
+    if plan.resumable:
+        parts.append(f"{len(plan.resumable)} of them from a checkpoint")
+    if plan.elsewhere:
+        parts.append(f"{len(plan.elsewhere)} running in another process")
+    where = f"{executor.value}" + (f", {workers} workers" if workers > 1 else "")
+    console.print(f"[bold]{study.study}[/]: {', '.join(parts)}; tracking at {uri}; executor {where}")
+    outcomes = plan.finished + plan.elsewhere
+    show = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
     try:
-        with RunDisplay(
-            len(todo), console, enabled=sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
-        ) as display:
-            outcomes += LocalExecutor(tracker).run(todo, display)
+        with RunDisplay(len(plan.todo), console, enabled=show) as display:
+            if plan.todo:
+                with executor_for(
+                    executor.value, uri, tracker, workers, ray_address, request, checkpoints, retries
+                ) as runner:
+                    outcomes += runner.run(plan.todo, display)
     except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]: the current run is marked KILLED; rerun the same command to resume.")
+        tracker.reap_dead_runs()
+        _print_resume_hint(tracker, specs, checkpoints)
         raise typer.Exit(130) from None
+    for dead in tracker.reap_dead_runs():  # runs of workers that died without a word
+        console.print(f"[yellow]{dead.info.run_name}[/]: its worker died; marked KILLED")
     order = {s.key: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.key])
     console.print(summary_table(outcomes))
-    failed = [o for o in outcomes if o.status == "FAILED"]
+    failed = [o for o in outcomes if o.status in ("FAILED", "KILLED")]
     if failed:
         console.print(
-            f"[red]{len(failed)} run(s) failed[/]; tracebacks are in each run's error.txt artifact (studybench ui)."
+            f"[red]{len(failed)} run(s) did not finish[/]; tracebacks are in each run's error.txt artifact "
+            "(studybench ui); rerun the same command to run them again (from their checkpoints)."
         )
         raise typer.Exit(1)
 
 
+def _print_resume_hint(tracker, specs, checkpoints) -> None:
+    """After Ctrl-C: what is done, what was cut (and from which epoch it resumes), and the command to resume."""
+    import shlex
+
+    latest = tracker.latest_by_key()
+    done = sum(1 for s in specs if s.key in latest and latest[s.key].info.status == "FINISHED")
+    console.print(f"[yellow]interrupted[/]: {done} of {len(specs)} runs finished; running runs were marked KILLED.")
+    for spec in specs:
+        run = latest.get(spec.key)
+        if run is not None and run.info.status == "KILLED":
+            epoch = checkpoints.epoch(spec)
+            resume = f"resumes after epoch {epoch}" if epoch else "restarts from the beginning (no checkpoint yet)"
+            console.print(f"  {spec.name}: KILLED; {resume}")
+    command = " ".join(shlex.quote(arg) for arg in ["studybench", *sys.argv[1:]])
+    console.print(f"Resume with: {command}")
+
+
 @app.command()
-def status(study_path: Path = StudyArg, profile: str | None = ProfileOpt, tracking_uri: str | None = UriOpt) -> None:
+def status(
+    study_path: Path = StudyArg,
+    profile: str | None = ProfileOpt,
+    tracking_uri: str | None = UriOpt,
+    checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Where `run` keeps checkpoints."),
+) -> None:
     """Each run of the study: done / failed / running / pending, from MLflow."""
-    from studybench.tracking import TAG_ERROR, StudyTracker
+    from studybench.checkpoint import Checkpoints, default_checkpoint_root
+    from studybench.tracking import TAG_ERROR, StudyTracker, run_is_alive
 
     study, specs = _load(study_path, profile, check_data=False)
-    latest = StudyTracker(_uri(tracking_uri), study.study).latest_by_key()
+    uri = _uri(tracking_uri)
+    latest = StudyTracker(uri, study.study).latest_by_key()
+    checkpoints = Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
     table = Table(title=f"{study.study}: {len(specs)} runs")
     for col in ("run", "state", "mIoU", "wall s", "note"):
         table.add_column(col)
     counts: dict[str, int] = {}
     compute = 0.0
-    names = {"FINISHED": "done", "FAILED": "failed", "KILLED": "failed", "RUNNING": "running", "SCHEDULED": "running"}
     for spec in specs:
         run = latest.get(spec.key)
-        state = names.get(run.info.status, "pending") if run else "pending"
+        state, note = _run_state(run, run_is_alive)
         counts[state] = counts.get(state, 0) + 1
         metrics = run.data.metrics if run else {}
         compute += metrics.get("wall_s", 0.0) if state == "done" else 0.0
-        note = run.data.tags.get(TAG_ERROR, "") if run and state == "failed" else ""
+        if state == "failed":
+            note = run.data.tags.get(TAG_ERROR, "") or note
+        epoch = checkpoints.epoch(spec) if state in ("failed", "pending") else None
+        if epoch:
+            note = f"{note}; resumes after epoch {epoch}".lstrip("; ")
         miou = f"{metrics['miou']:.4f}" if "miou" in metrics else "-"
         wall = f"{metrics['wall_s']:.1f}" if "wall_s" in metrics else "-"
         table.add_row(spec.name, state, miou, wall, note)
     console.print(table)
     line = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "failed", "running", "pending"))
-    console.print(f"{line}; compute time of finished runs: {compute:.1f} s")
+    complete = counts.get("done", 0) == len(specs)
+    console.print(f"{line}; {'study complete, total' if complete else 'so far'} compute time {compute:.1f} s")
+
+
+def _run_state(run, is_alive) -> tuple[str, str]:
+    """done / failed / running / pending for the latest MLflow run of a key (None: never started)."""
+    if run is None:
+        return "pending", ""
+    status = run.info.status
+    if status == "FINISHED":
+        return "done", ""
+    if status in ("RUNNING", "SCHEDULED"):
+        if is_alive(run):
+            return "running", f"attempt {run.data.tags.get('studybench.attempt', '1')}"
+        return "failed", "its process died; `run` resumes it"
+    if status == "KILLED":
+        return "failed", "interrupted; `run` resumes it"
+    return "failed", ""
 
 
 @app.command()
@@ -202,6 +272,54 @@ def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> N
     )
     for name, count in by_abl.items():
         console.print(f"  {name}: {count} runs")
+
+
+@app.command()
+def bench(
+    losses: str | None = typer.Option(
+        None, "--losses", help="Comma-separated cases (e.g. ce,rmi,lad-k5,sr,dml) or registered losses; default all."
+    ),
+    sizes: str | None = typer.Option(
+        None, "--sizes", help="Comma-separated BxCxS sizes (batch x classes x side); the first is the main table's."
+    ),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    out: Path = typer.Option(Path("reports/bench"), "--out", help="Output folder."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny grid (seconds): for tests and a first look."),
+    repeats: int | None = typer.Option(None, "--repeats", min=1, help="Timed rounds (default 3; 1 with --quick)."),
+    threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
+    skip: str | None = typer.Option(None, "--skip", help="Comma-separated parts to skip: memory,sweeps,schemes,harness,loaders."),
+) -> None:
+    """Cost of every loss (time, memory, share of a training step) and of the harness: reports/bench/."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from studybench.bench.cases import select_cases
+    from studybench.bench.page import summary, write_report
+    from studybench.bench.runner import count_work, make_plan, run_bench
+
+    def split(text: str | None) -> list[str]:
+        return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+    if device not in ("cpu", "cuda"):
+        err_console.print(f"[red]invalid --device[/]: {device!r}; use cpu or cuda")
+        raise typer.Exit(2)
+    try:
+        loss_cases, scheme_cases = select_cases(split(losses) or None)
+        plan = make_plan(loss_cases, scheme_cases, split(sizes) or None, device, quick, repeats, threads, set(split(skip)))
+    except ValueError as err:
+        err_console.print(f"[red]invalid bench options[/]: {err}", highlight=False)
+        raise typer.Exit(2) from None
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("bench", total=count_work(plan))
+        result = run_bench(plan, lambda what: progress.update(task, advance=1, description=what))
+    files = write_report(result, out)
+    info = summary(result)
+    console.print(info["main_table"], markup=False, highlight=False)
+    if info["over_goal"]:
+        console.print(f"at or over 5 % of a U-Net-resnet18 step: {', '.join(info['over_goal'])}", markup=False)
+    if info["harness_ratio"] is not None:
+        console.print(f"harness steps/s ratio (studybench / bare): {info['harness_ratio']:.2f}")
+    console.print(f"{len(files)} files written to {out}/")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

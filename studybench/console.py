@@ -13,7 +13,11 @@ from studybench.spec import RunSpec
 
 
 class RunDisplay:
-    """Overall bar (runs) + per-epoch bar (steps); implements ``train.Progress``."""
+    """Overall bar (runs) + one epoch bar (steps) per running run; ``progress_for`` gives a run's ``train.Progress``.
+
+    Thread-safe (rich's progress has its own lock), so a parallel executor can feed it from
+    a thread that relays its workers' events.
+    """
 
     def __init__(self, total_runs: int, console: Console | None = None, enabled: bool = True) -> None:
         self.console = console or Console()
@@ -29,7 +33,7 @@ class RunDisplay:
             transient=False,
         )
         self.overall = self.progress.add_task("runs", total=total_runs, info="")
-        self.epoch_task = None
+        self.runs: dict[str, _RunBar] = {}
 
     def __enter__(self) -> RunDisplay:
         self.progress.start()
@@ -40,35 +44,56 @@ class RunDisplay:
 
     # ------------------------------------------------------------- run level
     def run_started(self, spec: RunSpec) -> None:
-        self.current = spec.name
         self.progress.update(self.overall, info=spec.name)
 
+    def progress_for(self, spec: RunSpec) -> _RunBar:
+        if spec.key not in self.runs:
+            self.runs[spec.key] = _RunBar(self.progress, spec.name)
+        return self.runs[spec.key]
+
     def run_done(self, outcome: RunOutcome) -> None:
-        if self.epoch_task is not None:
-            self.progress.remove_task(self.epoch_task)
-            self.epoch_task = None
-        mark = {"FINISHED": "[green]done", "FAILED": "[red]FAILED", "SKIPPED": "[dim]skipped"}.get(
-            outcome.status, outcome.status
-        )
+        bar = self.runs.pop(outcome.spec.key, None)
+        if bar is not None:
+            bar.close()
+        marks = {
+            "FINISHED": "[green]done",
+            "FAILED": "[red]FAILED",
+            "KILLED": "[yellow]KILLED",
+            "SKIPPED": "[dim]skipped",
+        }
+        mark = marks.get(outcome.status, f"[bold]{outcome.status}")
         detail = f"mIoU {outcome.metrics['miou']:.3f}" if "miou" in outcome.metrics else (outcome.error or "")
         self.progress.console.print(f"{mark}[/] {outcome.spec.name}  {detail}")
         self.progress.advance(self.overall)
 
-    # ----------------------------------------------------------- epoch level
+
+class _RunBar:
+    """The epoch bar of one run; implements ``train.Progress``."""
+
+    def __init__(self, progress: Progress, name: str) -> None:
+        self.progress, self.name = progress, name
+        self.task: int | None = None
+
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
-        desc = f"  epoch {epoch + 1}/{epochs}"
-        if self.epoch_task is None:
-            self.epoch_task = self.progress.add_task(desc, total=steps, info="")
+        desc = f"  {self.name} epoch {epoch + 1}/{epochs}"
+        if self.task is None:
+            self.task = self.progress.add_task(desc, total=steps, info="")
         else:
-            self.progress.reset(self.epoch_task, total=steps, description=desc, info="")
+            self.progress.reset(self.task, total=steps, description=desc, info="")
 
     def step_done(self, loss: float) -> None:
-        self.progress.update(self.epoch_task, advance=1, info=f"loss {loss:.4f}")
+        if self.task is not None:
+            self.progress.update(self.task, advance=1, info=f"loss {loss:.4f}")
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         miou = metrics.get("val/miou")
-        if miou is not None:
-            self.progress.update(self.epoch_task, info=f"val mIoU {miou:.3f}")
+        if miou is not None and self.task is not None:
+            self.progress.update(self.task, info=f"val mIoU {miou:.3f}")
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
 
 
 def summary_table(outcomes: list[RunOutcome]) -> Table:
@@ -84,7 +109,9 @@ def summary_table(outcomes: list[RunOutcome]) -> Table:
         table.add_column(col, justify=justify)
     for o in outcomes:
         m = o.metrics
-        status = o.status if o.status != "FAILED" else f"FAILED: {o.error}"
+        status = f"{o.status}: {o.error}" if o.status in ("FAILED", "KILLED") and o.error else o.status
+        if o.attempts > 1:
+            status += f" (attempt {o.attempts})"
         table.add_row(
             o.spec.name,
             _fmt(m.get("miou"), 4),

@@ -138,6 +138,12 @@ class RunSpec(Section):
         material = json.dumps({"config": flat, "seed": self.seed}, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(material.encode()).hexdigest()[:16]
 
+    def with_threads(self, threads: int) -> RunSpec:
+        """This run with at most ``threads`` torch threads (a runtime flag: the key is unchanged)."""
+        current = self.config.train.threads
+        train = self.config.train.model_copy(update={"threads": min(current or threads, threads)})
+        return self.model_copy(update={"config": self.config.model_copy(update={"train": train})})
+
     def params(self) -> dict[str, Any]:
         """Flat params for tracking: the resolved config plus the run's identity."""
         flat = flatten(self.config.model_dump(mode="json"))

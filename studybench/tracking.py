@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 import traceback
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
 
 from studybench import __version__
@@ -25,6 +28,14 @@ from studybench.spec import RunSpec
 TAG_STUDY = "studybench.study"
 TAG_KEY = "studybench.run_key"
 TAG_ERROR = "studybench.error"
+TAG_HOST = "studybench.host"
+TAG_PID = "studybench.pid"
+TAG_HEARTBEAT = "studybench.heartbeat"  # unix time, refreshed while the run is alive
+TAG_ATTEMPT = "studybench.attempt"
+TAG_RETRY = "studybench.retry"  # why a failed run was (not) retried
+#: Seconds between heartbeats, and the age after which a RUNNING run on another host counts as dead.
+HEARTBEAT_S = 60.0
+STALE_AFTER_S = 15 * 60.0
 _MAX_PARAM_LEN = 6000
 
 
@@ -37,6 +48,7 @@ def default_tracking_uri() -> str:
 
 
 def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # no "View run at" per run
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -93,6 +105,21 @@ class StudyTracker:
                 latest[key] = run
         return latest
 
+    def reap_dead_runs(self, stale_after_s: float = STALE_AFTER_S) -> list[Any]:
+        """Mark KILLED the runs left RUNNING by a process that died; return them.
+
+        A run on this host is dead when its process is gone; a run on another host when its
+        heartbeat is older than ``stale_after_s``. Live runs are left alone (not run twice).
+        """
+        dead = []
+        for run in self.runs():
+            if run.info.status == "RUNNING" and not run_is_alive(run, stale_after_s):
+                where = f"pid {run.data.tags.get(TAG_PID, '?')} on {run.data.tags.get(TAG_HOST, '?')}"
+                self.client.set_tag(run.info.run_id, TAG_ERROR, f"runner died ({where}); a rerun resumes it")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                dead.append(run)
+        return dead
+
     def finished_keys(self) -> set[str]:
         finished = set()
         for run in self.runs():
@@ -101,9 +128,13 @@ class StudyTracker:
         return finished
 
     # ----------------------------------------------------------------- writing
-    def start_run(self, spec: RunSpec) -> RunLogger:
+    def start_run(self, spec: RunSpec, attempt: int = 1) -> RunLogger:
         exp_id = self.experiment_id(create=True)
         tags = {
+            TAG_HOST: socket.gethostname(),
+            TAG_PID: str(os.getpid()),
+            TAG_HEARTBEAT: str(int(time.time())),
+            TAG_ATTEMPT: str(attempt),
             TAG_STUDY: spec.study,
             TAG_KEY: spec.key,
             "studybench.method": spec.method,
@@ -115,7 +146,7 @@ class StudyTracker:
             "studybench.git_commit": git_commit(),
         }
         run = self.client.create_run(exp_id, run_name=spec.name, tags=tags)
-        logger = RunLogger(self.client, run.info.run_id)
+        logger = RunLogger(self.client, run.info.run_id, heartbeat_s=HEARTBEAT_S)
         logger.log_params({**spec.params(), **{f"axis.{k}": v for k, v in spec.axes.items()}})
         logger.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), "spec.yaml")
         return logger
@@ -130,9 +161,28 @@ class StudyTracker:
 class RunLogger:
     """Writes one MLflow run; implements ``train.Recorder``."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, heartbeat_s: float | None = None) -> None:
         self.client = client
         self.run_id = run_id
+        self._stop = threading.Event()
+        self._beat: threading.Thread | None = None
+        if heartbeat_s:
+            self._beat = threading.Thread(target=self._heartbeat, args=(heartbeat_s,), daemon=True)
+            self._beat.start()
+
+    def _heartbeat(self, every_s: float) -> None:
+        """Refresh the heartbeat tag, so that other hosts can tell a live run from a dead one."""
+        while not self._stop.wait(every_s):
+            try:
+                self.client.set_tag(self.run_id, TAG_HEARTBEAT, str(int(time.time())))
+            except Exception:  # noqa: BLE001 - a missed beat is harmless; the run must go on
+                pass
+
+    def _end(self, status: str) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=5)
+        self.client.set_terminated(self.run_id, status)
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -164,17 +214,36 @@ class RunLogger:
             self.client.log_artifact(self.run_id, str(path), None if folder == "." else folder)
 
     def finish(self) -> None:
-        self.client.set_terminated(self.run_id, "FINISHED")
+        self._end("FINISHED")
 
-    def fail(self, error: BaseException, status: str = "FAILED") -> None:
+    def fail(self, error: BaseException, status: str = "FAILED", retry_note: str | None = None) -> None:
         """Record the traceback as an artifact and the first line as a tag, then end the run."""
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         try:
             self.log_text(text, "error.txt")
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            self.set_tags({TAG_ERROR: f"{type(error).__name__}: {first}"[:500]})
+            tags = {TAG_ERROR: f"{type(error).__name__}: {first}"[:500]}
+            if retry_note:
+                tags[TAG_RETRY] = retry_note
+            self.set_tags(tags)
         finally:
-            self.client.set_terminated(self.run_id, status)
+            self._end(status)
+
+
+def run_is_alive(run: Any, stale_after_s: float = STALE_AFTER_S) -> bool:
+    """Whether the process of a RUNNING MLflow run still runs (or, on another host, still beats)."""
+    tags = run.data.tags
+    if tags.get(TAG_HOST) == socket.gethostname() and tags.get(TAG_PID, "").isdigit():
+        try:
+            process = psutil.Process(int(tags[TAG_PID]))
+            # a recycled pid belongs to a process started after the run
+            started_before = process.create_time() * 1000 <= run.info.start_time + 1000
+            return started_before and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+    beat = tags.get(TAG_HEARTBEAT)
+    last = float(beat) if beat and beat.replace(".", "", 1).isdigit() else run.info.start_time / 1000
+    return time.time() - last < stale_after_s
 
 
 def _param_str(value: Any) -> str:

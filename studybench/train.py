@@ -13,7 +13,7 @@ import math
 import random
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -21,17 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from studybench import IGNORE_INDEX
+from studybench import IGNORE_INDEX, faults
+from studybench.checkpoint import Checkpoints, rng_state, set_rng_state
 from studybench.data import SegDataset, build_dataset
 from studybench.measure import PeakMemory, Timer, count_params
 from studybench.metrics import ConfusionMatrix, SegMetrics
-from studybench.schemes import build_scheme
+from studybench.schemes import Scheme, build_scheme
 from studybench.spec import RunSpec
 
 #: Inputs are padded to a multiple of this (smp encoders downsample by up to 32).
 SIZE_MULTIPLE = 32
 #: Validation images kept as the sample-prediction artifact.
 NUM_SAMPLES = 4
+#: Tags of a run that continued from a checkpoint: epochs it found done, and the MLflow run that did them.
+TAG_RESUMED_EPOCH = "studybench.resumed_from_epoch"
+TAG_RESUMED_RUN = "studybench.resumed_from_run"
 
 
 class Recorder(Protocol):
@@ -40,6 +44,7 @@ class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None: ...
     def log_text(self, text: str, artifact_file: str) -> None: ...
     def log_bytes(self, data: bytes, artifact_file: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
 
 
 class Progress(Protocol):
@@ -56,14 +61,36 @@ class RunResult:
     per_class_iou: dict[str, float] = field(default_factory=dict)
 
 
-def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None) -> RunResult:
-    """Train and evaluate ``spec``; log curves, final metrics, costs and artifacts to ``recorder``."""
+@dataclass
+class TrainState:
+    """Where a run stands after an epoch: what a checkpoint needs besides weights and RNGs."""
+
+    epoch: int = 0  # epochs completed
+    step: int = 0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    wall_s: float = 0.0  # wall time of earlier (interrupted) processes
+    peak_mb: float = 0.0
+    step_samples: list[float] = field(default_factory=list)
+    loss_samples: list[float] = field(default_factory=list)
+    history: list[dict[str, float]] = field(default_factory=list)  # the curves of each epoch
+
+
+def execute(
+    spec: RunSpec, recorder: Recorder, progress: Progress | None = None, checkpoints: Checkpoints | None = None
+) -> RunResult:
+    """Train and evaluate ``spec``; log curves, final metrics, costs and artifacts to ``recorder``.
+
+    With ``checkpoints``, the state is saved after every epoch and a run that finds a
+    checkpoint of its key continues from it (re-logging the earlier epochs' curves).
+    """
     cfg = spec.config
     wall = time.perf_counter()
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     seed_everything(spec.seed)
+    checkpoints = checkpoints if cfg.train.checkpoint else None
 
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
@@ -83,16 +110,19 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
 
     with PeakMemory(device) as peak:
         scheme = build_scheme(cfg, train_set.num_classes, device, total_steps)
-        step_timer, train_s, eval_s, step = Timer(device), 0.0, 0.0, 0
-        for epoch in range(epochs):
+        state = _resume(spec, scheme, train_loader, recorder, checkpoints)
+        step_timer = Timer(device)
+        step_timer.samples, scheme.loss_timer.samples = state.step_samples, state.loss_samples
+        results = None
+        for epoch in range(state.epoch, epochs):
             t0 = epoch_start = time.perf_counter()
             scheme.set_train(True)
             if progress:
-                progress.epoch_started(epoch, epochs, min(steps_per_epoch, total_steps - step))
+                progress.epoch_started(epoch, epochs, min(steps_per_epoch, total_steps - state.step))
             sums: dict[str, float] = defaultdict(float)
             seen = 0
             for images, target in train_loader:
-                if step >= total_steps:
+                if state.step >= total_steps:
                     break
                 images, target = pad_batch(images.to(device), target.to(device))
                 with step_timer:
@@ -101,16 +131,19 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
                 for name, value in stats.parts.items():
                     sums[name] += float(value)
                 seen += 1
-                step += 1
+                state.step += 1
                 if progress:
                     progress.step_done(float(stats.loss))
-            train_s += time.perf_counter() - t0
+                if seen == 1:
+                    faults.inject("train", epoch, spec.name)
+            state.train_s += time.perf_counter() - t0
 
+            faults.inject("eval", epoch, spec.name)
             t0 = time.perf_counter()
             results = {
                 role: evaluate(net, val_loader, train_set.num_classes, device) for role, net in scheme.networks.items()
             }
-            eval_s += time.perf_counter() - t0
+            state.eval_s += time.perf_counter() - t0
             curves = {f"train/{name}": total / max(seen, 1) for name, total in sums.items()}
             curves["lr"] = scheme.learning_rate()
             curves["epoch_s"] = time.perf_counter() - epoch_start
@@ -118,9 +151,21 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
                 prefix = "val" if role == scheme.headline else f"{role}/val"
                 curves.update({f"{prefix}/{k}": v for k, v in metrics.as_dict().items()})
             recorder.log_metrics(curves, step=epoch)
+            state.history.append(curves)
             if progress:
                 progress.epoch_done(epoch, curves)
-        peak_mb = peak.current()
+            faults.inject("log", epoch, spec.name)
+            state.epoch = epoch + 1
+            if checkpoints:
+                state.peak_mb = max(state.peak_mb, peak.current())
+                state.wall_s += time.perf_counter() - wall
+                wall = time.perf_counter()
+                checkpoints.save(spec, _checkpoint(state, scheme, train_loader, recorder))
+        if results is None:  # resumed after the last epoch: only the final evaluation is left
+            results = {
+                role: evaluate(net, val_loader, train_set.num_classes, device) for role, net in scheme.networks.items()
+            }
+        peak_mb = max(state.peak_mb, peak.current())
 
     final: dict[str, float] = {}
     per_class: dict[str, float] = {}
@@ -135,22 +180,51 @@ def execute(spec: RunSpec, recorder: Recorder, progress: Progress | None = None)
         recorder.log_bytes(_samples_npz(samples, val_set), f"{prefix}samples.npz")
 
     costs = {
-        "wall_s": time.perf_counter() - wall,
-        "train_s": train_s,
-        "eval_s": eval_s,
+        "wall_s": state.wall_s + time.perf_counter() - wall,
+        "train_s": state.train_s,
+        "eval_s": state.eval_s,
         "step_s": step_timer.median,
         "loss_ms": scheme.loss_timer.median * 1000,
         "loss_share": scheme.loss_timer.median / step_timer.median if step_timer.samples else float("nan"),
         "peak_mem_mb": peak_mb,
         "peak_extra_mb": peak_mb - peak.start_mb,  # above what the process held before the run
         "params_m": count_params(scheme.networks[scheme.headline]) / 1e6,
-        "infer_ms_per_image": 1000 * eval_s / max(1, epochs * len(val_set) * len(scheme.networks)),
-        "steps": float(step),
+        "infer_ms_per_image": 1000 * state.eval_s / max(1, epochs * len(val_set) * len(scheme.networks)),
+        "steps": float(state.step),
         **scheme.extra_costs(),
     }
     final.update(costs)
     recorder.log_metrics(final)
+    faults.inject("final", None, spec.name)
     return RunResult(metrics=final, per_class_iou=per_class)
+
+
+def _resume(
+    spec: RunSpec, scheme: Scheme, loader: DataLoader, recorder: Recorder, checkpoints: Checkpoints | None
+) -> TrainState:
+    """Restore the run's checkpoint if there is one; re-log its curves into this MLflow run."""
+    payload = checkpoints.load(spec) if checkpoints else None
+    if payload is None:
+        return TrainState()
+    state = TrainState(**payload["state"])
+    scheme.load_state_dict(payload["scheme"])
+    set_rng_state(payload["rng"])
+    loader.generator.set_state(payload["loader_rng"])
+    for epoch, curves in enumerate(state.history):
+        recorder.log_metrics(curves, step=epoch)
+    recorder.set_tags({TAG_RESUMED_EPOCH: str(state.epoch), TAG_RESUMED_RUN: str(payload.get("run_id"))})
+    return state
+
+
+def _checkpoint(state: TrainState, scheme: Scheme, loader: DataLoader, recorder: Recorder) -> dict[str, Any]:
+    return {
+        "epoch": state.epoch,
+        "run_id": getattr(recorder, "run_id", None),
+        "state": asdict(state),
+        "scheme": scheme.state_dict(),
+        "rng": rng_state(),
+        "loader_rng": loader.generator.get_state(),
+    }
 
 
 @torch.no_grad()
@@ -211,7 +285,7 @@ def _loader(dataset: SegDataset, batch_size: int, shuffle: bool, seed: int, work
         drop_last=shuffle and len(dataset) >= batch_size,
         num_workers=workers,
         generator=generator,
-        persistent_workers=workers > 0,
+        persistent_workers=False,  # fresh workers each epoch, seeded from `generator`: exact resume
         collate_fn=_collate,
     )
 

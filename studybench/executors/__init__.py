@@ -1,5 +1,11 @@
-"""Executors: how a list of RunSpecs gets run (sequentially here; in parallel or on Ray)."""
+"""Executors: how a list of RunSpecs gets run.
 
-from studybench.executors.local import LocalExecutor, RunOutcome, run_tracked
+``local`` runs them one after another in this process; ``pool`` N at a time in worker
+processes on this machine; ``ray`` as Ray tasks on a local instance or a cluster. All run
+each spec through ``run_tracked`` (one MLflow run, checkpoints, retries) and share the
+interface ``run(specs, display) -> [RunOutcome]``.
+"""
 
-__all__ = ["LocalExecutor", "RunOutcome", "run_tracked"]
+from studybench.executors.local import LocalExecutor, RunOutcome, is_transient, run_tracked
+
+__all__ = ["LocalExecutor", "RunOutcome", "is_transient", "run_tracked"]

@@ -1,53 +1,92 @@
 """Run RunSpecs in this process, one after another, each tracked as one MLflow run.
 
-``run_tracked`` is the unit every executor uses: start the MLflow run, train, record the
-result, and turn any exception into a FAILED run with its traceback (the other runs go
-on). Ctrl-C marks the current run KILLED and stops the study.
+``run_tracked`` is the unit every executor uses (in this process, in a worker process, in
+a Ray task): start the MLflow run, train (continuing from the run's checkpoint if one is
+there), record the result, and turn any exception into a FAILED run with its traceback so
+the other runs go on. A transient failure (out of memory, a CUDA or connection error) is
+retried up to ``retries`` times, each attempt a new MLflow run that resumes from the last
+checkpoint; a deterministic one (bad config, NaN loss) is not, and the run says why.
+Ctrl-C marks the current run KILLED and stops the study; its checkpoint stays for the rerun.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from studybench.checkpoint import Checkpoints
 from studybench.spec import RunSpec
 from studybench.tracking import StudyTracker
 from studybench.train import Progress, execute
+
+#: Substrings of RuntimeError messages that mark a failure of the machine, not of the run.
+TRANSIENT_MESSAGES = ("out of memory", "CUDA error", "NCCL", "cuDNN error", "CUBLAS_STATUS", "ECC error")
 
 
 @dataclass
 class RunOutcome:
     spec: RunSpec
-    status: str  # FINISHED | FAILED | KILLED | SKIPPED
+    status: str  # FINISHED | FAILED | KILLED | SKIPPED | RUNNING (elsewhere)
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    attempts: int = 1
 
 
-def run_tracked(spec: RunSpec, tracker: StudyTracker, progress: Progress | None = None) -> RunOutcome:
-    logger = tracker.start_run(spec)
-    try:
-        result = execute(spec, logger, progress)
-    except KeyboardInterrupt as err:
-        logger.fail(err, status="KILLED")
-        raise
-    except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the study goes on
-        logger.fail(err)
-        first = (str(err).strip().splitlines() or [""])[0]
-        return RunOutcome(spec, "FAILED", error=f"{type(err).__name__}: {first}")
-    logger.finish()
-    return RunOutcome(spec, "FINISHED", metrics=result.metrics)
+def is_transient(error: BaseException) -> bool:
+    """Whether a retry may succeed: resource exhaustion or a flaky device/connection, not a bug or bad input."""
+    import torch
+
+    if isinstance(error, (torch.OutOfMemoryError, MemoryError, ConnectionError, TimeoutError)):
+        return True
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in TRANSIENT_MESSAGES)
+
+
+def run_tracked(
+    spec: RunSpec,
+    tracker: StudyTracker,
+    progress: Progress | None = None,
+    checkpoints: Checkpoints | None = None,
+    retries: int = 0,
+) -> RunOutcome:
+    for attempt in range(1, retries + 2):
+        logger = tracker.start_run(spec, attempt=attempt)
+        try:
+            result = execute(spec, logger, progress, checkpoints)
+        except KeyboardInterrupt as err:
+            logger.fail(err, status="KILLED")
+            raise
+        except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the study goes on
+            first = (str(err).strip().splitlines() or [""])[0]
+            kind = f"{type(err).__name__}"
+            if not is_transient(err):
+                note = f"deterministic error ({kind}): not retried"
+            elif attempt <= retries:
+                note = f"transient error ({kind}): retried as attempt {attempt + 1} of {retries + 1}"
+            else:
+                note = f"transient error ({kind}): no retries left (--retries {retries})"
+            logger.fail(err, retry_note=note)
+            if is_transient(err) and attempt <= retries:
+                continue
+            return RunOutcome(spec, "FAILED", error=f"{kind}: {first}", attempts=attempt)
+        logger.finish()
+        if checkpoints:
+            checkpoints.remove(spec)
+        return RunOutcome(spec, "FINISHED", metrics=result.metrics, attempts=attempt)
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 class LocalExecutor:
     """Sequential execution in this process."""
 
-    def __init__(self, tracker: StudyTracker) -> None:
+    def __init__(self, tracker: StudyTracker, checkpoints: Checkpoints | None = None, retries: int = 0) -> None:
         self.tracker = tracker
+        self.checkpoints = checkpoints
+        self.retries = retries
 
     def run(self, specs: list[RunSpec], display) -> list[RunOutcome]:
         outcomes = []
         for spec in specs:
             display.run_started(spec)
-            outcome = run_tracked(spec, self.tracker, display)
+            outcome = run_tracked(spec, self.tracker, display.progress_for(spec), self.checkpoints, self.retries)
             display.run_done(outcome)
             outcomes.append(outcome)
         return outcomes

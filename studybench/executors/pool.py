@@ -1,0 +1,162 @@
+"""Run RunSpecs N at a time in worker processes on this machine.
+
+Each worker is a fresh (spawned) process that trains one run at a time with its share of
+the CPU threads and logs over HTTP to a tracking server (see ``server``): workers never
+write the SQLite file themselves. Progress events travel back through a queue so the
+driver shows one bar per running run. Ctrl-C stops the study: running runs are marked
+KILLED by their workers, queued ones never start, and a rerun resumes from checkpoints.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from multiprocessing.managers import SyncManager
+from typing import Any
+
+from studybench.checkpoint import Checkpoints
+from studybench.executors.local import RunOutcome, run_tracked
+from studybench.spec import RunSpec
+from studybench.tracking import StudyTracker
+
+
+def cpu_count() -> int:
+    """CPUs this process may use (cgroup/affinity aware where the OS tells)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+class PoolExecutor:
+    """``workers`` runs at once, each in its own process with ``cpu_count() // workers`` threads."""
+
+    def __init__(
+        self, uri: str, study: str, workers: int, checkpoints: Checkpoints | None = None, retries: int = 0
+    ) -> None:
+        self.uri, self.study, self.workers = uri, study, workers
+        self.checkpoints, self.retries = checkpoints, retries
+        self.threads = max(1, cpu_count() // workers)
+
+    def run(self, specs: list[RunSpec], display) -> list[RunOutcome]:
+        context = get_context("spawn")  # no fork of a process that holds torch threads
+        manager = SyncManager(ctx=context)
+        manager.start(_ignore_sigint)  # Ctrl-C is for the workers, not for the queue they report through
+        events, stop = manager.Queue(), manager.Event()
+        by_key = {spec.key: spec for spec in specs}
+        pump = threading.Thread(target=_pump, args=(events, display, by_key), daemon=True)
+        pump.start()
+        outcomes: list[RunOutcome] = []
+        try:
+            workers = min(self.workers, len(specs))
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+                futures = {
+                    pool.submit(
+                        _work, spec.with_threads(self.threads), self.uri, self.study, self.checkpoints,
+                        self.retries, events, stop,
+                    ): spec
+                    for spec in specs
+                }  # fmt: skip
+                try:
+                    for future in as_completed(futures):
+                        outcome = _outcome(future, futures[future])
+                        display.run_done(outcome)
+                        outcomes.append(outcome)
+                except KeyboardInterrupt:
+                    stop.set()  # queued runs return without starting
+                    pool.shutdown(wait=True, cancel_futures=True)
+                    raise
+        finally:
+            events.put(None)
+            pump.join(timeout=10)
+            manager.shutdown()
+        return outcomes
+
+
+def _outcome(future: Any, spec: RunSpec) -> RunOutcome:
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        return RunOutcome(spec, "KILLED", error="interrupted")
+    except BaseException as err:  # noqa: BLE001 - e.g. BrokenProcessPool after a worker was killed
+        return RunOutcome(spec, "KILLED", error=f"worker process died ({type(err).__name__}); a rerun resumes it")
+
+
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+_in_run = False  # set by a worker while it trains a run
+
+
+def _worker_init() -> None:
+    """Ctrl-C interrupts a worker's run (marked KILLED), never an idle worker (that would break the pool)."""
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if _in_run:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+
+def _work(
+    spec: RunSpec,
+    uri: str,
+    study: str,
+    checkpoints: Checkpoints | None,
+    retries: int,
+    events: Any,
+    stop: Any,
+) -> RunOutcome:
+    """One run in a worker process (module-level: spawned workers import it by name)."""
+    if stop.is_set():
+        return RunOutcome(spec, "KILLED", error="not started: the study was interrupted")
+    global _in_run
+    events.put((spec.key, "run_started", ()))
+    _in_run = True
+    try:
+        return run_tracked(spec, StudyTracker(uri, study), QueueProgress(events, spec.key), checkpoints, retries)
+    finally:
+        _in_run = False
+
+
+class QueueProgress:
+    """``train.Progress`` that forwards each event to the driver (best effort: never fails a run)."""
+
+    def __init__(self, events: Any, key: str) -> None:
+        self.events, self.key = events, key
+
+    def _send(self, method: str, *args: Any) -> None:
+        try:
+            self.events.put((self.key, method, args))
+        except Exception:  # noqa: BLE001 - a lost progress event must not fail the run
+            pass
+
+    def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        self._send("epoch_started", epoch, epochs, steps)
+
+    def step_done(self, loss: float) -> None:
+        self._send("step_done", loss)
+
+    def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        self._send("epoch_done", epoch, {k: v for k, v in metrics.items() if k.startswith("val/")})
+
+
+def _pump(events: Any, display, by_key: dict[str, RunSpec]) -> None:
+    """Driver thread: apply the workers' progress events to the display."""
+    while True:
+        try:
+            item = events.get()
+        except (EOFError, OSError):
+            return
+        if item is None:
+            return
+        key, method, args = item
+        spec = by_key[key]
+        if method == "run_started":
+            display.run_started(spec)
+        else:
+            getattr(display.progress_for(spec), method)(*args)

@@ -1,0 +1,79 @@
+"""A local MLflow tracking server over our store, for the duration of a parallel study.
+
+Several processes writing one SQLite file directly fail in known ways ("database is
+locked", races on schema migration and experiment creation). So when runs execute in
+parallel over a SQLite store, one ``mlflow server`` on 127.0.0.1 owns the file and the
+workers log over HTTP. Artifacts still go straight to the experiment's ``file://``
+location (the server only hands out that path). The server runs in its own session so a
+Ctrl-C in the terminal reaches the workers (which mark their runs KILLED through it) and
+not the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+#: Store URIs that a single local file backs (and that need a server for parallel writers).
+LOCAL_STORES = ("sqlite:", "file:")
+
+
+def needs_server(uri: str) -> bool:
+    return uri.startswith(LOCAL_STORES) or "://" not in uri
+
+
+@contextlib.contextmanager
+def tracking_server(uri: str, timeout_s: float = 120.0) -> Iterator[str]:
+    """Yield an HTTP URI serving ``uri`` (a SQLite store); yield ``uri`` itself if it is a server already."""
+    if not needs_server(uri):
+        yield uri
+        return
+    port = _free_port()
+    log = tempfile.NamedTemporaryFile(prefix="studybench-mlflow-server-", suffix=".log", delete=False)
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri]
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, process, Path(log.name), timeout_s)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()
+        Path(log.name).unlink(missing_ok=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"the local MLflow server exited with code {process.returncode}:\n{log.read_text()[-2000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise RuntimeError(
+        f"the local MLflow server at {url} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-2000:]}"
+    )

@@ -1,0 +1,132 @@
+"""Running a study: what is left to run, on which executor, and how to resume.
+
+A rerun must lose nothing and duplicate nothing: runs that FINISHED are skipped, runs left
+RUNNING by a dead process are marked KILLED and run again (from their checkpoint), and runs
+still alive in another process are left to it. Option combinations are checked here before
+anything is written, so a wrong command line exits 2 with a message, not half a study.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from studybench.checkpoint import Checkpoints
+from studybench.config import Resources
+from studybench.executors import LocalExecutor, RunOutcome
+from studybench.spec import RunSpec
+from studybench.tracking import StudyTracker, run_is_alive
+
+
+class UsageError(ValueError):
+    """A command-line combination that cannot work; the message says what to do instead."""
+
+
+@dataclass
+class RunPlan:
+    finished: list[RunOutcome] = field(default_factory=list)  # FINISHED before: skipped
+    elsewhere: list[RunOutcome] = field(default_factory=list)  # RUNNING in a live process: left alone
+    todo: list[RunSpec] = field(default_factory=list)
+    reaped: list[Any] = field(default_factory=list)  # MLflow runs of dead processes, now KILLED
+    resumable: dict[str, int] = field(default_factory=dict)  # run key -> epochs its checkpoint holds
+
+
+def plan_runs(tracker: StudyTracker, specs: list[RunSpec], checkpoints: Checkpoints | None) -> RunPlan:
+    plan = RunPlan(reaped=tracker.reap_dead_runs())
+    latest = tracker.latest_by_key()
+    for spec in specs:
+        run = latest.get(spec.key)
+        if run is not None and run.info.status == "FINISHED":
+            plan.finished.append(RunOutcome(spec, "SKIPPED", metrics=dict(run.data.metrics)))
+        elif run is not None and run.info.status == "RUNNING" and run_is_alive(run):
+            plan.elsewhere.append(RunOutcome(spec, "RUNNING", error="running in another process; left to it"))
+        else:
+            plan.todo.append(spec)
+            epoch = checkpoints.epoch(spec) if checkpoints else None
+            if epoch:
+                plan.resumable[spec.key] = epoch
+    return plan
+
+
+def parse_resources(text: str | None, default: Resources) -> Resources:
+    """``"cpus=4,gpus=1"`` over the study's ``resources``."""
+    if not text:
+        return default
+    values: dict[str, float] = default.model_dump()
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or name not in values:
+            raise UsageError(f"--resources {text!r}: expected cpus=N,gpus=M (keys: {', '.join(values)})")
+        try:
+            values[name] = float(value)
+        except ValueError:
+            raise UsageError(f"--resources {text!r}: {name} must be a number, got {value!r}") from None
+    try:
+        return Resources(**values)
+    except ValueError as err:
+        raise UsageError(f"--resources {text!r}: {err}") from None
+
+
+def check_options(executor: str, workers: int, ray_address: str | None, uri: str, resources: Resources) -> None:
+    from studybench.executors.server import needs_server
+
+    if executor == "local" and ray_address:
+        raise UsageError("--ray-address needs --executor ray")
+    if executor == "ray" and workers != 1:
+        raise UsageError("--workers is for --executor local; Ray runs as many runs as the cluster's resources allow")
+    if executor == "ray":
+        from studybench.executors.ray import import_ray
+
+        try:
+            import_ray()
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
+        if ray_address and needs_server(uri):
+            raise UsageError(
+                f"--ray-address sends runs to other machines, which cannot write the local store {uri}: "
+                "start an MLflow tracking server every node can reach and pass --tracking-uri http://HOST:PORT "
+                "(see docs/scale-out.md)"
+            )
+        if not ray_address and resources.gpus > 0:
+            import torch
+
+            if torch.cuda.device_count() < resources.gpus:
+                raise UsageError(
+                    f"resources.gpus={resources.gpus:g} but this machine has {torch.cuda.device_count()} GPU(s): "
+                    "the local Ray instance could never place the runs; use --resources gpus=0 or --ray-address"
+                )
+
+
+@contextlib.contextmanager
+def executor_for(
+    kind: str,
+    uri: str,
+    tracker: StudyTracker,
+    workers: int,
+    ray_address: str | None,
+    resources: Resources,
+    checkpoints: Checkpoints | None,
+    retries: int,
+) -> Iterator[Any]:
+    """The executor, with a local tracking server around it when several processes will write a local store."""
+    if kind == "local" and workers == 1:
+        yield LocalExecutor(tracker, checkpoints, retries)
+        return
+    from studybench.executors.server import tracking_server
+
+    with tracking_server(uri) as served:
+        if kind == "ray":
+            from studybench.executors.pool import cpu_count
+            from studybench.executors.ray import RayExecutor
+
+            local_cpus = None if ray_address else max(cpu_count(), int(resources.cpus))
+            yield RayExecutor(
+                served, tracker.study, ray_address, resources.cpus, resources.gpus, checkpoints, retries, local_cpus
+            )
+        else:
+            from studybench.executors.pool import PoolExecutor
+
+            yield PoolExecutor(served, tracker.study, workers, checkpoints, retries)
