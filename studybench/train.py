@@ -4,6 +4,9 @@ Reads top to bottom: ``execute`` builds everything, loops over epochs (train, th
 evaluate every network of the scheme), and returns the final metrics and costs. It never
 imports the study config or the grid, and it writes only through the ``Recorder`` it is
 given (MLflow in practice, see ``tracking``), so it can run in any process or on any node.
+With ``checkpoints`` it saves its state after every epoch and continues from there when it
+finds a checkpoint of its run key (see ``checkpoint``); ``faults.inject`` marks the points
+where crash tests kill it.
 """
 
 from __future__ import annotations

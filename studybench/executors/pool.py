@@ -115,12 +115,25 @@ def _work(
     if stop.is_set():
         return RunOutcome(spec, "KILLED", error="not started: the study was interrupted")
     global _in_run
+    _spread_over_gpus()
     events.put((spec.key, "run_started", ()))
     _in_run = True
     try:
         return run_tracked(spec, StudyTracker(uri, study), QueueProgress(events, spec.key), checkpoints, retries)
     finally:
         _in_run = False
+
+
+def _spread_over_gpus() -> None:
+    """With several GPUs, worker i uses GPU i mod n (``device: auto``/``cuda`` means the current one)."""
+    import multiprocessing
+
+    import torch
+
+    count = torch.cuda.device_count()
+    identity = multiprocessing.current_process()._identity  # (i,) for the i-th child process started
+    if count > 1 and identity:
+        torch.cuda.set_device((identity[0] - 1) % count)
 
 
 class QueueProgress:
