@@ -22,10 +22,10 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
 
-from studybench import IGNORE_INDEX
+from studybench.bench.cases import make_batch
 from studybench.losses import build_loss
+from studybench.measure import reset_peak_rss, status_kib
 
 CASES = {
     "ce": {"name": "ce"},
@@ -33,16 +33,6 @@ CASES = {
     "lad kernel 5": {"name": "lad", "kernel": 5, "k": 3},
     "lad kernel 7": {"name": "lad", "kernel": 7, "k": 3},
 }
-
-
-def make_batch(batch: int, classes: int, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random logits and blocky labels (regions of 16², a few ignored pixels), like real masks."""
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(batch, classes, size, size, generator=gen)
-    coarse = torch.randint(0, classes, (batch, 1, size // 16 + 1, size // 16 + 1), generator=gen)
-    target = F.interpolate(coarse.float(), scale_factor=16, mode="nearest")[:, 0, :size, :size].long()
-    target[torch.rand(target.shape, generator=gen) < 0.05] = IGNORE_INDEX
-    return logits, target
 
 
 def loss_step(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor) -> None:
@@ -88,19 +78,10 @@ def _peak_rss_child(label: str, args: argparse.Namespace) -> None:
     loss = build_loss(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     logits, target = make_batch(args.batch, args.classes, args.size)
     loss_step(loss, logits[:1, :, :32, :32].contiguous(), target[:1, :32, :32].contiguous())  # lazy init
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
-    before = _status_kb("VmRSS")
+    reset_peak_rss()
+    before = status_kib("VmRSS")
     loss_step(loss, logits, target)
-    print(json.dumps({"extra_bytes": (_status_kb("VmHWM") - before) * 1024}))
-
-
-def _status_kb(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
+    print(json.dumps({"extra_bytes": (status_kib("VmHWM") - before) * 1024}))
 
 
 def peak_memory(label: str, args: argparse.Namespace) -> float | None:

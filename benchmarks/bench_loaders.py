@@ -26,59 +26,8 @@ import warnings
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fixtures_data import write_camvid, write_cityscapes, write_folder, write_voc, write_voc_aug  # noqa: E402
-
-from studybench.data import DATASETS  # noqa: E402
-from studybench.data.transforms import build_transform  # noqa: E402
-from studybench.spec import DataCfg  # noqa: E402
-
-PIPELINES = {
-    "none": {},
-    "goncalves": {"resize": 234, "crop": 224},
-    "deeplab": {"scale": [0.5, 1.5], "flip": True, "crop": 321, "normalize": "imagenet"},
-}
-
-
-def write_trees(base: Path, n: int, cityscapes_hw: tuple[int, int]) -> dict[str, tuple[str, Path, dict, str]]:
-    """format label -> (dataset name, root, options, size label); every tree holds ``n`` train images."""
-    ids = [f"2010_{k:06d}" for k in range(n)]
-    write_voc(base / "voc", {"train": ids}, hw=(375, 500))
-    write_voc_aug(base / "sbd", "mat", hw=(375, 500), extra_sbd=n - 6)  # 3 VOC PNG masks + SBD .mat for the rest
-    per_city = {"aachen": n // 2, "bremen": n - n // 2}
-    write_cityscapes(base / "cityscapes", {"train": per_city}, hw=cityscapes_hw)
-    write_camvid(base / "camvid", {"train": n}, hw=(360, 480))
-    write_folder(base / "folder", count=n, hw=(375, 500))
-    h, w = cityscapes_hw
-    return {
-        "voc2012 (JPEG + palette PNG)": ("voc2012", base / "voc", {}, "500x375"),
-        "voc2012-aug (SBD .mat)": ("voc2012-aug", base / "sbd", {"masks": "mat"}, "500x375"),
-        "cityscapes (PNG + labelIds)": ("cityscapes", base / "cityscapes", {}, f"{w}x{h}"),
-        "camvid (PNG + id PNG)": ("camvid", base / "camvid", {}, "480x360"),
-        "folder (JPEG + id PNG)": (
-            "folder",
-            base / "folder",
-            {"classes": ["a", "b", "c"], "val_fraction": 0.0},
-            "500x375",
-        ),
-        "synthetic 64": ("synthetic", None, {"image_size": 64, "train_images": n}, "64x64"),
-        "synthetic 512": ("synthetic", None, {"image_size": 512, "train_images": n}, "512x512"),
-    }
-
-
-def loader(name: str, root: Path | None, options: dict, pipeline: str, workers: int) -> DataLoader:
-    transform = build_transform(DataCfg(**PIPELINES[pipeline]), train=True)
-    dataset = DATASETS.get(name)(root=root, split="train", transform=transform, **options)
-    return DataLoader(dataset, batch_size=8, num_workers=workers, persistent_workers=workers > 0)
-
-
-def epoch_rate(dl: DataLoader) -> float:
-    start, seen = time.perf_counter(), 0
-    for images, _ in dl:
-        seen += images.shape[0]
-    return seen / (time.perf_counter() - start)
+from studybench.bench.loaders import PIPELINES, epoch_rate, fixture_writers, loader, write_trees
 
 
 def main() -> None:
@@ -94,7 +43,8 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the trees are smaller than the official splits, on purpose
     with tempfile.TemporaryDirectory(prefix="bench_loaders_") as tmp:
         t0 = time.perf_counter()
-        trees = write_trees(Path(tmp), args.images, (1024, 2048) if args.cityscapes_full else (512, 1024))
+        hw = (1024, 2048) if args.cityscapes_full else (512, 1024)
+        trees = write_trees(Path(tmp), args.images, hw, fixture_writers())
         print(
             f"wrote {len(trees) - 2} trees of {args.images} images in {time.perf_counter() - t0:.1f}s", file=sys.stderr
         )

@@ -17,7 +17,6 @@ explicit inverse; written from methods.md §2, not copied.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from studybench.losses.rmi import region_mutual_information
+from studybench.measure import peak_rss_kib
 
 SETTINGS = {  # name -> (pool, factor, label kind)
     "avg 4/4": ("avg", 4, "random"),
@@ -112,24 +112,14 @@ def run_once(impl: str, setting: str, logits: torch.Tensor, target: torch.Tensor
     return value.detach(), x.grad
 
 
-def _peak_rss_kib() -> int:
-    """High-water mark of this process's RSS. ``VmHWM`` (Linux) belongs to the address space, so
-    unlike ``ru_maxrss`` it does not inherit the parent's peak across fork + exec."""
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-
-
 def peak_extra_mib(impl: str, setting: str) -> tuple[float, float]:
     """Peak RSS growth over one forward + backward, and the process's peak RSS (MiB), in this process."""
     logits, target = make_inputs(SETTINGS[setting][2])
     # load kernels and thread pools before measuring
     run_once(impl, setting, logits[:1, :, :64, :64].contiguous(), target[:1, :64, :64].contiguous())
-    before = _peak_rss_kib()
+    before = peak_rss_kib()
     run_once(impl, setting, logits, target)
-    after = _peak_rss_kib()
+    after = peak_rss_kib()
     return (after - before) / 1024, after / 1024
 
 

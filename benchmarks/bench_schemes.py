@@ -20,10 +20,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from studybench.bench.cases import build_training_scheme
 from studybench.measure import count_params
-from studybench.schemes import build_scheme
-from studybench.spec import RunConfig
-from studybench.train import seed_everything
 
 
 def cases(peer_encoder: str) -> dict[str, dict]:
@@ -39,14 +37,6 @@ def cases(peer_encoder: str) -> dict[str, dict]:
             "peer": {"arch": "deeplabv3", "encoder": peer_encoder},
         },
     }
-
-
-def build(scheme: dict, classes: int, steps: int):
-    config = RunConfig.model_validate(
-        {"model": {"arch": "unet", "encoder": "resnet18"}, "scheme": scheme, "train": {"optimizer": "adam", "lr": 1e-4}}
-    )
-    seed_everything(0)
-    return build_scheme(config, classes, torch.device("cpu"), total_steps=steps)
 
 
 def trained_params(scheme) -> int:
@@ -75,7 +65,10 @@ def main() -> None:
     images = torch.rand(args.batch, 3, args.size, args.size, generator=gen)
     target = torch.randint(0, args.classes, (args.batch, args.size, args.size), generator=gen)
     target[:, :8] = 255
-    schemes = {name: build(cfg, args.classes, steps=10 * (args.repeats + 2)) for name, cfg in cases(args.peer).items()}
+    schemes = {
+        name: build_training_scheme(cfg, args.classes, torch.device("cpu"), steps=10 * (args.repeats + 2))
+        for name, cfg in cases(args.peer).items()
+    }
 
     rows = {}
     for name, scheme in schemes.items():

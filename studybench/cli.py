@@ -287,7 +287,9 @@ def bench(
     quick: bool = typer.Option(False, "--quick", help="Tiny grid (seconds): for tests and a first look."),
     repeats: int | None = typer.Option(None, "--repeats", min=1, help="Timed rounds (default 3; 1 with --quick)."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
-    skip: str | None = typer.Option(None, "--skip", help="Comma-separated parts to skip: memory,sweeps,schemes,harness,loaders."),
+    skip: str | None = typer.Option(
+        None, "--skip", help="Comma-separated parts to skip: memory,sweeps,schemes,harness,loaders."
+    ),
 ) -> None:
     """Cost of every loss (time, memory, share of a training step) and of the harness: reports/bench/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -304,7 +306,9 @@ def bench(
         raise typer.Exit(2)
     try:
         loss_cases, scheme_cases = select_cases(split(losses) or None)
-        plan = make_plan(loss_cases, scheme_cases, split(sizes) or None, device, quick, repeats, threads, set(split(skip)))
+        plan = make_plan(
+            loss_cases, scheme_cases, split(sizes) or None, device, quick, repeats, threads, set(split(skip))
+        )
     except ValueError as err:
         err_console.print(f"[red]invalid bench options[/]: {err}", highlight=False)
         raise typer.Exit(2) from None
