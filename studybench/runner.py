@@ -40,6 +40,8 @@ def plan_runs(tracker: StudyTracker, specs: list[RunSpec], checkpoints: Checkpoi
         run = latest.get(spec.key)
         if run is not None and run.info.status == "FINISHED":
             plan.finished.append(RunOutcome(spec, "SKIPPED", metrics=dict(run.data.metrics)))
+            if checkpoints:  # left behind if the process died between FINISHED and its clean-up
+                checkpoints.remove(spec)
         elif run is not None and run.info.status == "RUNNING" and run_is_alive(run):
             plan.elsewhere.append(RunOutcome(spec, "RUNNING", error="running in another process; left to it"))
         else:

@@ -221,7 +221,8 @@ class RunLogger:
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         try:
             self.log_text(text, "error.txt")
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            bare = "interrupted (Ctrl-C); a rerun resumes it" if isinstance(error, KeyboardInterrupt) else ""
+            first = (str(error).strip().splitlines() or [bare])[0]
             tags = {TAG_ERROR: f"{type(error).__name__}: {first}"[:500]}
             if retry_note:
                 tags[TAG_RETRY] = retry_note
