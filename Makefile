@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint
+.PHONY: demo test install lint reports
 
 $(BIN)/studybench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,17 @@ install: $(BIN)/studybench
 demo: install
 	$(BIN)/studybench run studies/quickstart.yaml
 	$(BIN)/studybench report studies/quickstart.yaml
+
+## reports: rebuild the committed reports/<study>/ folders: the quickstart as in `make demo`, the
+## paper studies at smoke scale (--profile smoke). Runs already FINISHED in results/ are reused.
+SMOKE_STUDIES := zhao2019_rmi_ablation guo2018_lad zhang2021_sr goncalves2022_mi_study
+reports: install
+	$(BIN)/studybench run studies/quickstart.yaml
+	$(BIN)/studybench report studies/quickstart.yaml
+	set -e; for s in $(SMOKE_STUDIES); do \
+		$(BIN)/studybench run studies/$$s.yaml --profile smoke; \
+		$(BIN)/studybench report studies/$$s.yaml --profile smoke; \
+	done
 
 ## test: the whole test suite
 test: install

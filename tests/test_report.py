@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +71,7 @@ def test_every_table_and_figure_is_built(store):
         assert png.stat().st_size < 400_000, f"{png.name} is {png.stat().st_size} bytes"
         assert f'src="{stem}.png"' in page and f"]({stem}.png)" in (out / "README.md").read_text()
     assert "two losses and a focal ablation" in page and "git commit" in page
+    assert f"{socket.gethostname()} (6 runs)" in page and "hardware (report machine)" in page
 
 
 def test_cells_over_two_seeds_have_a_ci_containing_the_mean(store):
@@ -197,3 +199,54 @@ def test_ablations_of_two_methods_over_one_key_make_a_pivot():
     assert pivot.loc[0, "factor=6"] == ""  # R = 1 was not run at factor 6
     assert pivot.loc[1, "factor=4"] == "52.50 ± 0.14"  # mean of 0.521+0.004 and 0.523+0.004 over seeds
     assert made["ablation_region-f4"].data["n"].tolist() == [2, 2, 2]
+
+
+def test_collect_uses_the_latest_finished_run_of_each_key(tmp_path):
+    """A newer failed/running duplicate of a key neither hides its finished run nor enters the report."""
+    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "collect")
+    exp = tracker.experiment_id(create=True)
+
+    def make(key: str, start: int, status: str, miou: float) -> None:
+        run = tracker.client.create_run(
+            exp, start_time=start, run_name=f"{key}-{start}", tags={TAG_KEY: key, "studybench.method": "ce"}
+        )
+        tracker.client.log_param(run.info.run_id, "seed", "0")
+        tracker.client.log_metric(run.info.run_id, "miou", miou)
+        if status != "RUNNING":
+            tracker.client.set_terminated(run.info.run_id, status)
+
+    make("a", 1000, "FINISHED", 0.1)
+    make("a", 2000, "FINISHED", 0.2)  # newest finished: used
+    make("a", 3000, "FAILED", 0.9)  # newer but failed: ignored
+    make("b", 1000, "FINISHED", 0.3)
+    make("b", 2000, "RUNNING", 0.8)  # in flight: ignored
+    make("c", 1000, "KILLED", 0.5)  # never finished: absent
+    frame = collect_runs(tracker)
+    assert dict(zip(frame["run_key"], frame["miou"])) == {"a": 0.2, "b": 0.3}
+    assert set(frame["status"]) == {"FINISHED"}
+    everything = collect_runs(tracker, finished_only=False)
+    assert dict(zip(everything["run_key"], everything["status"])) == {"a": "FAILED", "b": "RUNNING", "c": "KILLED"}
+    assert collect_runs(tracker, keys=["b"])["run_key"].tolist() == ["b"]
+
+
+def test_cost_scatter_tells_architectures_apart_and_wide_heatmaps_stack():
+    """Cells of one method on two archs get different marker fills (named in the legend); many classes stack panels."""
+    from studybench.report import plots
+
+    rows = [
+        {"dataset": "d", "arch": arch, "method": m, "miou": 0.3 + 0.01 * i, "miou_lo": math.nan, "miou_hi": math.nan,
+         "wall_s": 10.0 + i, "peak_mem_mb": 100.0 + i}
+        for i, (arch, m) in enumerate([("fpn", "ce"), ("fpn", "focal"), ("unet", "ce"), ("unet", "focal")])
+    ]  # fmt: skip
+    fig = plots.cost_scatter(pd.DataFrame(rows), ["ce", "focal"], ["arch"])
+    labels = fig.axes[-1].get_legend_handles_labels()[1]
+    assert {"arch: fpn", "arch: unet", "ce", "focal", "Pareto front"} <= set(labels)
+    fills = {line.get_fillstyle() for line in fig.axes[0].get_lines() if line.get_xydata().size}
+    assert {"full", "left"} <= fills
+    plots.plt.close(fig)
+
+    classes = {f"iou/c{k}": [0.5, 0.4] for k in range(12)}
+    fig = plots.per_class(pd.DataFrame({"method": ["ce", "focal"], **classes}), ["method"], "ce")
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 2 and heatmaps[0].get_position().y0 > heatmaps[1].get_position().y1  # one above the other
+    plots.plt.close(fig)

@@ -126,10 +126,12 @@ def _figure_plan(tracker: StudyTracker, frame: pd.DataFrame, study: Any, by_stem
         if costs is not None:
             cell = ["dataset", *axes, "method"]
             both = main.data[[*cell, "miou", "miou_lo", "miou_hi"]].merge(costs.data, on=cell)
+            other = _varying(both, ["dataset", *axes])
+            fill = f" (marker: method, fill: {' / '.join(c.removeprefix('axis.') for c in other)})" if other else ""
             yield (
                 "accuracy_vs_cost",
-                "mIoU against wall time and peak memory, Pareto front dashed",
-                lambda: plots.cost_scatter(both, methods),
+                f"mIoU against wall time and peak memory{fill}, Pareto front dashed",
+                lambda: plots.cost_scatter(both, methods, other),
             )
     for name, abl in study.ablations.items():
         table = by_stem.get(f"ablation_{name}")

@@ -18,7 +18,12 @@ ID_COLUMNS = ["run", "run_id", "run_key", "method", "arch", "encoder", "dataset"
 
 
 def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finished_only: bool = True) -> pd.DataFrame:
-    """The latest MLflow run per run key (optionally only ``keys``), as a tidy frame.
+    """The latest FINISHED MLflow run per run key (optionally only ``keys``), as a tidy frame.
+
+    With ``finished_only`` (the default) a key's newest *finished* run is used, so a later
+    duplicate of a finished run that is still running, failed or was killed (two processes on
+    one study) neither hides the finished result nor enters the report; without it, the newest
+    run of each key whatever its status.
 
     Columns: identity (``ID_COLUMNS``), ``axis.*`` (the grid values that named the run),
     the final metrics (``miou``, ``pixel_acc``, ``mean_acc``, ``iou/<class>``, costs), and
@@ -26,10 +31,8 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
     """
     wanted = set(keys) if keys is not None else None
     rows = []
-    for key, run in tracker.latest_by_key().items():
+    for key, run in _latest(tracker, finished_only).items():
         if wanted is not None and key not in wanted:
-            continue
-        if finished_only and run.info.status != "FINISHED":
             continue
         tags, params = run.data.tags, run.data.params
         row = {
@@ -47,6 +50,7 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
             "start_time": run.info.start_time,
             "git_commit": tags.get("studybench.git_commit", ""),
             "version": tags.get("studybench.version", ""),
+            "host": tags.get("studybench.host", ""),
         }
         row.update(run.data.metrics)
         row.update({f"param.{k}": v for k, v in params.items() if not k.startswith("axis.")})
@@ -56,6 +60,18 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
     if frame.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     return frame.sort_values(["dataset", "method", "arch", "seed", "run"], kind="stable").reset_index(drop=True)
+
+
+def _latest(tracker: StudyTracker, finished_only: bool) -> dict[str, Any]:
+    """Key -> the newest run of that key (only FINISHED runs count if ``finished_only``)."""
+    if not finished_only:
+        return tracker.latest_by_key()
+    latest: dict[str, Any] = {}
+    for run in tracker.runs():  # newest first
+        key = run.data.tags.get(TAG_KEY)
+        if key and key not in latest and run.info.status == "FINISHED":
+            latest[key] = run
+    return latest
 
 
 def in_group(frame: pd.DataFrame, group: str) -> pd.Series:

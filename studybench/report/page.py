@@ -41,9 +41,18 @@ def provenance(frame: pd.DataFrame) -> list[tuple[str, str]]:
         else pd.Series(dtype=int)
     )
     versions = sorted(set(frame.get("version", pd.Series(dtype=str)).dropna()) - {""})
+    hosts = (
+        frame["host"].fillna("").replace("", "unknown").value_counts().sort_index()
+        if "host" in frame
+        else pd.Series(dtype=int)
+    )
     lines = [
         ("git commit(s) of the runs", ", ".join(f"{c[:12]} ({n} runs)" for c, n in commits.items()) or "unknown"),
         ("studybench version of the runs", ", ".join(versions) or "unknown"),
+        (
+            "host(s) that ran them (timings and memory were measured there)",
+            ", ".join(f"{h} ({n} runs)" for h, n in hosts.items()) or "unknown",
+        ),
         (
             "packages (report machine)",
             ", ".join(f"{p} {_version(p)}" for p in PACKAGES) + f", python {platform.python_version()}",

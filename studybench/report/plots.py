@@ -138,30 +138,51 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def cost_scatter(summary: pd.DataFrame, methods: list[str]) -> plt.Figure:
-    """mIoU against wall time and peak memory per cell; the Pareto front (cheaper and better) is a step line."""
+#: Marker fill per value of the other series (e.g. arch): filled, left half filled (the colour stays visible), hollow, ...
+FILLS = ["full", "left", "none", "bottom", "right", "top"]
+
+
+def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | None = None) -> plt.Figure:
+    """mIoU against wall time and peak memory per cell; the Pareto front (cheaper and better) is a step line.
+
+    Methods differ by marker and colour; the values of ``series`` (e.g. arch) by marker fill.
+    """
     costs = [
         (c, name)
         for c, name in (("wall_s", "wall time per run (s)"), ("peak_mem_mb", "peak memory (MB)"))
         if c in summary
     ]
+    series = [c for c in (series or []) if c in summary]
+    keys = [_series_label(r, series) for _, r in summary.iterrows()] if series else [""] * len(summary)
+    fills = {k: f for k, f in zip(dict.fromkeys(keys), cycle(FILLS))}
     fig, axes = plt.subplots(1, len(costs), figsize=(4.0 * len(costs), 3.2), squeeze=False, layout="constrained")
     style = {m: (mk, c) for m, mk, c in zip(methods, cycle(MARKERS), _colors(len(methods)))}
     for ax, (col, name) in zip(axes[0], costs):
+        labelled: set[str] = set()
         for method in methods:
-            sub = summary[summary["method"] == method]
-            mk, c = style[method]
-            ax.errorbar(
-                sub[col],
-                100 * sub["miou"],
-                yerr=_yerr(sub, "miou"),
-                fmt=mk,
-                color=c,
-                mec="black",
-                ms=6,
-                capsize=2,
-                label=method,
-            )
+            for key, fill in fills.items():
+                sub = summary[(summary["method"] == method).to_numpy() & (np.array(keys) == key)]
+                if sub.empty:
+                    continue
+                mk, c = style[method]
+                ax.errorbar(
+                    sub[col],
+                    100 * sub["miou"],
+                    yerr=_yerr(sub, "miou"),
+                    fmt=mk,
+                    color=c,
+                    mec="black",
+                    mfcalt="white",
+                    fillstyle=fill,
+                    ms=6,
+                    capsize=2,
+                    label=None if method in labelled else method,
+                )
+                labelled.add(method)
+        if len(fills) > 1:
+            what = " / ".join(c.removeprefix("axis.") for c in series)
+            for key, fill in fills.items():
+                ax.plot([], [], "o", color="grey", mec="black", mfcalt="white", fillstyle=fill, label=f"{what}: {key}")
         front = stats.pareto_front(summary[col], summary["miou"])
         pts = summary[front].sort_values(col)
         ax.step(
@@ -193,14 +214,16 @@ def per_class(means: pd.DataFrame, row_cols: list[str], baseline: str | None) ->
         d = np.array(diff)
         lim = max(1.0, float(np.nanmax(np.abs(d)))) if np.isfinite(d).any() else 1.0
         panels.append((f"IoU − {baseline} (pp)", d, "PuOr", (-lim, lim)))
+    stacked = len(classes) > 10  # many classes: the two panels one above the other, not a very wide strip
+    width, height = 0.55 * len(classes) + 2.2, 0.32 * len(rows) + 1.4
     fig, axes = plt.subplots(
-        1,
-        len(panels),
-        figsize=(len(panels) * (0.55 * len(classes) + 2.2), 0.32 * len(rows) + 1.4),
+        len(panels) if stacked else 1,
+        1 if stacked else len(panels),
+        figsize=(width, len(panels) * height) if stacked else (len(panels) * width, height),
         squeeze=False,
         layout="constrained",
     )
-    for ax, (title, data, cmap, (lo, hi)) in zip(axes[0], panels):
+    for ax, (title, data, cmap, (lo, hi)) in zip(axes.flat, panels):
         im = ax.imshow(np.ma.masked_invalid(data), cmap=cmap, vmin=lo, vmax=hi, aspect="auto")
         for (i, j), v in np.ndenumerate(data):
             if np.isfinite(v):
@@ -291,5 +314,41 @@ def samples(columns: list[tuple[str, dict[str, np.ndarray]]], max_rows: int = 3)
             axes[i, j].set_xticks([])
             axes[i, j].set_yticks([])
             if i == 0:
-                axes[i, j].set_title(titles[j], fontsize=7)
+                axes[i, j].set_title(titles[j].replace(" / ", "\n"), fontsize=7)  # long labels: one part a line
+    handles = _class_legend(first, [first["target"][:n], *(s["pred"][:n] for _, s in columns)])
+    if handles:
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(handles), max(3, len(titles))),
+            fontsize=6,
+            frameon=False,
+            title="classes shown",
+            title_fontsize=6,
+        )
+        rows_of_legend = -(-len(handles) // min(len(handles), max(3, len(titles))))
+        fig.subplots_adjust(bottom=min(0.5, (0.25 + 0.14 * rows_of_legend) / fig.get_figheight()))
     return fig
+
+
+def _class_legend(sample: dict[str, np.ndarray], masks: list[np.ndarray]) -> list:
+    """Colour patches of the classes that appear in ``masks`` (names from ``samples.npz``), ignore label last."""
+    from matplotlib.patches import Patch
+
+    present = np.unique(np.concatenate([m.ravel() for m in masks]))
+    names = [str(c) for c in sample.get("class_names", np.array([]))]
+    n = int(present[present != 255].max(initial=0)) + 1
+    palette = sample.get("palette", np.zeros((0, 3), np.uint8))
+    if not palette.size or len(palette) < n:
+        palette = (np.linspace(0, 255, max(n, 2))[:, None].repeat(3, 1)).astype(np.uint8)
+    handles = [
+        Patch(
+            facecolor=palette[c] / 255.0, edgecolor="black", linewidth=0.4, label=names[c] if c < len(names) else str(c)
+        )
+        for c in present.tolist()
+        if c != 255
+    ]
+    if 255 in present:
+        handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, label="ignore (255)"))
+    return handles
