@@ -6,7 +6,7 @@ local MLflow server and spawning the workers). Prints the wall time of each comm
 speed-up (goal >= 1.7x on 2 cores) and the load average, since other processes on the
 machine distort it.
 
-    .venv/bin/python benchmarks/bench_parallel.py [--epochs 4] [--workers 2]
+    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2]
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def timed_run(folder: Path, *extra: str) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,8 +19,10 @@ from rich.table import Table
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fair, reproducible comparison studies of segmentation losses."
 )
-console = Console()
-err_console = Console(stderr=True)
+#: Width when output goes to a file or pipe (rich's default of 80 columns cuts run names in logs).
+_PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
+console = Console(width=_PIPE_WIDTH)
+err_console = Console(stderr=True, width=_PIPE_WIDTH)
 
 StudyArg = typer.Argument(..., help="Study YAML file, e.g. studies/quickstart.yaml", show_default=False)
 ProfileOpt = typer.Option(None, "--profile", "-p", help="Profile of the study to apply (e.g. smoke).")

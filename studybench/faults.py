@@ -57,6 +57,8 @@ def _trigger(action: str, item: str, where: str) -> None:
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "interrupt":
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # e.g. a background job: what Ctrl-C would raise
+            raise KeyboardInterrupt
         os.kill(os.getpid(), signal.SIGINT)
         return
     if item in _fired:

@@ -119,7 +119,7 @@ def executor_for(
         return
     from studybench.executors.server import tracking_server
 
-    with tracking_server(uri) as served:
+    with tracking_server(uri, wait=kind == "ray") as served:  # pool workers wait for it themselves
         if kind == "ray":
             from studybench.executors.pool import cpu_count
             from studybench.executors.ray import RayExecutor

@@ -144,6 +144,7 @@ class StudyTracker:
             "studybench.groups": ",".join(spec.groups),
             "studybench.version": __version__,
             "studybench.git_commit": git_commit(),
+            **environment_tags(),
         }
         run = self.client.create_run(exp_id, run_name=spec.name, tags=tags)
         logger = RunLogger(self.client, run.info.run_id, heartbeat_s=HEARTBEAT_S)
@@ -256,12 +257,44 @@ def _param_str(value: Any) -> str:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit of the studybench checkout (or of the current directory), else 'unknown'."""
+    """The commit of the studybench checkout (or of the current directory), else 'unknown'.
+
+    ``-dirty`` is appended when tracked files differ from the commit: the numbers then come
+    from code that no commit holds, and a reader of the report should know.
+    """
     for where in (Path(__file__).resolve().parent, Path.cwd()):
         try:
             out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5)
+            if out.returncode != 0:
+                continue
+            changes = subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=where,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
         except (OSError, subprocess.SubprocessError):
             continue
-        if out.returncode == 0:
-            return out.stdout.strip()
+        return out.stdout.strip() + ("-dirty" if changes.stdout.strip() else "")
     return "unknown"
+
+
+@lru_cache(maxsize=1)
+def environment_tags() -> dict[str, str]:
+    """What the costs were measured on: torch version and the device (GPU name or CPU model, cores)."""
+    import platform
+
+    import torch
+
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.get_device_name(0)} x{torch.cuda.device_count()}"
+    else:
+        device = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as info:
+                device = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        device = f"{device} ({os.cpu_count()} CPUs)"
+    return {"studybench.torch": torch.__version__, "studybench.device": device}

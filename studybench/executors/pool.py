@@ -19,6 +19,7 @@ from typing import Any
 
 from studybench.checkpoint import Checkpoints
 from studybench.executors.local import RunOutcome, run_tracked
+from studybench.executors.server import wait_for_server
 from studybench.spec import RunSpec
 from studybench.tracking import StudyTracker
 
@@ -82,7 +83,8 @@ def _outcome(future: Any, spec: RunSpec) -> RunOutcome:
     except KeyboardInterrupt:
         return RunOutcome(spec, "KILLED", error="interrupted")
     except BaseException as err:  # noqa: BLE001 - e.g. BrokenProcessPool after a worker was killed
-        return RunOutcome(spec, "KILLED", error=f"worker process died ({type(err).__name__}); a rerun resumes it")
+        first = (str(err).strip().splitlines() or [""])[0]
+        return RunOutcome(spec, "KILLED", error=f"worker: {type(err).__name__}: {first}; a rerun resumes it")
 
 
 def _ignore_sigint() -> None:
@@ -116,6 +118,8 @@ def _work(
         return RunOutcome(spec, "KILLED", error="not started: the study was interrupted")
     global _in_run
     _spread_over_gpus()
+    if uri.startswith("http://127.0.0.1:"):  # our local server, started beside the workers (both take seconds)
+        wait_for_server(uri)
     events.put((spec.key, "run_started", ()))
     _in_run = True
     try:

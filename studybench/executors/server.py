@@ -30,8 +30,12 @@ def needs_server(uri: str) -> bool:
 
 
 @contextlib.contextmanager
-def tracking_server(uri: str, timeout_s: float = 120.0) -> Iterator[str]:
-    """Yield an HTTP URI serving ``uri`` (a SQLite store); yield ``uri`` itself if it is a server already."""
+def tracking_server(uri: str, wait: bool = True, timeout_s: float = 120.0) -> Iterator[str]:
+    """Yield an HTTP URI serving ``uri`` (a SQLite store); yield ``uri`` itself if it is a server already.
+
+    With ``wait=False`` the URI comes at once, while the server still starts (about 10 s on
+    a small CPU): callers overlap that with their own start-up and call ``wait_for_server``.
+    """
     if not needs_server(uri):
         yield uri
         return
@@ -42,12 +46,15 @@ def tracking_server(uri: str, timeout_s: float = 120.0) -> Iterator[str]:
     process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_healthy(url, process, Path(log.name), timeout_s)
+        if wait:
+            wait_for_server(url, timeout_s, process, Path(log.name))
         yield url
+        if process.poll() is not None and process.returncode != 0:
+            raise RuntimeError(f"the local MLflow server exited with code {process.returncode}:\n{_tail(log.name)}")
     finally:
-        process.terminate()
+        process.terminate()  # every request is committed: nothing to lose by not waiting long
         try:
-            process.wait(timeout=15)
+            process.wait(timeout=3)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
@@ -55,25 +62,31 @@ def tracking_server(uri: str, timeout_s: float = 120.0) -> Iterator[str]:
         Path(log.name).unlink(missing_ok=True)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_healthy(url: str, process: subprocess.Popen, log: Path, timeout_s: float) -> None:
+def wait_for_server(
+    url: str, timeout_s: float = 120.0, process: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
+    """Return once ``url``/health answers; raise (with the server's log when known) if it never does."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"the local MLflow server exited with code {process.returncode}:\n{log.read_text()[-2000:]}"
-            )
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the local MLflow server exited with code {process.returncode}:\n{_tail(log)}")
         try:
             with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise RuntimeError(
-        f"the local MLflow server at {url} did not answer within {timeout_s:.0f} s:\n{log.read_text()[-2000:]}"
-    )
+    raise RuntimeError(f"the MLflow server at {url} did not answer within {timeout_s:.0f} s\n{_tail(log)}")
+
+
+def _tail(log: str | Path | None) -> str:
+    try:
+        return Path(log).read_text()[-2000:] if log else ""
+    except OSError:
+        return ""
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
