@@ -34,6 +34,7 @@ class RunDisplay:
         )
         self.overall = self.progress.add_task("runs", total=total_runs, info="")
         self.runs: dict[str, _RunBar] = {}
+        self.finished: set[str] = set()
 
     def __enter__(self) -> RunDisplay:
         self.progress.start()
@@ -47,11 +48,14 @@ class RunDisplay:
         self.progress.update(self.overall, info=spec.name)
 
     def progress_for(self, spec: RunSpec) -> _RunBar:
+        if spec.key in self.finished:  # a late event relayed from a worker: no bar for a finished run
+            return _RunBar(self.progress, spec.name, closed=True)
         if spec.key not in self.runs:
             self.runs[spec.key] = _RunBar(self.progress, spec.name)
         return self.runs[spec.key]
 
     def run_done(self, outcome: RunOutcome) -> None:
+        self.finished.add(outcome.spec.key)
         bar = self.runs.pop(outcome.spec.key, None)
         if bar is not None:
             bar.close()
@@ -70,11 +74,14 @@ class RunDisplay:
 class _RunBar:
     """The epoch bar of one run; implements ``train.Progress``."""
 
-    def __init__(self, progress: Progress, name: str) -> None:
+    def __init__(self, progress: Progress, name: str, closed: bool = False) -> None:
         self.progress, self.name = progress, name
         self.task: int | None = None
+        self.closed = closed
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.closed:
+            return
         desc = f"  {self.name} epoch {epoch + 1}/{epochs}"
         if self.task is None:
             self.task = self.progress.add_task(desc, total=steps, info="")
@@ -91,6 +98,7 @@ class _RunBar:
             self.progress.update(self.task, info=f"val mIoU {miou:.3f}")
 
     def close(self) -> None:
+        self.closed = True
         if self.task is not None:
             self.progress.remove_task(self.task)
             self.task = None
