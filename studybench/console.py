@@ -88,9 +88,10 @@ class _RunBar:
         else:
             self.progress.reset(self.task, total=steps, description=desc, info="")
 
-    def step_done(self, loss: float) -> None:
+    def step_done(self, loss: float, steps: int = 1) -> None:
         if self.task is not None:
-            self.progress.update(self.task, advance=1, info=f"loss {loss:.4f}")
+            info = f"loss {loss:.4f}" if loss == loss else None  # NaN: a batched count without a loss
+            self.progress.update(self.task, advance=steps, **({"info": info} if info else {}))
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
         miou = metrics.get("val/miou")

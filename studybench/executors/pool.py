@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from multiprocessing.managers import SyncManager
@@ -141,10 +142,15 @@ def _spread_over_gpus() -> None:
 
 
 class QueueProgress:
-    """``train.Progress`` that forwards each event to the driver (best effort: never fails a run)."""
+    """``train.Progress`` that forwards events to the driver (best effort: never fails a run).
 
-    def __init__(self, events: Any, key: str) -> None:
-        self.events, self.key = events, key
+    Steps are batched (at most one message per ``every_s``): a message per training step
+    would cost the worker, the manager and the driver CPU that the runs need.
+    """
+
+    def __init__(self, events: Any, key: str, every_s: float = 0.5) -> None:
+        self.events, self.key, self.every_s = events, key, every_s
+        self._steps, self._last = 0, 0.0
 
     def _send(self, method: str, *args: Any) -> None:
         try:
@@ -153,12 +159,19 @@ class QueueProgress:
             pass
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None:
+        self._steps, self._last = 0, time.monotonic()
         self._send("epoch_started", epoch, epochs, steps)
 
-    def step_done(self, loss: float) -> None:
-        self._send("step_done", loss)
+    def step_done(self, loss: float, steps: int = 1) -> None:
+        self._steps += steps
+        if time.monotonic() - self._last >= self.every_s:
+            self._send("step_done", loss, self._steps)
+            self._steps, self._last = 0, time.monotonic()
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
+        if self._steps:
+            self._send("step_done", float("nan"), self._steps)
+            self._steps = 0
         self._send("epoch_done", epoch, {k: v for k, v in metrics.items() if k.startswith("val/")})
 
 
