@@ -1,7 +1,8 @@
 """``studybench`` command line: run, status, report, ui, bench, validate.
 
-Exit codes: 0 every run finished; 1 a run failed (the others still ran); 2 the study is
-invalid (nothing ran, nothing was written to MLflow).
+Exit codes: 0 every run finished; 1 a run failed or was killed (the others still ran); 2 the
+study or the options are invalid (nothing ran, nothing was written to MLflow); 130 interrupted
+(Ctrl-C; the same command resumes).
 """
 
 from __future__ import annotations
