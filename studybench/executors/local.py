@@ -31,6 +31,11 @@ class RunOutcome:
     attempts: int = 1
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ('' if it has none): what summaries and tags show."""
+    return (str(error).strip().splitlines() or [""])[0]
+
+
 def is_transient(error: BaseException) -> bool:
     """Whether a retry may succeed: resource exhaustion or a flaky device/connection, not a bug or bad input."""
     import torch
@@ -55,7 +60,7 @@ def run_tracked(
             logger.fail(err, status="KILLED")
             raise
         except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the study goes on
-            first = (str(err).strip().splitlines() or [""])[0]
+            first = first_line(err)
             kind = f"{type(err).__name__}"
             if not is_transient(err):
                 note = f"deterministic error ({kind}): not retried"

@@ -19,7 +19,7 @@ from multiprocessing.managers import SyncManager
 from typing import Any
 
 from studybench.checkpoint import Checkpoints
-from studybench.executors.local import RunOutcome, run_tracked
+from studybench.executors.local import RunOutcome, first_line, run_tracked
 from studybench.executors.server import wait_for_server
 from studybench.spec import RunSpec
 from studybench.tracking import StudyTracker
@@ -84,7 +84,7 @@ def _outcome(future: Any, spec: RunSpec) -> RunOutcome:
     except KeyboardInterrupt:
         return RunOutcome(spec, "KILLED", error="interrupted")
     except BaseException as err:  # noqa: BLE001 - e.g. BrokenProcessPool after a worker was killed
-        first = (str(err).strip().splitlines() or [""])[0]
+        first = first_line(err)
         return RunOutcome(spec, "KILLED", error=f"worker: {type(err).__name__}: {first}; a rerun resumes it")
 
 

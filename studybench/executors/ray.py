@@ -13,7 +13,7 @@ import os
 from typing import Any
 
 from studybench.checkpoint import Checkpoints
-from studybench.executors.local import RunOutcome, run_tracked
+from studybench.executors.local import RunOutcome, first_line, run_tracked
 from studybench.spec import RunSpec
 from studybench.tracking import StudyTracker
 
@@ -102,5 +102,5 @@ def _outcome(ray: Any, ref: Any, spec: RunSpec) -> RunOutcome:
     try:
         return ray.get(ref)
     except Exception as err:  # noqa: BLE001 - the worker process died (OOM killer, node lost, ...)
-        first = (str(err).strip().splitlines() or [""])[0]
+        first = first_line(err)
         return RunOutcome(spec, "KILLED", error=f"Ray task died ({type(err).__name__}: {first}); a rerun resumes it")
