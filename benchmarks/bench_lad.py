@@ -3,7 +3,8 @@
 Times forward + backward of each loss on logits [B, C, H, W] (default 8 × 21 × 224²) and one
 U-Net-resnet18 SGD step on the same batch, all in one process and interleaved round by round,
 so that load from other programs on a shared machine hits every case alike; medians are
-reported. Peak extra memory of each loss is measured in a fresh subprocess per case: the
+reported. LAD is timed as it runs on CPU by default (compiled loops) and as the tensor-op
+version that GPUs run. Peak extra memory of each loss is measured in a fresh subprocess per case: the
 kernel's peak-RSS counter (VmHWM) is reset through /proc/self/clear_refs just before the call,
 with glibc told to return large blocks to the OS at once (MALLOC_MMAP_THRESHOLD_), and the
 resident size before the call (logits and target already allocated) is subtracted.
@@ -14,17 +15,20 @@ resident size before the call (logits and target already allocated) is subtracte
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import torch
 
 from studybench.bench.cases import make_batch
 from studybench.losses import build_loss
+from studybench.losses.lad import locally_adaptive_loss
 from studybench.measure import reset_peak_rss, status_kib
 
 CASES = {
@@ -32,10 +36,21 @@ CASES = {
     "lad kernel 3": {"name": "lad", "kernel": 3, "k": 3},
     "lad kernel 5": {"name": "lad", "kernel": 5, "k": 3},
     "lad kernel 7": {"name": "lad", "kernel": 7, "k": 3},
+    # the tensor-op version (what GPUs run), for comparison with the compiled CPU loops
+    "lad kernel 3, tensor ops": {"name": "lad", "kernel": 3, "k": 3, "backend": "tensor"},
+    "lad kernel 5, tensor ops": {"name": "lad", "kernel": 5, "k": 3, "backend": "tensor"},
+    "lad kernel 7, tensor ops": {"name": "lad", "kernel": 7, "k": 3, "backend": "tensor"},
 }
 
 
-def loss_step(loss: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor) -> None:
+def make_loss(spec: dict) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    params = {k: v for k, v in spec.items() if k not in ("name", "backend")}
+    if "backend" in spec:  # not a loss parameter: call the function
+        return functools.partial(locally_adaptive_loss, backend=spec["backend"], **params)
+    return build_loss(spec["name"], **params)
+
+
+def loss_step(loss: Callable, logits: torch.Tensor, target: torch.Tensor) -> None:
     z = logits.detach().requires_grad_(True)
     loss(z, target).backward()
 
@@ -58,9 +73,7 @@ def time_all(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
 
     steps = {"unet-resnet18 step": unet_step}
     for label, spec in CASES.items():
-        params = {k: v for k, v in spec.items() if k != "name"}
-        loss = build_loss(spec["name"], **params)
-        steps[label] = lambda loss=loss: loss_step(loss, logits, target)
+        steps[label] = lambda loss=make_loss(spec): loss_step(loss, logits, target)
     times: dict[str, list[float]] = {label: [] for label in steps}
     for fn in steps.values():  # warm-up
         fn()
@@ -74,8 +87,7 @@ def time_all(args: argparse.Namespace) -> dict[str, tuple[float, float]]:
 
 def _peak_rss_child(label: str, args: argparse.Namespace) -> None:
     """Runs in a fresh process: prints the peak extra RSS (bytes) of one forward + backward."""
-    spec = CASES[label]
-    loss = build_loss(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+    loss = make_loss(CASES[label])
     logits, target = make_batch(args.batch, args.classes, args.size)
     loss_step(loss, logits[:1, :, :32, :32].contiguous(), target[:1, :32, :32].contiguous())  # lazy init
     reset_peak_rss()
