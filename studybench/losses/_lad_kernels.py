@@ -102,15 +102,15 @@ def _row_stats(logits, b, i, mean, std):
 
 
 @njit(**_JIT)
-def _standardise_row(logits, b, i, out, r, mean, std):
-    """``out[c, r:r + W] = ẑ`` of row ``i``; ``out``'s ``r`` border columns stay zero."""
+def _standardise_row(logits, b, i, out, slot, r, mean, std):
+    """``out[0, c, slot, r:r + W] = ẑ`` of row ``i``; ``out``'s ``r`` border columns stay zero."""
     classes, width = logits.shape[1], logits.shape[3]
     _row_stats(logits, b, i, mean, std)
     for j in range(width):
         std[j] = 1 / (std[j] + EPS)
     for c in range(classes):
         x = logits[b, c, i]
-        z = out[c, r : r + width]
+        z = out[0, c, slot, r : r + width]
         for j in range(width):
             z[j] = (x[j] - mean[j]) * std[j]
 
@@ -161,6 +161,19 @@ def kernels(kernel: int) -> tuple[Callable, Callable]:
     """The compiled ``(forward, backward)`` pair for one odd window size."""
     r = kernel // 2
 
+    @njit(**_JIT)
+    def add_window_row(acc, masks, src, b, row):
+        """``acc[c, k] += Σ_dx masks[dx, k] · src[b, c, row, k + dx]``: one window row, all its column
+        offsets added to an accumulator element before it is stored (``src`` padded by r columns).
+        """
+        for c in range(acc.shape[0]):
+            a, s = acc[c], src[b, c, row]
+            for k in range(acc.shape[1]):
+                t = a[k]
+                for dx in range(kernel):
+                    t += masks[dx, k] * s[k + dx]
+                a[k] = t
+
     @njit(nogil=True, **_JIT)
     def forward(logits, target, weights, xi_weights, probs, losses, inv_xi, block_rows, first, stop):
         """Tasks ``first … stop − 1`` (blocks of ``block_rows`` rows, see ``forward_tasks``):
@@ -173,17 +186,17 @@ def kernels(kernel: int) -> tuple[Callable, Callable]:
             b = task // blocks
             i0 = (task % blocks) * block_rows
             i1 = min(height, i0 + block_rows)
-            window = np.zeros((kernel, classes, width + 2 * r), logits.dtype)  # ẑ of rows i − r … i + r
+            window = np.zeros((1, classes, kernel, width + 2 * r), logits.dtype)  # ẑ of rows i − r … i + r
             acc = np.empty((classes, width), logits.dtype)
             xi = np.empty(width, logits.dtype)
             masks = np.zeros((kernel, width), logits.dtype)  # w · [same label], per column offset
             mean = np.empty(width, logits.dtype)
             inv = np.empty(width, logits.dtype)
             for i in range(max(0, i0 - r), min(height, i0 + r)):
-                _standardise_row(logits, b, i, window[i % kernel], r, mean, inv)
+                _standardise_row(logits, b, i, window, i % kernel, r, mean, inv)
             for i in range(i0, i1):
                 if i + r < height:
-                    _standardise_row(logits, b, i + r, window[(i + r) % kernel], r, mean, inv)
+                    _standardise_row(logits, b, i + r, window, (i + r) % kernel, r, mean, inv)
                 centre = target[b, i]
                 acc[:] = 0
                 xi[:] = 0
@@ -200,14 +213,7 @@ def kernels(kernel: int) -> tuple[Callable, Callable]:
                             same = other[k] == y[k]
                             m[k] = w if same else 0
                             x[k] += xw if same else 0
-                    zrows = window[row % kernel]
-                    for c in range(classes):
-                        a, z = acc[c], zrows[c]
-                        for k in range(width):
-                            t = a[k]
-                            for dx in range(kernel):
-                                t += masks[dx, k] * z[k + dx]
-                            a[k] = t
+                    add_window_row(acc, masks, window, 0, row % kernel)
                 _softmax_ce_row(acc, xi, centre, probs, b, i, r, losses, inv_xi)
                 for c in range(classes):
                     p = probs[b, c, i]
@@ -240,13 +246,7 @@ def kernels(kernel: int) -> tuple[Callable, Callable]:
                     s = inv_xi[b, row, j0 + dx - r : j1 + dx - r]
                     for k in range(j1 - j0):
                         m[k] = w * g[k] * s[k] if other[k] == y[k] else 0
-                for c in range(classes):
-                    a, p = acc[c], probs[b, c, row]
-                    for k in range(width):
-                        t = a[k]
-                        for dx in range(kernel):
-                            t += masks[dx, k] * p[k + dx]
-                        a[k] = t
+                add_window_row(acc, masks, probs, b, row)
                 for dx in range(kernel):  # −onehot(y_q) part: q has the centre's label
                     m = masks[dx]
                     for k in range(width):
