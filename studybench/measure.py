@@ -2,12 +2,18 @@
 
 Peak memory: on CUDA the allocator's own peak (``max_memory_allocated``, reset per run);
 on CPU the process RSS sampled by a background thread, because ``ru_maxrss`` is a
-lifetime peak that cannot be reset between runs of one process. Benchmarks that need the exact
-peak of one call on CPU read the kernel's ``VmHWM`` in a fresh process (``peak_rss_kib``).
+lifetime peak that cannot be reset between runs of one process. Before a CPU measurement
+starts, the memory that earlier runs freed but glibc kept is returned (``malloc_trim``):
+otherwise a later run reuses it without the RSS growing and its "extra" memory reads near 0
+(measured: 10 MB against 229 MB for the same-sized run after trimming). Benchmarks that need
+the exact peak of one call on CPU read the kernel's ``VmHWM`` in a fresh process (``peak_rss_kib``).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import resource
 import statistics
 import threading
@@ -16,6 +22,23 @@ from collections.abc import Callable
 
 import psutil
 import torch
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_heap() -> None:
+    """Hand heap memory that is free but kept by the C allocator back to the OS (no-op off glibc)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class PeakMemory:
@@ -48,6 +71,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self.start_mb = torch.cuda.memory_allocated(self.device) / 2**20
         else:
+            release_free_heap()
             self.start_mb = self.peak_mb = self._rss_mb()
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
