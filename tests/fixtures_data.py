@@ -84,10 +84,18 @@ def save_sbd_mat(path: Path, seg: np.ndarray) -> None:
 def write_voc_aug(
     root: Path, layout: str, hw: tuple[int, int] = (24, 32), seed: int = 1, extra_sbd: int = 0
 ) -> dict[str, object]:
-    """VOC 2012 plus SBD (``layout="mat"``) or SegmentationClassAug + train_aug.txt (``layout="png"``).
+    """VOC 2012 plus SBD in one of three layouts.
+
+    ``mat``: SBD's ``benchmark_RELEASE/dataset`` (cls/*.mat, train.txt, val.txt). ``png``: DeepLab's
+    distribution (SegmentationClassAug with VOC masks where present, else SBD's, and
+    ImageSets/SegmentationAug/train_aug.txt of DeepLab-style pairs). ``mmseg``: what mmsegmentation's
+    docs and ``tools/dataset_converters/voc_aug.py`` leave: SBD moved to ``VOCdevkit/VOCaug/dataset``,
+    SegmentationClassAug holding SBD's masks only (grayscale, every SBD image, VOC val ones included),
+    and ImageSets/Segmentation/trainaug.txt (in set order, unsorted) plus aug.txt = SBD - VOC train - VOC val.
 
     VOC train a,b,c / val d,e; SBD train b,f,g (+ ``extra_sbd`` more) / val d,h -> train_aug =
-    a,b,c,f,g,h,... (d is VOC val). Image b has different VOC and SBD masks, to check which one is used.
+    a,b,c,f,g,h,... (d is VOC val); mmseg's aug.txt = f,g,h,... Image b has different VOC and SBD
+    masks, to check which one is used; a and c have a VOC mask only.
     """
     voc_ids = {"train": ["2007_000a", "2007_000b", "2007_000c"], "val": ["2007_000d", "2007_000e"]}
     sbd_ids = {"train": ["2007_000b", "2008_000f", "2008_000g"], "val": ["2007_000d", "2008_000h"]}
@@ -101,14 +109,24 @@ def write_voc_aug(
             Image.fromarray(smooth_image(rng, *hw)).save(voc / "JPEGImages" / f"{name}.jpg", quality=90)
         sbd_masks[name] = label_tiles(rng, *hw, values=list(range(21)))  # SBD has no boundary label
     train_aug = sorted((set(sbd_ids["train"]) | set(sbd_ids["val"]) | set(voc_ids["train"])) - set(voc_ids["val"]))
-    if layout == "mat":
-        sbd = root / "benchmark_RELEASE" / "dataset"
+    if layout in ("mat", "mmseg"):
+        sbd = root / ("benchmark_RELEASE" if layout == "mat" else "VOCdevkit/VOCaug") / "dataset"
         (sbd / "cls").mkdir(parents=True)
         (sbd / "img").mkdir()
         for name, seg in sbd_masks.items():
             save_sbd_mat(sbd / "cls" / f"{name}.mat", seg)
         for split, names in sbd_ids.items():
             (sbd / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    if layout == "mmseg":  # voc_aug.py: every SBD .mat -> grayscale PNG; lists from Python sets (unordered)
+        aug = voc / "SegmentationClassAug"
+        aug.mkdir()
+        for name, seg in sbd_masks.items():
+            Image.fromarray(seg).save(aug / f"{name}.png")
+        sbd_all = set(sbd_ids["train"]) | set(sbd_ids["val"])
+        aug_only = sorted(sbd_all - set(voc_ids["train"]) - set(voc_ids["val"]))
+        lists = voc / "ImageSets" / "Segmentation"
+        (lists / "trainaug.txt").write_text("".join(f"{n}\n" for n in rng.permutation(train_aug)))
+        (lists / "aug.txt").write_text("".join(f"{n}\n" for n in rng.permutation(aug_only)))
     elif layout == "png":  # what DeepLab distributed: VOC masks where present, else SBD, as class-id PNGs
         aug = voc / "SegmentationClassAug"
         aug.mkdir()
@@ -118,9 +136,9 @@ def write_voc_aug(
         lists.mkdir()
         lines = "".join(f"/JPEGImages/{n}.jpg /SegmentationClassAug/{n}.png\n" for n in train_aug)
         (lists / "train_aug.txt").write_text(lines)
-    else:
-        raise ValueError(f"layout must be mat or png, got {layout!r}")
-    return {"voc": voc_masks, "sbd": sbd_masks, "train_aug": train_aug, "voc_ids": voc_ids}
+    elif layout != "mat":
+        raise ValueError(f"layout must be mat, png or mmseg, got {layout!r}")
+    return {"voc": voc_masks, "sbd": sbd_masks, "train_aug": train_aug, "voc_ids": voc_ids, "sbd_ids": sbd_ids}
 
 
 def write_cityscapes(

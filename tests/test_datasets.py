@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from studybench.data import DATASETS, build_dataset, verify_dataset
 from studybench.data.base import DataUnavailableError
-from studybench.data.files import DataFileError, DatasetSizeWarning
+from studybench.data.files import DataFileError, DatasetSizeError, DatasetSizeWarning, SplitOverlapError
 from studybench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize_pair
 from studybench.registry import RegistryError
 from studybench.spec import DataCfg
@@ -41,6 +41,9 @@ OFFICIAL_TRAIN_IDS = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 
 
 
 def make(name: str, root: Path, split: str = "train", **options):
+    """A dataset on a tiny tree; VOC's tiny trees are subsets of the official splits, so say so."""
+    if name.startswith("voc"):
+        options.setdefault("allow_subset", True)
     return DATASETS.get(name)(root=root, split=split, **options)
 
 
@@ -82,10 +85,14 @@ def test_voc_reads_palette_indices_from_any_root_form(voc, where):
     assert 255 in ds[0][1]
 
 
-def test_voc_trainval_and_size_warning_recorded(voc):
+def test_voc_short_split_is_an_error_unless_a_subset_is_allowed(voc):
     root, _ = voc
+    with pytest.raises(DatasetSizeError, match=r"found 4 images, the official release has 1464 \(1460 missing"):
+        make("voc2012", root, "train", allow_subset=False)
+    with pytest.raises(DatasetSizeError, match="allow_subset: true"):  # verify (study validation) refuses it too
+        DATASETS.get("voc2012").verify(root, "val")
     with pytest.warns(DatasetSizeWarning, match="1464"):
-        ds = make("voc2012", root, "train")
+        ds = make("voc2012", root, "train", allow_subset=True)
     assert ds.notes and "found 4 images" in ds.notes[0]
     assert len(make("voc2012", root, "trainval")) == 7
 
@@ -126,7 +133,7 @@ def test_corrupt_files_and_bad_values_name_the_file(voc_copy):
     with pytest.raises(DataFileError, match=str(image0)):
         ds.load(0)
     with pytest.raises(DataFileError, match=str(image0)):  # verify reads the first sample before training
-        DATASETS.get("voc2012").verify(voc_copy, "train")
+        DATASETS.get("voc2012").verify(voc_copy, "train", allow_subset=True)
     mask1.write_bytes(b"not a png at all")
     with pytest.raises(DataFileError, match=f"cannot read mask {mask1}"):
         ds.load(1)
@@ -173,7 +180,13 @@ def test_voc_aug_from_segmentation_class_aug_pngs(tmp_path):
     truth = write_voc_aug(tmp_path, "png")
     ds = make("voc2012-aug", tmp_path)  # auto -> png; DeepLab-style list lines
     assert [p.stem for p, _ in ds.samples] == truth["train_aug"]
-    assert all(m.parent.name == "SegmentationClassAug" for _, m in ds.samples)
+    voc_ids = set(truth["voc"])  # VOC's own mask where there is one (prefer_voc), else SegmentationClassAug
+    assert all(
+        m.parent.name == ("SegmentationClass" if m.stem in voc_ids else "SegmentationClassAug") for _, m in ds.samples
+    )
+    assert all(
+        m.parent.name == "SegmentationClassAug" for _, m in make("voc2012-aug", tmp_path, prefer_voc=False).samples
+    )
     for i, name in enumerate(truth["train_aug"]):
         assert np.array_equal(ds[i][1].numpy(), truth["voc"].get(name, truth["sbd"].get(name)))
     with pytest.raises(DataUnavailableError, match="found no SBD folder"):
@@ -200,6 +213,101 @@ def test_voc_aug_missing_and_bad_inputs(tmp_path, voc):
     mat.write_bytes(b"MATLAB 5.0 garbage")
     with pytest.raises(DataFileError, match=f"cannot read SBD mask {mat}"):
         ds.load(index)
+
+
+def lines_of(path: Path) -> set[str]:
+    return {line.split()[0] for line in path.read_text().splitlines() if line.strip()}
+
+
+def train_aug_count(root: Path, sbd: Path) -> int:
+    """|VOC train ∪ SBD train ∪ SBD val − VOC val|, from the tree's own list files (not the loader)."""
+    sets = root / "VOCdevkit" / "VOC2012" / "ImageSets" / "Segmentation"
+    union = lines_of(sets / "train.txt") | lines_of(sbd / "train.txt") | lines_of(sbd / "val.txt")
+    return len(union - lines_of(sets / "val.txt"))
+
+
+@pytest.mark.parametrize("layout, sbd", [("mat", "benchmark_RELEASE/dataset"), ("mmseg", "VOCdevkit/VOCaug/dataset")])
+def test_voc_aug_training_list_size_in_each_layout(tmp_path, layout, sbd):
+    truth = write_voc_aug(tmp_path, layout, extra_sbd=4)
+    expected = train_aug_count(tmp_path, tmp_path / sbd)
+    assert expected == 10  # VOC train 3 + SBD-only 7 (f, g, h and the 4 extra); d (VOC val) and e left out
+    ds = make("voc2012-aug", tmp_path)
+    assert len(ds) == expected and stems(ds) == truth["train_aug"]
+    assert set(truth["voc_ids"]["train"]) <= set(stems(ds))  # the 1,464 VOC train images are all there
+    assert not set(truth["voc_ids"]["val"]) & set(stems(ds))
+
+
+def test_voc_aug_mmsegmentation_layout(tmp_path):
+    truth = write_voc_aug(tmp_path, "mmseg")
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    ds = make("voc2012-aug", tmp_path)  # auto -> png; trainaug.txt, not aug.txt
+    assert ds.train_list.endswith("trainaug.txt") and stems(ds) == truth["train_aug"]
+    folders = {m.stem: m.parent.name for _, m in ds.samples}
+    assert folders == {
+        "2007_000a": "SegmentationClass", "2007_000b": "SegmentationClass", "2007_000c": "SegmentationClass",
+        "2008_000f": "SegmentationClassAug", "2008_000g": "SegmentationClassAug", "2008_000h": "SegmentationClassAug",
+    }  # fmt: skip
+    for i, name in enumerate(truth["train_aug"]):
+        assert np.array_equal(ds[i][1].numpy(), truth["voc"].get(name, truth["sbd"].get(name)))
+    sbd_first = make("voc2012-aug", tmp_path, prefer_voc=False)
+    b = stems(sbd_first).index("2007_000b")
+    assert sbd_first.samples[b][1].parent.name == "SegmentationClassAug"
+    assert np.array_equal(sbd_first[b][1].numpy(), truth["sbd"]["2007_000b"])
+    as_mat = make("voc2012-aug", tmp_path, masks="mat")  # SBD in VOCdevkit/VOCaug/dataset, as mmseg's docs put it
+    assert stems(as_mat) == stems(ds)
+    (voc / "ImageSets" / "Segmentation" / "trainaug.txt").unlink()  # mmseg's config: train.txt + aug.txt
+    from_aug = make("voc2012-aug", tmp_path)
+    assert from_aug.train_list.endswith("aug.txt + VOC train.txt") and stems(from_aug) == truth["train_aug"]
+    (voc / "ImageSets" / "Segmentation" / "aug.txt").unlink()
+    with pytest.raises(DataUnavailableError, match=r"no train_aug list \(looked for .*trainaug\.txt"):
+        make("voc2012-aug", tmp_path)
+
+
+def test_voc_aug_refuses_training_lists_with_val_images(tmp_path):
+    truth = write_voc_aug(tmp_path, "mmseg")
+    voc = tmp_path / "VOCdevkit" / "VOC2012"
+    val_ids = truth["voc_ids"]["val"]  # 2007_000d is in SBD val, so it has a SegmentationClassAug mask
+    listing = tmp_path / "mine.txt"
+    listing.write_text("2007_000a\n2008_000f\n2007_000d\n")
+    with pytest.raises(SplitOverlapError, match=r"1 image\(s\) of the evaluation split .*\(2007_000d\)"):
+        make("voc2012-aug", tmp_path, list_file="mine.txt")
+    listing.write_text("2007_000a\n2008_000f\n")
+    subset = make("voc2012-aug", tmp_path, list_file=str(listing), allow_subset=False)  # a given list may be short
+    assert stems(subset) == ["2007_000a", "2008_000f"]
+    trainaug = voc / "ImageSets" / "Segmentation" / "trainaug.txt"
+    trainaug.write_text(trainaug.read_text() + "".join(f"{n}\n" for n in val_ids))
+    with pytest.raises(SplitOverlapError, match=r"trainaug\.txt: 2 image\(s\) .*\(2007_000d, 2007_000e\)"):
+        make("voc2012-aug", tmp_path)
+    # many leaked ids: the first 10 and a count
+    many = [f"2011_{k:06d}" for k in range(13)]
+    (voc / "ImageSets" / "Segmentation" / "val.txt").write_text("".join(f"{n}\n" for n in [*val_ids, *many]))
+    trainaug.write_text("".join(f"{n}\n" for n in [*truth["train_aug"], *many]))
+    with pytest.raises(SplitOverlapError) as err:
+        make("voc2012-aug", tmp_path)
+    text = str(err.value)
+    assert "13 image(s)" in text and "2011_000009" in text and "2011_000010" not in text and "and 3 more" in text
+    # the check runs at study validation, before any training
+    cfg = DataCfg(dataset="voc2012-aug", root=str(tmp_path), options={"allow_subset": True})
+    with pytest.raises(SplitOverlapError, match="13 image"):
+        verify_dataset(cfg, "train")
+
+
+def test_voc_aug_short_training_list_is_an_error_naming_the_expected_count(tmp_path):
+    write_voc_aug(tmp_path, "mat")
+    with pytest.raises(DatasetSizeError, match=r"'train' .*found 6 images, the official release has 10582"):
+        DATASETS.get("voc2012-aug").verify(tmp_path, "train")
+    cfg = DataCfg(dataset="voc2012-aug", root=str(tmp_path))
+    with pytest.raises(DatasetSizeError, match="has 1449"):
+        verify_dataset(cfg, "val")
+    verify_dataset(cfg.model_copy(update={"options": {"allow_subset": True}}), "train")
+
+
+def test_training_split_holding_evaluation_images_is_refused(voc):
+    trainval = DataCfg(dataset="voc2012", root=str(voc[0]), options={"allow_subset": True}, train_split="trainval")
+    verify_dataset(trainval, "trainval")  # each split is fine alone
+    with pytest.raises(SplitOverlapError, match=r"'trainval' and evaluation split 'val': 3 image\(s\)"):
+        verify_dataset(trainval, "val")
+    verify_dataset(trainval.model_copy(update={"train_split": "train"}), "val")
 
 
 # -- Cityscapes -------------------------------------------------------------------------
@@ -424,7 +532,9 @@ def test_randomness_follows_torch_seed_and_eval_is_deterministic():
 
 
 def test_dataloader_workers_are_seeded_by_torch(voc):
-    cfg = DataCfg(dataset="voc2012", root=str(voc[0]), scale=[0.5, 1.5], crop=16, flip=True)
+    cfg = DataCfg(
+        dataset="voc2012", root=str(voc[0]), options={"allow_subset": True}, scale=[0.5, 1.5], crop=16, flip=True
+    )
     dataset = build_dataset(cfg, "train", train=True)
 
     def epoch(seed: int) -> list[torch.Tensor]:

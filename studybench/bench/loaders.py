@@ -58,10 +58,11 @@ def write_trees(
         writers.write_folder(base / "folder", count=n, hw=(375, 500))
         h, w = cityscapes_hw
         folder_options = {"classes": ["a", "b", "c"], "val_fraction": 0.0}
+        subset = {"allow_subset": True}  # n images, far fewer than VOC's official splits
         trees.update(
             {
-                "voc2012 (JPEG + palette PNG)": ("voc2012", base / "voc", {}, "500x375"),
-                "voc2012-aug (SBD .mat)": ("voc2012-aug", base / "sbd", {"masks": "mat"}, "500x375"),
+                "voc2012 (JPEG + palette PNG)": ("voc2012", base / "voc", subset, "500x375"),
+                "voc2012-aug (SBD .mat)": ("voc2012-aug", base / "sbd", {"masks": "mat", **subset}, "500x375"),
                 "cityscapes (PNG + labelIds)": ("cityscapes", base / "cityscapes", {}, f"{w}x{h}"),
                 "camvid (PNG + id PNG)": ("camvid", base / "camvid", {}, "480x360"),
                 "folder (JPEG + id PNG)": ("folder", base / "folder", folder_options, "500x375"),

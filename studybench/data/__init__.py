@@ -8,6 +8,7 @@ from pathlib import Path
 from studybench.data.base import DataUnavailableError, SegDataset
 from studybench.data.camvid import CamVid
 from studybench.data.cityscapes import Cityscapes
+from studybench.data.files import overlap_error
 from studybench.data.folder import FolderDataset
 from studybench.data.synthetic import SyntheticSegmentation
 from studybench.data.transforms import build_transform
@@ -33,8 +34,28 @@ def resolve_root(cfg: DataCfg) -> Path:
 
 
 def verify_dataset(cfg: DataCfg, split: str) -> None:
-    """Check, before training, that ``split`` of the configured dataset can be loaded."""
+    """Check, before training, that ``split`` of the configured dataset can be loaded; for the
+    evaluation split, also that the training split holds none of its images."""
     DATASETS.get(cfg.dataset).verify(resolve_root(cfg), split, **cfg.options)
+    if split == cfg.val_split and cfg.train_split != split:
+        check_splits_disjoint(cfg)
+
+
+def check_splits_disjoint(cfg: DataCfg) -> None:
+    """``SplitOverlapError`` if an image file is in both the training and the evaluation split.
+
+    Why: a configuration such as VOC ``train_split: trainval`` with ``val_split: val`` trains on
+    the evaluation images, and every score it reports is inflated. Generated datasets (no files)
+    have nothing to compare.
+    """
+    cls, root = DATASETS.get(cfg.dataset), resolve_root(cfg)
+    train, val = (cls(root=root, split=s, **cfg.options) for s in (cfg.train_split, cfg.val_split))
+    if not (hasattr(train, "samples") and hasattr(val, "samples")):
+        return
+    shared = {p.resolve() for p, _ in train.samples} & {p.resolve() for p, _ in val.samples}
+    if shared:
+        what = f"{cfg.dataset}: training split {cfg.train_split!r} and evaluation split {cfg.val_split!r}"
+        raise overlap_error(what, [p.stem for p in shared])
 
 
 def build_dataset(cfg: DataCfg, split: str, train: bool) -> SegDataset:

@@ -6,7 +6,11 @@ subtly wrong one loader at a time. A missing or partial download is reported by
 expected, what was found and where to get the data; a corrupt file or an unknown label
 value raises ``DataFileError`` naming the file (and the value), never a bare PIL or index
 error from inside a DataLoader worker; a split whose size differs from the official one
-is warned about and recorded in ``dataset.notes``, without failing.
+is warned about and recorded in ``dataset.notes``. Datasets that set ``short_split_is_error``
+(VOC) refuse a standard split with *fewer* images than the official one (``DatasetSizeError``,
+naming the expected count) unless ``allow_subset`` is set: a silently smaller training set
+(a wrong list, a partial download) changes what a study measures. ``overlap_error`` words the
+refusal of a training list that holds evaluation images.
 """
 
 from __future__ import annotations
@@ -36,6 +40,28 @@ class DatasetSizeWarning(UserWarning):
     """A split has a different number of images than the official release (partial download?)."""
 
 
+class DatasetSizeError(DataUnavailableError):
+    """A standard split has fewer images than the official release, and no subset was asked for."""
+
+
+class SplitOverlapError(ValueError):
+    """A training list names images of the evaluation split (test-set leakage)."""
+
+
+def overlap_error(what: str, leaked: Iterable[str], shown: int = 10) -> SplitOverlapError:
+    """The refusal of a training list that holds evaluation images: the first ``shown`` ids and the count.
+
+    Why a hard error: an evaluation image trained on inflates every score of the study, and
+    nothing downstream can detect it.
+    """
+    ids = sorted(set(leaked))
+    more = f" and {len(ids) - shown} more" if len(ids) > shown else ""
+    return SplitOverlapError(
+        f"{what}: {len(ids)} image(s) of the evaluation split are in the training list "
+        f"({', '.join(ids[:shown])}{more}); remove them from the list"
+    )
+
+
 class FileSegDataset(SegDataset):
     """A dataset of image/mask files; subclasses implement ``find_samples``.
 
@@ -50,6 +76,10 @@ class FileSegDataset(SegDataset):
     source: ClassVar[str] = ""
     official_sizes: ClassVar[dict[str, int]] = {}
     label_map: ClassVar[np.ndarray | None] = None
+    #: a standard split with fewer images than ``official_sizes`` is an error (not a warning)
+    short_split_is_error: ClassVar[bool] = False
+    #: set (from a dataset option) when a subset is intended: tiny test trees, a custom list
+    allow_subset: bool = False
 
     def __init__(self, root: Path | str | None, split: str, transform: JointTransform | None = None) -> None:
         super().__init__(None if root is None else Path(root).expanduser(), split, transform)
@@ -59,14 +89,25 @@ class FileSegDataset(SegDataset):
         if not self.samples:
             raise self.unavailable(f"found 0 images for split {split!r}")
         self.notes: list[str] = []
-        expected = self.official_sizes.get(split)
-        if expected is not None and expected != len(self.samples):
-            note = (
-                f"{self.name} split {split!r}: found {len(self.samples)} images, the official release has "
-                f"{expected} (partial download or a custom list?)"
+        self.check_size()
+
+    def check_size(self) -> None:
+        """Compare the split's size with the official one: refuse a shortfall (if strict), else warn and note."""
+        expected, found = self.official_sizes.get(self.split), len(self.samples)
+        if expected is None or expected == found:
+            return
+        if found < expected and self.short_split_is_error and not self.allow_subset:
+            raise DatasetSizeError(
+                f"{self.name} split {self.split!r} under {self.root}: found {found} images, the official release "
+                f"has {expected} ({expected - found} missing: a partial download or a wrong list?). "
+                "To use a subset on purpose, set data.options.allow_subset: true"
             )
-            warnings.warn(note, DatasetSizeWarning, stacklevel=2)
-            self.notes.append(note)
+        note = (
+            f"{self.name} split {self.split!r}: found {found} images, the official release has "
+            f"{expected} (partial download or a custom list?)"
+        )
+        warnings.warn(note, DatasetSizeWarning, stacklevel=3)
+        self.notes.append(note)
 
     # -- what a subclass provides -------------------------------------------------------
     def find_samples(self) -> list[Sample]:

@@ -5,10 +5,14 @@ and paths); masks are palette PNGs whose *indices* are the class ids, 255 markin
 object boundaries that VOC leaves unlabelled (ignored, never background).
 
 ``voc2012-aug`` is the training set of DeepLab, RMI and LAD: SBD train + SBD val + VOC train,
-minus VOC val. It is read either from SBD's own ``.mat`` files (``GTcls.Segmentation``) or
-from the widely shared pre-converted ``SegmentationClassAug`` PNGs with a ``train_aug.txt``
-list; its validation split is VOC 2012 val. Where an image has both a VOC and an SBD mask,
-the VOC one is used (it is more precise and marks boundaries), as DeepLab's conversion did.
+minus VOC val (10,582 images). It is read either from SBD's own ``.mat`` files
+(``GTcls.Segmentation``) or from ``SegmentationClassAug`` PNGs: mmsegmentation's layout
+(``trainaug.txt``, or ``aug.txt`` + VOC ``train.txt``) or DeepLab's (``train_aug.txt``); its
+validation split is VOC 2012 val. Where an image has both a VOC and an SBD mask, the VOC one is
+used (it is more precise and marks boundaries), as DeepLab's conversion and mmsegmentation's
+config do. Why the checks: a training list that holds VOC val images inflates every score,
+and one that silently misses images (mmsegmentation's ``aug.txt`` alone lacks all 1,464 VOC
+train images) changes the task; both stop the study when the dataset is verified.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from studybench.data.files import (
     apply_label_map,
     count_files,
     label_lut,
+    overlap_error,
     read_index_png,
     read_list,
 )
@@ -64,20 +69,31 @@ _VOC_LAYOUT = """\
 
 
 class VOC2012(FileSegDataset):
-    """PASCAL VOC 2012 segmentation: 21 classes; train 1464, val 1449, trainval 2913 images."""
+    """PASCAL VOC 2012 segmentation: 21 classes; train 1464, val 1449, trainval 2913 images.
+
+    Args:
+        allow_subset: accept a split with fewer images than the official release (tiny test
+            trees, a deliberate subset); without it a shortfall is a ``DatasetSizeError``.
+    """
 
     name = "voc2012"
     class_names = VOC_CLASSES
     palette = VOC_PALETTE
     splits = ("train", "val", "trainval")
     official_sizes: ClassVar[dict[str, int]] = {"train": 1464, "val": 1449, "trainval": 2913}
+    short_split_is_error = True
     label_map = _VOC_LUT
     layout = _VOC_LAYOUT
     source = _VOC_SOURCE
 
     def __init__(
-        self, root: Path | str | None = None, split: str = "train", transform: JointTransform | None = None
+        self,
+        root: Path | str | None = None,
+        split: str = "train",
+        transform: JointTransform | None = None,
+        allow_subset: bool = False,
     ) -> None:
+        self.allow_subset = allow_subset
         super().__init__(root, split, transform)
 
     def find_samples(self) -> list[Sample]:
@@ -110,9 +126,24 @@ class VOC2012(FileSegDataset):
         pairs = [(Path(i), Path(m)) for i, m in zip(tv.images, tv.masks)]
         return self.require_files([p for p in pairs if p[0].name != ".jpg"])  # blank list lines
 
+    def voc_list(self, voc: Path, split: str, needed_for: str) -> list[str]:
+        """The ids of VOC's own ``ImageSets/Segmentation/<split>.txt``; ``unavailable`` if it is missing."""
+        path = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+        if not path.is_file():
+            raise self.unavailable(f"the VOC list {path} is missing (needed {needed_for})")
+        return read_list(path)
+
 
 class VOC2012Aug(VOC2012):
     """VOC 2012 with SBD's extra masks: train = train_aug (10,582 images), val = VOC 2012 val (1449).
+
+    The training ids are VOC train ∪ SBD train ∪ SBD val − VOC val, however they are given: derived
+    from SBD's and VOC's lists (``mat``), mmsegmentation's ``trainaug.txt`` or DeepLab's
+    ``train_aug.txt`` (``png``), or mmsegmentation's ``aug.txt`` (which leaves VOC train out, as its
+    config adds ``train.txt`` separately) joined with VOC train. They are sorted, so every layout
+    gives the same samples in the same order. A list that names a VOC val image is refused
+    (``SplitOverlapError``), and fewer than 10,582 images is a ``DatasetSizeError`` unless
+    ``allow_subset`` or ``list_file`` says a subset is meant.
 
     Args:
         masks: ``"png"`` reads ``VOC2012/SegmentationClassAug`` with a train_aug list; ``"mat"``
@@ -121,9 +152,11 @@ class VOC2012Aug(VOC2012):
         sbd_root: SBD's ``dataset`` folder (holding ``cls/``, ``train.txt``, ``val.txt``), absolute
             or relative to ``root``; default: found under the folder that holds VOCdevkit.
         list_file: the training list (ids, or DeepLab-style ``/JPEGImages/x.jpg /SegmentationClassAug/x.png``
-            lines), absolute or relative to ``root``; default: searched (png) or derived from
-            the SBD and VOC lists (mat).
-        prefer_voc: with ``mat``, use VOC's mask where an image has one (as DeepLab did).
+            lines), absolute or relative to ``root``; a subset is accepted, VOC val ids are not.
+            Default: searched (png) or derived from the SBD and VOC lists (mat).
+        prefer_voc: where an image has a VOC mask (``SegmentationClass``) and an SBD one
+            (``.mat`` or ``SegmentationClassAug``), use VOC's (as DeepLab and mmsegmentation do).
+        allow_subset: accept fewer images than the official split sizes (tiny trees, subsets).
     """
 
     name = "voc2012-aug"
@@ -131,20 +164,21 @@ class VOC2012Aug(VOC2012):
     official_sizes: ClassVar[dict[str, int]] = {"train": 10582, "val": 1449}
     source = (
         _VOC_SOURCE + "; plus SBD (benchmark.tgz, 1.4 GB) from the Semantic Boundaries Dataset page "
-        "(http://home.bharathh.info/pubs/codes/SBD/download.html), or the pre-converted SegmentationClassAug "
-        "PNGs with train_aug.txt distributed with DeepLab"
+        "(http://home.bharathh.info/pubs/codes/SBD/download.html), or the SegmentationClassAug PNGs made by "
+        "mmsegmentation's tools/dataset_converters/voc_aug.py or distributed with DeepLab"
     )
     layout = (
         _VOC_LAYOUT
         + """
   and either (masks: png)
       VOCdevkit/VOC2012/SegmentationClassAug/<id>.png      class ids 0..20 (255 = ignore), grayscale or palette
-      VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt   (or ImageSets/SegmentationAug/train_aug.txt,
-                                                               ImageSets/Segmentation/aug.txt, <root>/train_aug.txt)
+      VOCdevkit/VOC2012/ImageSets/Segmentation/trainaug.txt   (mmsegmentation's voc_aug.py; or train_aug.txt,
+                           ImageSets/SegmentationAug/train_aug.txt, <root>/train_aug.txt, or aug.txt + train.txt)
   or (masks: mat)
       <root>/benchmark_RELEASE/dataset/   (or <root>/VOCdevkit/VOCaug/dataset, or options.sbd_root)
           cls/<id>.mat                    struct GTcls with field Segmentation (class ids)
-          train.txt, val.txt"""
+          train.txt, val.txt
+  VOC's ImageSets/Segmentation/val.txt is always needed: no val image may be in the training list."""
     )
 
     def __init__(
@@ -156,75 +190,107 @@ class VOC2012Aug(VOC2012):
         sbd_root: str | None = None,
         list_file: str | None = None,
         prefer_voc: bool = True,
+        allow_subset: bool = False,
     ) -> None:
         if masks not in ("auto", "png", "mat"):
             raise ValueError(f"voc2012-aug: masks must be one of auto, png, mat, got {masks!r}")
         self.masks, self.sbd_root, self.list_file, self.prefer_voc = masks, sbd_root, list_file, prefer_voc
-        super().__init__(root, split, transform)
+        self.train_list = ""  # where the training ids came from (for messages)
+        subset = allow_subset or (list_file is not None and split == "train")  # a given list may be a subset
+        super().__init__(root, split, transform, allow_subset=subset)
 
     def find_samples(self) -> list[Sample]:
         if self.split == "val":
             return self.voc_split("val")
         voc = self.voc_dir()
         sbd = self._sbd_dir(voc)
-        aug, looked = voc / "SegmentationClassAug", ", ".join(str(p) for p in self._sbd_candidates(voc))
-        masks = self.masks
-        if masks == "auto":
-            if not aug.is_dir() and sbd is None:
-                raise self.unavailable(f"found neither {aug} nor an SBD folder with cls/*.mat (looked in {looked})")
-            masks = "png" if aug.is_dir() else "mat"
-        if masks == "png":
-            if not aug.is_dir():
-                raise self.unavailable(f"found no folder {aug}")
-            return self._png_samples(voc)
-        if sbd is None:
-            raise self.unavailable(f"found no SBD folder with cls/*.mat (looked in {looked})")
-        return self._mat_samples(voc, sbd)
+        mode = self._mask_mode(voc, sbd)
+        ids = self._train_ids(voc, sbd, mode)
+        return self.require_files([(voc / "JPEGImages" / f"{i}.jpg", self._mask_path(voc, sbd, i, mode)) for i in ids])
 
     def read_label(self, path: Path) -> np.ndarray:
         raw = read_sbd_mat(path) if path.suffix == ".mat" else read_index_png(path)
         return apply_label_map(raw, self.label_map, path)
 
-    def _png_samples(self, voc: Path) -> list[Sample]:
-        candidates = [
-            voc / "ImageSets" / "Segmentation" / "train_aug.txt",
-            voc / "ImageSets" / "SegmentationAug" / "train_aug.txt",
-            voc / "ImageSets" / "Segmentation" / "aug.txt",
-            voc.parent.parent / "train_aug.txt",
-        ]
-        listing = self._given_list() or next((p for p in candidates if p.is_file()), None)
-        if listing is None:
-            found = count_files(voc / "SegmentationClassAug", "*.png")
-            raise self.unavailable(
-                f"found {found} masks in {voc / 'SegmentationClassAug'} but no train_aug list "
-                f"(looked for {', '.join(str(p) for p in candidates)}; or set options.list_file)"
-            )
-        ids = read_list(listing)
-        return self.require_files(
-            [(voc / "JPEGImages" / f"{i}.jpg", voc / "SegmentationClassAug" / f"{i}.png") for i in ids]
-        )
+    def _mask_mode(self, voc: Path, sbd: Path | None) -> Literal["png", "mat"]:
+        """``png`` or ``mat`` from ``options.masks`` and what is on disk; ``unavailable`` if that is missing."""
+        aug, looked = voc / "SegmentationClassAug", ", ".join(str(p) for p in self._sbd_candidates(voc))
+        if self.masks == "png" or (self.masks == "auto" and aug.is_dir()):
+            if not aug.is_dir():
+                raise self.unavailable(f"found no folder {aug}")
+            return "png"
+        if sbd is None:
+            what = f"neither {aug} nor an" if self.masks == "auto" else "no"
+            raise self.unavailable(f"found {what} SBD folder with cls/*.mat (looked in {looked})")
+        return "mat"
 
-    def _mat_samples(self, voc: Path, sbd: Path) -> list[Sample]:
-        listing = self._given_list()
-        if listing is not None:
-            ids = read_list(listing)
-        else:  # train_aug = (SBD train | SBD val | VOC train) - VOC val
-            lists = [
-                sbd / "train.txt",
-                sbd / "val.txt",
-                *(voc / "ImageSets" / "Segmentation" / f"{s}.txt" for s in ("train", "val")),
-            ]
+    def _train_ids(self, voc: Path, sbd: Path | None, mode: str) -> list[str]:
+        """The training ids, sorted; ``SplitOverlapError`` if a given list names a VOC val image.
+
+        Lists built here from SBD's lists drop VOC val by definition (SBD val overlaps it); a list
+        read from disk or ``list_file`` is taken as given, so a VOC val id in it is refused, not dropped.
+        """
+        val = set(self.voc_list(voc, "val", "to check that no VOC val image is in the training list"))
+        given = self._given_list()
+        if given is not None:
+            ids, self.train_list = read_list(given), f"options.list_file {given}"
+        elif mode == "png":
+            ids, self.train_list = self._png_list(voc)
+        else:
+            assert sbd is not None
+            lists = [sbd / "train.txt", sbd / "val.txt"]
             absent = [str(p) for p in lists if not p.is_file()]
             if absent:
-                raise self.unavailable(f"the list(s) {', '.join(absent)} are missing (needed to build train_aug)")
-            sbd_train, sbd_val, voc_train, voc_val = (set(read_list(p)) for p in lists)
-            ids = sorted((sbd_train | sbd_val | voc_train) - voc_val)
-        samples = []
-        for i in ids:
-            png, mat = voc / "SegmentationClass" / f"{i}.png", sbd / "cls" / f"{i}.mat"
-            use_png = png.is_file() and (self.prefer_voc or not mat.is_file())
-            samples.append((voc / "JPEGImages" / f"{i}.jpg", png if use_png else mat))
-        return self.require_files(samples)
+                raise self.unavailable(f"the SBD list(s) {', '.join(absent)} are missing (needed to build train_aug)")
+            voc_train = self.voc_list(voc, "train", "to build train_aug")
+            union = {*read_list(lists[0]), *read_list(lists[1]), *voc_train}
+            ids, self.train_list = sorted(union - val), f"SBD train + val + VOC train - VOC val ({sbd})"
+        leaked = set(ids) & val
+        if leaked:
+            raise overlap_error(f"{self.name} training list from {self.train_list}", leaked)
+        return sorted(set(ids))
+
+    def _png_list(self, voc: Path) -> tuple[list[str], str]:
+        """The train_aug ids of a SegmentationClassAug layout, and where they came from.
+
+        mmsegmentation's converter writes ``trainaug.txt`` (all 10,582) and ``aug.txt`` (the 9,118
+        SBD images outside VOC train and val: its config adds ``train.txt`` to it); DeepLab's
+        distribution has ``train_aug.txt``. ``aug.txt`` alone is never the training list.
+        """
+        sets = voc / "ImageSets"
+        full = [
+            sets / "Segmentation" / "trainaug.txt",
+            sets / "Segmentation" / "train_aug.txt",
+            sets / "SegmentationAug" / "train_aug.txt",
+            voc.parent.parent / "train_aug.txt",
+        ]
+        listing = next((p for p in full if p.is_file()), None)
+        if listing is not None:
+            return read_list(listing), str(listing)
+        aug = sets / "Segmentation" / "aug.txt"
+        if aug.is_file():
+            voc_train = self.voc_list(voc, "train", "with aug.txt, which leaves VOC train out")
+            return read_list(aug) + voc_train, f"{aug} + VOC train.txt"
+        found = count_files(voc / "SegmentationClassAug", "*.png")
+        raise self.unavailable(
+            f"found {found} masks in {voc / 'SegmentationClassAug'} but no train_aug list "
+            f"(looked for {', '.join(str(p) for p in [*full, aug])}; or set options.list_file)"
+        )
+
+    def _mask_path(self, voc: Path, sbd: Path | None, image_id: str, mode: str) -> Path:
+        """VOC's mask or SBD's (``.mat`` or SegmentationClassAug PNG), whichever ``prefer_voc`` puts first and exists.
+
+        mmsegmentation's SegmentationClassAug holds SBD's masks only, so the VOC-train images SBD
+        lacks have their mask in SegmentationClass alone; a missing file is reported as the SBD one.
+        """
+        voc_png = voc / "SegmentationClass" / f"{image_id}.png"
+        if mode == "png":
+            sbd_mask = voc / "SegmentationClassAug" / f"{image_id}.png"
+        else:
+            assert sbd is not None
+            sbd_mask = sbd / "cls" / f"{image_id}.mat"
+        order = (voc_png, sbd_mask) if self.prefer_voc else (sbd_mask, voc_png)
+        return next((p for p in order if p.is_file()), sbd_mask)
 
     def _given_list(self) -> Path | None:
         if self.list_file is None:
