@@ -1,8 +1,9 @@
 """``studybench`` command line: run, status, report, ui, bench, validate.
 
-Exit codes: 0 every run finished; 1 a run failed or was killed (the others still ran); 2 the
-study or the options are invalid (nothing ran, nothing was written to MLflow); 130 interrupted
-(Ctrl-C; the same command resumes).
+Parses flags, calls ``api``/``runner``, prints. Exit codes: 0 every run finished; 1 a run
+failed or was killed (the others still ran); 2 the study, the options or the store are
+invalid (nothing ran, nothing was written to MLflow); 130 interrupted (Ctrl-C; the same
+command resumes).
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ ProfileOpt = typer.Option(None, "--profile", "-p", help="Profile of the study to
 UriOpt = typer.Option(
     None, "--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///results/mlflow.db)."
 )
+CheckpointOpt = typer.Option(
+    None,
+    "--checkpoint-dir",
+    help="Per-epoch checkpoints (default: $STUDYBENCH_CHECKPOINTS or checkpoints/ beside the store).",
+)
 
 
 class ExecutorName(str, Enum):
@@ -37,27 +43,51 @@ class ExecutorName(str, Enum):
     ray = "ray"
 
 
+def _fail(title: str, err: Exception | str) -> typer.Exit:
+    """Print ``title: err`` on stderr; the caller raises the returned exit 2."""
+    err_console.print(f"[red]{title}[/]\n{err}", markup=True, highlight=False)
+    return typer.Exit(2)
+
+
 def _load(study_path: Path, profile: str | None, only: str | None = None, check_data: bool = True):
     """Load, expand and filter a study; on any problem print it and exit 2."""
-    from studybench.config import StudyError, load_study
-    from studybench.grid import expand, select
+    from studybench.api import SelectionError, load_runs
+    from studybench.config import StudyError
 
     try:
-        study = load_study(study_path)
-        specs = select(expand(study, profile, source=str(study_path), check_data=check_data), only)
+        return load_runs(study_path, profile, only, check_data)
+    except SelectionError as err:
+        raise _fail("invalid selection", err) from None
     except StudyError as err:
-        err_console.print(f"[red]invalid study[/]\n{err}", markup=True, highlight=False)
-        raise typer.Exit(2) from None
-    if not specs:
-        err_console.print(f"[red]invalid selection[/]: --only {only!r} matches no run of {study_path}")
-        raise typer.Exit(2)
-    return study, specs
+        raise _fail("invalid study", err) from None
 
 
 def _uri(tracking_uri: str | None) -> str:
-    from studybench.tracking import default_tracking_uri
+    from studybench.store import default_tracking_uri
 
     return tracking_uri or default_tracking_uri()
+
+
+def _checkpoints(checkpoint_dir: Path | None, uri: str):
+    from studybench.checkpoint import Checkpoints, default_checkpoint_root
+
+    return Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
+
+
+def _view(study_path: Path | None, study_name: str | None, profile: str | None, uri: str):
+    """The study view for status/report (manifest or file); exit 2 on a missing store or bad study."""
+    from studybench.api import open_view
+    from studybench.config import StudyError
+    from studybench.store import StoreError
+
+    if (study_path is None) == (study_name is None):
+        raise _fail("invalid arguments", "give either a study file or --study NAME (one of them)")
+    try:
+        return open_view(uri, study_path, study_name, profile)
+    except StoreError as err:
+        raise _fail("no store", err) from None
+    except StudyError as err:
+        raise _fail("invalid study", err) from None
 
 
 @app.command()
@@ -75,11 +105,7 @@ def run(
     retries: int = typer.Option(
         0, "--retries", min=0, help="Re-run a run that failed transiently (OOM, CUDA/connection error) up to K times."
     ),
-    checkpoint_dir: Path | None = typer.Option(
-        None,
-        "--checkpoint-dir",
-        help="Per-epoch checkpoints (default: $STUDYBENCH_CHECKPOINTS or checkpoints/ beside the store).",
-    ),
+    checkpoint_dir: Path | None = CheckpointOpt,
     tracking_uri: str | None = UriOpt,
     only: str | None = typer.Option(None, "--only", help="Filter runs: 'method=rmi,seed=0' or a run-name substring."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs that would run, then stop."),
@@ -87,14 +113,13 @@ def run(
     """Run every run of a study that is not FINISHED yet, tracking each in MLflow (a rerun resumes)."""
     from studybench.runner import UsageError, check_options, parse_resources
 
-    study, specs = _load(study_path, profile, only)
+    study, grid, specs = _load(study_path, profile, only)
     uri = _uri(tracking_uri)
     try:
         request = parse_resources(resources, study.resources)
         check_options(executor.value, workers, ray_address, uri, request)
     except UsageError as err:
-        err_console.print(f"[red]invalid options[/]: {err}", highlight=False)
-        raise typer.Exit(2) from None
+        raise _fail("invalid options", err) from None
     if dry_run:
         table = Table(title=f"{study.study}: {len(specs)} runs (dry run, tracking at {uri})")
         table.add_column("run")
@@ -105,15 +130,19 @@ def run(
         console.print(table)
         return
 
-    from studybench.checkpoint import Checkpoints, default_checkpoint_root
+    from studybench.api import record_manifest
     from studybench.console import RunDisplay, summary_table
     from studybench.runner import executor_for, plan_runs
-    from studybench.tracking import StudyTracker
+    from studybench.store import StoreError, StudyWriter
 
-    tracker = StudyTracker(uri, study.study)
-    tracker.experiment_id(create=True)  # before any worker starts: no creation race
-    checkpoints = Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
-    plan = plan_runs(tracker, specs, checkpoints)
+    try:
+        store = StudyWriter(uri, study.study)
+        store.ensure_experiment()  # before any worker starts: no creation race
+        record_manifest(store, study, grid, profile, study_path)
+    except StoreError as err:
+        raise _fail("store not writable", err) from None
+    checkpoints = _checkpoints(checkpoint_dir, uri)
+    plan = plan_runs(store, specs, checkpoints)
     for dead in plan.reaped:
         console.print(f"[yellow]{dead.info.run_name}[/]: left RUNNING by a process that died; marked KILLED, resuming")
     parts = [f"{len(specs)} runs", f"{len(plan.finished)} already finished", f"{len(plan.todo)} to run"]
@@ -129,14 +158,14 @@ def run(
         with RunDisplay(len(plan.todo), console, enabled=show) as display:
             if plan.todo:
                 with executor_for(
-                    executor.value, uri, tracker, workers, ray_address, request, checkpoints, retries
+                    executor.value, uri, store, workers, ray_address, request, checkpoints, retries
                 ) as runner:
                     outcomes += runner.run(plan.todo, display)
     except KeyboardInterrupt:
-        tracker.reap_dead_runs()
-        _print_resume_hint(tracker, specs, checkpoints)
+        store.reap_dead_runs()
+        _print_resume_hint(store, specs, checkpoints)
         raise typer.Exit(130) from None
-    for dead in tracker.reap_dead_runs():  # runs of workers that died without a word
+    for dead in store.reap_dead_runs():  # runs of workers that died without a word
         console.print(f"[yellow]{dead.info.run_name}[/]: its worker died; marked KILLED")
     order = {s.key: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.key])
@@ -150,94 +179,85 @@ def run(
         raise typer.Exit(1)
 
 
-def _print_resume_hint(tracker, specs, checkpoints) -> None:
+def _print_resume_hint(store, specs, checkpoints) -> None:
     """After Ctrl-C: what is done, what was cut (and from which epoch it resumes), and the command to resume."""
     import shlex
 
-    latest = tracker.latest_by_key()
-    done = sum(1 for s in specs if s.key in latest and latest[s.key].info.status == "FINISHED")
+    from studybench.store.liveness import run_state
+
+    latest = store.latest_by_key()
+    states = {s.key: run_state(latest.get(s.key)) for s in specs}
+    done = sum(st.state == "done" for st in states.values())
     console.print(f"[yellow]interrupted[/]: {done} of {len(specs)} runs finished; running runs were marked KILLED.")
     for spec in specs:
         run = latest.get(spec.key)
         if run is not None and run.info.status == "KILLED":
-            epoch = checkpoints.epoch(spec)
-            resume = f"resumes after epoch {epoch}" if epoch else "restarts from the beginning (no checkpoint yet)"
+            resume = checkpoints.resume_note(spec) or "restarts from the beginning (no checkpoint yet)"
             console.print(f"  {spec.name}: KILLED; {resume}")
     command = " ".join(shlex.quote(arg) for arg in ["studybench", *sys.argv[1:]])
     console.print(f"Resume with: {command}")
 
 
+OptionalStudyArg = typer.Argument(
+    None, help="Study YAML file (or give --study NAME to use what the store recorded)", show_default=False
+)
+StudyNameOpt = typer.Option(
+    None, "--study", help="A study name in the store: use the grid its last `run` recorded (no YAML needed)."
+)
+
+
 @app.command()
 def status(
-    study_path: Path = StudyArg,
+    study_path: Path | None = OptionalStudyArg,
     profile: str | None = ProfileOpt,
+    study_name: str | None = StudyNameOpt,
     tracking_uri: str | None = UriOpt,
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Where `run` keeps checkpoints."),
 ) -> None:
     """Each run of the study: done / failed / running / pending, from MLflow."""
-    from studybench.checkpoint import Checkpoints, default_checkpoint_root
-    from studybench.tracking import TAG_ERROR, StudyTracker, run_is_alive
+    from studybench.api import count_states, study_status
+    from studybench.store.layout import METRIC_MIOU, METRIC_WALL
 
-    study, specs = _load(study_path, profile, check_data=False)
     uri = _uri(tracking_uri)
-    latest = StudyTracker(uri, study.study).latest_by_key()
-    checkpoints = Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
-    table = Table(title=f"{study.study}: {len(specs)} runs")
+    view, reader = _view(study_path, study_name, profile, uri)
+    rows = study_status(view, reader, _checkpoints(checkpoint_dir, uri))
+    table = Table(title=f"{view.study.study}: {len(rows)} runs")
     for col in ("run", "state", "mIoU", "wall s", "note"):
         table.add_column(col)
-    counts: dict[str, int] = {}
-    compute = 0.0
-    for spec in specs:
-        run = latest.get(spec.key)
-        state, note = _run_state(run, run_is_alive)
-        counts[state] = counts.get(state, 0) + 1
-        metrics = run.data.metrics if run else {}
-        compute += metrics.get("wall_s", 0.0) if state == "done" else 0.0
-        if state == "failed":
-            note = run.data.tags.get(TAG_ERROR, "") or note
-        epoch = checkpoints.epoch(spec) if state in ("failed", "pending") else None
-        if epoch:
-            note = f"{note}; resumes after epoch {epoch}".lstrip("; ")
-        miou = f"{metrics['miou']:.4f}" if "miou" in metrics else "-"
-        wall = f"{metrics['wall_s']:.1f}" if "wall_s" in metrics else "-"
-        table.add_row(spec.name, state, miou, wall, note)
+    for row in rows:
+        miou, wall = row.metrics.get(METRIC_MIOU), row.metrics.get(METRIC_WALL)
+        table.add_row(
+            row.name,
+            row.state,
+            "-" if miou is None else f"{miou:.4f}",
+            "-" if wall is None else f"{wall:.1f}",
+            row.note,
+        )
     console.print(table)
-    line = ", ".join(f"{counts.get(k, 0)} {k}" for k in ("done", "failed", "running", "pending"))
-    complete = counts.get("done", 0) == len(specs)
+    counts = count_states(rows)
+    compute = sum(r.metrics.get(METRIC_WALL, 0.0) for r in rows if r.state == "done")
+    line = ", ".join(f"{n} {state}" for state, n in counts.items())
+    complete = counts["done"] == len(rows)
     console.print(f"{line}; {'study complete, total' if complete else 'so far'} compute time {compute:.1f} s")
-
-
-def _run_state(run, is_alive) -> tuple[str, str]:
-    """done / failed / running / pending for the latest MLflow run of a key (None: never started)."""
-    if run is None:
-        return "pending", ""
-    status = run.info.status
-    if status == "FINISHED":
-        return "done", ""
-    if status in ("RUNNING", "SCHEDULED"):
-        if is_alive(run):
-            return "running", f"attempt {run.data.tags.get('studybench.attempt', '1')}"
-        return "failed", "its process died; `run` resumes it"
-    if status == "KILLED":
-        return "failed", "interrupted; `run` resumes it"
-    return "failed", ""
 
 
 @app.command()
 def report(
-    study_path: Path = StudyArg,
+    study_path: Path | None = OptionalStudyArg,
     profile: str | None = ProfileOpt,
+    study_name: str | None = StudyNameOpt,
     out: Path | None = typer.Option(None, "--out", help="Output folder (default: reports/<study>)."),
     tracking_uri: str | None = UriOpt,
 ) -> None:
     """Rebuild reports/<study>/ (tables and figures) from the MLflow store alone."""
-    from studybench.report import build_report
+    from studybench.api import make_report
 
-    study, specs = _load(study_path, profile, check_data=False)
-    keys = [s.key for s in specs] if profile else None
-    result = build_report(study, _uri(tracking_uri), out or Path("reports") / study.study, keys)
+    view, reader = _view(study_path, study_name, profile, _uri(tracking_uri))
+    result = make_report(view, reader, out or Path("reports") / view.study.study)
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning[/]: {warning}", highlight=False)
     for problem in result.problems:
-        err_console.print(f"[yellow]{problem}[/]")
+        err_console.print(f"[yellow]{problem}[/]", highlight=False)
     if not result.files:
         raise typer.Exit(1)
     console.print(f"report of {result.runs} runs written to {result.out_dir}/ ({len(result.files)} files)")
@@ -261,7 +281,7 @@ def ui(
 @app.command()
 def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> None:
     """Check a study (keys, types, names, data presence) and print its expanded grid size."""
-    study, specs = _load(study_path, profile)
+    study, _, specs = _load(study_path, profile)
     by_abl: dict[str, int] = {}
     for spec in specs:
         for group in spec.groups:

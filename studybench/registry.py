@@ -31,13 +31,19 @@ class Registry(Generic[T]):
         self.reserved = frozenset(reserved)
         self._factories: dict[str, Callable[..., T]] = {}
         self._aliases: dict[str, str] = {}
+        self._versions: dict[str, int] = {}
 
-    def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable:
+    def register(self, name: str, *, aliases: tuple[str, ...] = (), version: int = 1) -> Callable:
+        """Register a factory under ``name``. Bump ``version`` when what the factory computes
+        changes meaning (a new formula, a changed default): the version is part of every run key,
+        so finished runs of the old meaning are then no longer reused."""
+
         def decorate(factory: Callable[..., T]) -> Callable[..., T]:
             for key in (name, *aliases):
                 if key in self._factories or key in self._aliases:
                     raise RegistryError(f"{self.family} {key!r} is registered twice")
             self._factories[name] = factory
+            self._versions[name] = version
             for alias in aliases:
                 self._aliases[alias] = name
             return factory
@@ -60,6 +66,23 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         return self._factories[self.canonical(name)]
 
+    def version(self, name: str) -> int:
+        """The computation version of ``name`` (see ``register``)."""
+        return self._versions[self.canonical(name)]
+
+    def type_hints(self, name: str) -> dict[str, Any]:
+        """Declared types of the factory's parameters (what ``check`` validates against)."""
+        factory = self.get(name)
+        return typing.get_type_hints(factory.__init__ if inspect.isclass(factory) else factory)
+
+    def defaults(self, name: str) -> dict[str, Any]:
+        """Default value of every user-settable parameter that has one."""
+        return {
+            k: p.default
+            for k, p in self.parameters(name).items()
+            if p.default is not inspect.Parameter.empty and p.kind not in _VARIADIC
+        }
+
     def parameters(self, name: str) -> dict[str, inspect.Parameter]:
         """User-settable parameters of ``name`` (reserved harness arguments removed)."""
         factory = self.get(name)
@@ -74,9 +97,7 @@ class Registry(Generic[T]):
         known = self.parameters(canonical)
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in known.values())
         named = {k: p for k, p in known.items() if p.kind not in _VARIADIC}
-        factory = self._factories[canonical]
-        target = factory.__init__ if inspect.isclass(factory) else factory
-        hints = typing.get_type_hints(target)
+        hints = self.type_hints(canonical)
         for key, value in params.items():
             if key in self.reserved:
                 raise RegistryError(f"{self.family} {canonical!r}: {key!r} is set by studybench, not by the study")

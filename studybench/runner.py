@@ -17,7 +17,8 @@ from studybench.checkpoint import Checkpoints
 from studybench.config import Resources
 from studybench.executors import LocalExecutor, RunOutcome
 from studybench.spec import RunSpec
-from studybench.tracking import StudyTracker, run_is_alive
+from studybench.store import StudyWriter
+from studybench.store.liveness import run_state
 
 
 class UsageError(ValueError):
@@ -33,16 +34,18 @@ class RunPlan:
     resumable: dict[str, int] = field(default_factory=dict)  # run key -> epochs its checkpoint holds
 
 
-def plan_runs(tracker: StudyTracker, specs: list[RunSpec], checkpoints: Checkpoints | None) -> RunPlan:
-    plan = RunPlan(reaped=tracker.reap_dead_runs())
-    latest = tracker.latest_by_key()
+def plan_runs(store: StudyWriter, specs: list[RunSpec], checkpoints: Checkpoints | None) -> RunPlan:
+    """What a ``run`` of ``specs`` does with each: skip (done), leave (alive elsewhere) or run."""
+    plan = RunPlan(reaped=store.reap_dead_runs())
+    latest = store.latest_by_key()
+    finished = store.latest_by_key(finished_only=True)
     for spec in specs:
-        run = latest.get(spec.key)
-        if run is not None and run.info.status == "FINISHED":
-            plan.finished.append(RunOutcome(spec, "SKIPPED", metrics=dict(run.data.metrics)))
+        state = run_state(latest.get(spec.key))
+        if spec.key in finished:  # a later failed duplicate never hides a finished result
+            plan.finished.append(RunOutcome(spec, "SKIPPED", metrics=dict(finished[spec.key].data.metrics)))
             if checkpoints:  # left behind if the process died between FINISHED and its clean-up
                 checkpoints.remove(spec)
-        elif run is not None and run.info.status == "RUNNING" and run_is_alive(run):
+        elif state.state == "running":
             plan.elsewhere.append(RunOutcome(spec, "RUNNING", error="running in another process; left to it"))
         else:
             plan.todo.append(spec)
@@ -106,7 +109,7 @@ def check_options(executor: str, workers: int, ray_address: str | None, uri: str
 def executor_for(
     kind: str,
     uri: str,
-    tracker: StudyTracker,
+    store: StudyWriter,
     workers: int,
     ray_address: str | None,
     resources: Resources,
@@ -115,7 +118,7 @@ def executor_for(
 ) -> Iterator[Any]:
     """The executor, with a local tracking server around it when several processes will write a local store."""
     if kind == "local" and workers == 1:
-        yield LocalExecutor(tracker, checkpoints, retries)
+        yield LocalExecutor(store, checkpoints, retries)
         return
     from studybench.executors.server import tracking_server
 
@@ -126,9 +129,9 @@ def executor_for(
 
             local_cpus = None if ray_address else max(cpu_count(), int(resources.cpus))
             yield RayExecutor(
-                served, tracker.study, ray_address, resources.cpus, resources.gpus, checkpoints, retries, local_cpus
+                served, store.study, ray_address, resources.cpus, resources.gpus, checkpoints, retries, local_cpus
             )
         else:
             from studybench.executors.pool import PoolExecutor
 
-            yield PoolExecutor(served, tracker.study, workers, checkpoints, retries)
+            yield PoolExecutor(served, store.study, workers, checkpoints, retries)

@@ -8,7 +8,6 @@ checked against that component's registry signature instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, Literal
 
@@ -77,7 +76,8 @@ class TrainCfg(Section):
     poly_power: float = Field(default=0.9, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int | None = Field(default=None, ge=1)  # torch intra-op threads; null = torch default
-    amp: bool = False  # CUDA autocast (ignored on CPU)
+    amp: bool = False  # CUDA autocast (ignored on CPU); losses are computed in float32 either way
+    deterministic: bool = False  # every PyTorch reproducibility switch (see rng.deterministic_mode)
     checkpoint: bool = True  # save a checkpoint at the end of every epoch (resume after a crash)
 
 
@@ -131,12 +131,10 @@ class RunSpec(Section):
 
     @property
     def key(self) -> str:
-        """Stable run key: hash of the resolved computation (runtime flags excluded)."""
-        flat = flatten(self.config.model_dump(mode="json"))
-        for runtime in RUNTIME_KEYS:
-            flat.pop(runtime, None)
-        material = json.dumps({"config": flat, "seed": self.seed}, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(material.encode()).hexdigest()[:16]
+        """Stable run key: hash of the canonical computation (see ``studybench.keys``)."""
+        from studybench.keys import run_key
+
+        return run_key(self.config, self.seed)
 
     def with_threads(self, threads: int) -> RunSpec:
         """This run with at most ``threads`` torch threads (a runtime flag: the key is unchanged)."""

@@ -7,13 +7,21 @@ given (MLflow in practice, see ``tracking``), so it can run in any process or on
 With ``checkpoints`` it saves its state after every epoch and continues from there when it
 finds a checkpoint of its run key (see ``checkpoint``); ``faults.inject`` marks the points
 where crash tests kill it.
+
+The protocol that makes methods comparable (design.md, "Protocol") is kept here and in the
+modules it calls: every source of randomness has its own stream derived from the seed
+(``rng``: data order and per-sample augmentation via ``data.sampler``, initial weights per
+network role, the method's own draws on the global generators), so one seed gives one data
+order and one augmentation per sample whatever the method and the number of loader workers;
+predictions are scored against the native label maps (logits upsampled to each mask's size);
+losses are computed in float32 (``schemes.base``); ``train.deterministic`` sets PyTorch's
+reproducibility switches and records them as tags.
 """
 
 from __future__ import annotations
 
 import io
 import math
-import random
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -27,18 +35,22 @@ from torch.utils.data import DataLoader
 from studybench import IGNORE_INDEX, faults
 from studybench.checkpoint import Checkpoints, rng_state, set_rng_state
 from studybench.data import SegDataset, build_dataset
+from studybench.data.sampler import EpochSampler
 from studybench.measure import PeakMemory, Timer, count_params
 from studybench.metrics import ConfusionMatrix, SegMetrics
+from studybench.rng import deterministic_mode, seed_method_stream, torch_generator
 from studybench.schemes import Scheme, build_scheme
 from studybench.spec import RunSpec
+from studybench.store.layout import ARTIFACT_CONFUSION, ARTIFACT_SAMPLES, TAG_RESUMED_EPOCH, TAG_RESUMED_RUN
 
 #: Inputs are padded to a multiple of this (smp encoders downsample by up to 32).
 SIZE_MULTIPLE = 32
 #: Validation images kept as the sample-prediction artifact.
 NUM_SAMPLES = 4
-#: Tags of a run that continued from a checkpoint: epochs it found done, and the MLflow run that did them.
-TAG_RESUMED_EPOCH = "studybench.resumed_from_epoch"
-TAG_RESUMED_RUN = "studybench.resumed_from_run"
+#: Tag: the labels predictions were scored against: ``native`` (the protocol), or ``centre-crop``
+#: (``data.eval_on: crop``: resized and centre-cropped labels, a deviation a report must flag).
+TAG_EVAL_LABELS = "studybench.eval_labels"
+EVAL_NATIVE, EVAL_CROP = "native", "centre-crop"
 
 
 class Recorder(Protocol):
@@ -87,24 +99,26 @@ def execute(
     With ``checkpoints``, the state is saved after every epoch and a run that finds a
     checkpoint of its key continues from it (re-logging the earlier epochs' curves).
     """
+    with deterministic_mode(spec.config.train.deterministic) as switches:
+        eval_labels = EVAL_CROP if spec.config.data.eval_on == "crop" else EVAL_NATIVE
+        recorder.set_tags({**switches, TAG_EVAL_LABELS: eval_labels})
+        return _execute(spec, recorder, progress, checkpoints if spec.config.train.checkpoint else None)
+
+
+def _execute(
+    spec: RunSpec, recorder: Recorder, progress: Progress | None, checkpoints: Checkpoints | None
+) -> RunResult:
     cfg = spec.config
     wall = time.perf_counter()
     device = resolve_device(cfg.train.device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    seed_everything(spec.seed)
-    checkpoints = checkpoints if cfg.train.checkpoint else None
 
     train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    train_loader = _loader(train_set, cfg.train.batch_size, shuffle=True, seed=spec.seed, workers=cfg.data.num_workers)
-    val_loader = _loader(
-        val_set,
-        cfg.train.val_batch_size or cfg.train.batch_size,
-        shuffle=False,
-        seed=spec.seed,
-        workers=cfg.data.num_workers,
-    )
+    train_loader = train_loader_for(train_set, cfg.train.batch_size, spec.seed, cfg.data.num_workers)
+    val_batch = cfg.train.val_batch_size or cfg.train.batch_size
+    val_loader = val_loader_for(val_set, val_batch, spec.seed, cfg.data.num_workers)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"training split has {len(train_set)} images, fewer than batch_size={cfg.train.batch_size}")
@@ -112,42 +126,24 @@ def execute(
     epochs = math.ceil(total_steps / steps_per_epoch)
 
     with PeakMemory(device) as peak:
-        scheme = build_scheme(cfg, train_set.num_classes, device, total_steps)
-        state = _resume(spec, scheme, train_loader, recorder, checkpoints)
+        scheme = build_scheme(cfg, train_set.num_classes, device, total_steps, seed=spec.seed)
+        seed_method_stream(spec.seed)  # after the networks are built: only the method draws from it
+        state = _resume(spec, scheme, recorder, checkpoints)
         step_timer = Timer(device)
         step_timer.samples, scheme.loss_timer.samples = state.step_samples, state.loss_samples
         results = None
         for epoch in range(state.epoch, epochs):
-            t0 = epoch_start = time.perf_counter()
-            scheme.set_train(True)
+            epoch_start = time.perf_counter()
             if progress:
                 progress.epoch_started(epoch, epochs, min(steps_per_epoch, total_steps - state.step))
-            sums: dict[str, float] = defaultdict(float)
-            seen = 0
-            for images, target in train_loader:
-                if state.step >= total_steps:
-                    break
-                images, target = pad_batch(images.to(device), target.to(device))
-                with step_timer:
-                    stats = scheme.train_step(images, target)
-                sums["loss"] += float(stats.loss)
-                for name, value in stats.parts.items():
-                    sums[name] += float(value)
-                seen += 1
-                state.step += 1
-                if progress:
-                    progress.step_done(float(stats.loss))
-                if seen == 1:
-                    faults.inject("train", epoch, spec.name)
-            state.train_s += time.perf_counter() - t0
+            means = train_one_epoch(spec, scheme, train_loader, epoch, state, total_steps, step_timer, progress)
+            state.train_s += time.perf_counter() - epoch_start
 
             faults.inject("eval", epoch, spec.name)
             t0 = time.perf_counter()
-            results = {
-                role: evaluate(net, val_loader, train_set.num_classes, device) for role, net in scheme.networks.items()
-            }
+            results = evaluate_scheme(scheme, val_loader, train_set.num_classes, device)
             state.eval_s += time.perf_counter() - t0
-            curves = {f"train/{name}": total / max(seen, 1) for name, total in sums.items()}
+            curves = {f"train/{name}": value for name, value in means.items()}
             curves["lr"] = scheme.learning_rate()
             curves["epoch_s"] = time.perf_counter() - epoch_start
             for role, (metrics, _, _) in results.items():
@@ -163,11 +159,9 @@ def execute(
                 state.peak_mb = max(state.peak_mb, peak.current())
                 state.wall_s += time.perf_counter() - wall
                 wall = time.perf_counter()
-                checkpoints.save(spec, _checkpoint(state, scheme, train_loader, recorder))
+                checkpoints.save(spec, _checkpoint(state, scheme, recorder))
         if results is None:  # resumed after the last epoch: only the final evaluation is left
-            results = {
-                role: evaluate(net, val_loader, train_set.num_classes, device) for role, net in scheme.networks.items()
-            }
+            results = evaluate_scheme(scheme, val_loader, train_set.num_classes, device)
         peak_mb = max(state.peak_mb, peak.current())
 
     final: dict[str, float] = {}
@@ -179,8 +173,8 @@ def execute(
         final.update(ious)
         if role == scheme.headline:
             per_class = {name: v for name, v in zip(val_set.class_names, metrics.iou)}
-        recorder.log_text(_matrix_csv(matrix, val_set.class_names), f"{prefix}confusion_matrix.csv")
-        recorder.log_bytes(_samples_npz(samples, val_set), f"{prefix}samples.npz")
+        recorder.log_text(_matrix_csv(matrix, val_set.class_names), f"{prefix}{ARTIFACT_CONFUSION}")
+        recorder.log_bytes(_samples_npz(samples, val_set), f"{prefix}{ARTIFACT_SAMPLES}")
 
     costs = {
         "wall_s": state.wall_s + time.perf_counter() - wall,
@@ -202,55 +196,136 @@ def execute(
     return RunResult(metrics=final, per_class_iou=per_class)
 
 
-def _resume(
-    spec: RunSpec, scheme: Scheme, loader: DataLoader, recorder: Recorder, checkpoints: Checkpoints | None
-) -> TrainState:
-    """Restore the run's checkpoint if there is one; re-log its curves into this MLflow run."""
+def train_one_epoch(
+    spec: RunSpec,
+    scheme: Scheme,
+    loader: DataLoader,
+    epoch: int,
+    state: TrainState,
+    total_steps: int,
+    step_timer: Timer,
+    progress: Progress | None = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` in the order of ``epoch`` (stopping at ``total_steps``); the mean
+    loss and loss parts of its steps."""
+    scheme.set_train(True)
+    loader.sampler.set_epoch(epoch)  # the order and augmentations of this epoch, whatever came before
+    device = scheme.device
+    sums: dict[str, float] = defaultdict(float)
+    seen = 0
+    for images, target in loader:
+        if state.step >= total_steps:
+            break
+        images, target = pad_batch(images.to(device), target.to(device))
+        with step_timer:
+            stats = scheme.train_step(images, target)
+        sums["loss"] += float(stats.loss)
+        for name, value in stats.parts.items():
+            sums[name] += float(value)
+        seen += 1
+        state.step += 1
+        if progress:
+            progress.step_done(float(stats.loss))
+        if seen == 1:
+            faults.inject("train", epoch, spec.name)
+    return {name: total / max(seen, 1) for name, total in sums.items()}
+
+
+def _resume(spec: RunSpec, scheme: Scheme, recorder: Recorder, checkpoints: Checkpoints | None) -> TrainState:
+    """Restore the run's checkpoint if there is one; re-log its curves into this MLflow run.
+
+    Data order and augmentation are functions of (seed, epoch), so the epoch reached is all
+    the loader needs; the global generators (the method's stream) are restored from the file.
+    """
     payload = checkpoints.load(spec) if checkpoints else None
     if payload is None:
         return TrainState()
     state = TrainState(**payload["state"])
     scheme.load_state_dict(payload["scheme"])
     set_rng_state(payload["rng"])
-    loader.generator.set_state(payload["loader_rng"])
     for epoch, curves in enumerate(state.history):
         recorder.log_metrics(curves, step=epoch)
     recorder.set_tags({TAG_RESUMED_EPOCH: str(state.epoch), TAG_RESUMED_RUN: str(payload.get("run_id"))})
     return state
 
 
-def _checkpoint(state: TrainState, scheme: Scheme, loader: DataLoader, recorder: Recorder) -> dict[str, Any]:
+def _checkpoint(state: TrainState, scheme: Scheme, recorder: Recorder) -> dict[str, Any]:
     return {
         "epoch": state.epoch,
         "run_id": getattr(recorder, "run_id", None),
         "state": asdict(state),
         "scheme": scheme.state_dict(),
         "rng": rng_state(),
-        "loader_rng": loader.generator.get_state(),
     }
+
+
+def evaluate_scheme(
+    scheme: Scheme, loader: DataLoader, num_classes: int, device: torch.device
+) -> dict[str, tuple[SegMetrics, ConfusionMatrix, dict[str, np.ndarray]]]:
+    """``evaluate`` for every network of the scheme, by role."""
+    return {role: evaluate(net, loader, num_classes, device) for role, net in scheme.networks.items()}
 
 
 @torch.no_grad()
 def evaluate(
     model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device
 ) -> tuple[SegMetrics, ConfusionMatrix, dict[str, np.ndarray]]:
-    """Dataset-level metrics of ``model`` on ``loader``, plus the first few predictions."""
+    """Dataset-level metrics of ``model`` on ``loader``, plus the first few predictions.
+
+    The loader yields lists (``val_loader_for``): network inputs, possibly resized, and masks
+    at their native size. Consecutive inputs of one size are forwarded as one batch; each
+    image's logits are then upsampled (bilinear) to its mask's size before the argmax, as the
+    official Cityscapes/VOC evaluators and mmsegmentation score predictions.
+    """
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes)
     kept: dict[str, list[np.ndarray]] = defaultdict(list)
-    for images, target in loader:
-        h, w = images.shape[-2:]
-        padded, _ = pad_batch(images.to(device), target.to(device))
-        pred = model(padded)[..., :h, :w].argmax(dim=1)
-        matrix.update(pred, target)
-        if len(kept["pred"]) < NUM_SAMPLES:
-            take = NUM_SAMPLES - len(kept["pred"])
-            kept["image"].extend(images[:take].cpu().numpy())
-            kept["target"].extend(target[:take].cpu().numpy())
-            kept["pred"].extend(pred[:take].cpu().numpy())
+    for images, masks in loader:
+        for start, stop in _same_size_runs(images):
+            logits = predict(model, torch.stack(images[start:stop]).to(device))
+            for image, mask, logit in zip(images[start:stop], masks[start:stop], logits):
+                pred = native_prediction(logit, tuple(mask.shape))
+                matrix.update(pred, mask)
+                if len(kept["pred"]) < NUM_SAMPLES:
+                    kept["image"].append(_resized(image, tuple(mask.shape)).numpy())
+                    kept["target"].append(mask.numpy())
+                    kept["pred"].append(pred.cpu().numpy())
     model.train(was_training)
     return matrix.compute(), matrix, kept
+
+
+def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Logits ``[B, C, H, W]`` of ``images`` (padded to the size multiple for the network, cropped back)."""
+    h, w = images.shape[-2:]
+    padded = F.pad(images, (0, (-w) % SIZE_MULTIPLE, 0, (-h) % SIZE_MULTIPLE))
+    return model(padded)[..., :h, :w]
+
+
+def native_prediction(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Class ids ``[H, W]`` at the mask's ``size``: the logits ``[C, h, w]`` upsampled bilinearly
+    (``align_corners=False``, as mmsegmentation) when the input was resized, then the argmax."""
+    if tuple(logits.shape[-2:]) != size:
+        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
+    return logits.argmax(dim=0)
+
+
+def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The network input at the mask's size, so a sample's image, labels and prediction line up."""
+    if tuple(image.shape[-2:]) == size:
+        return image
+    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+
+
+def _same_size_runs(images: list[torch.Tensor]) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of consecutive images of one size (each range is one forward pass)."""
+    runs: list[tuple[int, int]] = []
+    for i, image in enumerate(images):
+        if runs and images[runs[-1][0]].shape == image.shape:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
 
 
 def pad_batch(
@@ -273,23 +348,35 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
-    """Same seed => same model init and data order, whatever the loss."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    """Seed the global generators as a run does before its first step (the method's stream, see ``rng``)."""
+    seed_method_stream(seed)
 
 
-def _loader(dataset: SegDataset, batch_size: int, shuffle: bool, seed: int, workers: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)  # data order independent of model-init draws
+def train_loader_for(dataset: SegDataset, batch_size: int, seed: int, workers: int) -> DataLoader:
+    """Shuffled full batches in the order of ``(seed, epoch)``, each sample augmented from its own
+    stream (``EpochSampler``): the batches are the same whatever ``workers`` is."""
     return DataLoader(
         dataset,
-        batch_size=min(batch_size, len(dataset)) if not shuffle else batch_size,
-        shuffle=shuffle,
-        drop_last=shuffle and len(dataset) >= batch_size,
+        batch_size=batch_size,
+        sampler=EpochSampler(len(dataset), seed),
+        drop_last=len(dataset) >= batch_size,
         num_workers=workers,
-        generator=generator,
-        persistent_workers=False,  # fresh workers each epoch, seeded from `generator`: exact resume
+        generator=torch_generator(seed, "workers"),  # workers' own seeds; never the global generator
+        persistent_workers=False,
         collate_fn=_collate,
+    )
+
+
+def val_loader_for(dataset: SegDataset, batch_size: int, seed: int, workers: int) -> DataLoader:
+    """The evaluation split in order, as lists of inputs and native-size masks (see ``evaluate``)."""
+    return DataLoader(
+        dataset,
+        batch_size=min(batch_size, len(dataset)),
+        shuffle=False,
+        num_workers=workers,
+        generator=torch_generator(seed, "workers"),
+        persistent_workers=False,
+        collate_fn=_collate_lists,
     )
 
 
@@ -297,10 +384,15 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
     shapes = {tuple(img.shape) for img, _ in batch}
     if len(shapes) > 1:
         raise ValueError(
-            f"images of one batch differ in size ({sorted(shapes)[:3]}...): evaluate full images with "
-            "train.val_batch_size: 1, or set data.crop / data.resize to a fixed size"
+            f"training images of one batch differ in size ({sorted(shapes)[:3]}...): set data.crop, or "
+            "data.resize to [height, width]"
         )
     return torch.stack([img for img, _ in batch]), torch.stack([m for _, m in batch])
+
+
+def _collate_lists(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Evaluation batches stay lists: inputs and native masks may differ in size from image to image."""
+    return [img for img, _ in batch], [m for _, m in batch]
 
 
 def _matrix_csv(matrix: ConfusionMatrix, names: tuple[str, ...]) -> str:
@@ -311,14 +403,27 @@ def _matrix_csv(matrix: ConfusionMatrix, names: tuple[str, ...]) -> str:
 
 
 def _samples_npz(samples: dict[str, list[np.ndarray]], dataset: SegDataset) -> bytes:
+    """The kept predictions as one npz; samples of different native sizes are padded to the largest
+    (images with 0, labels with 255, shown as "ignore")."""
     buf = io.BytesIO()
-    images = np.stack(samples["image"]) if samples["image"] else np.zeros((0, 3, 1, 1))
     payload: dict[str, Any] = {
-        "image": images.astype(np.float32),
-        "target": np.stack(samples["target"]).astype(np.uint8) if samples["target"] else np.zeros((0, 1, 1), np.uint8),
-        "pred": np.stack(samples["pred"]).astype(np.uint8) if samples["pred"] else np.zeros((0, 1, 1), np.uint8),
+        "image": _stack_padded(samples["image"], 0.0, (0, 3, 1, 1)).astype(np.float32),
+        "target": _stack_padded(samples["target"], IGNORE_INDEX, (0, 1, 1)).astype(np.uint8),
+        "pred": _stack_padded(samples["pred"], IGNORE_INDEX, (0, 1, 1)).astype(np.uint8),
         "class_names": np.array(dataset.class_names),
         "palette": np.array(dataset.palette if dataset.palette else [], dtype=np.uint8),
     }
     np.savez_compressed(buf, **payload)
     return buf.getvalue()
+
+
+def _stack_padded(arrays: list[np.ndarray], fill: float, empty: tuple[int, ...]) -> np.ndarray:
+    """Stack arrays ``[..., H, W]`` padded at the bottom/right with ``fill`` to the largest H and W."""
+    if not arrays:
+        return np.zeros(empty)
+    h = max(a.shape[-2] for a in arrays)
+    w = max(a.shape[-1] for a in arrays)
+    out = np.full((len(arrays), *arrays[0].shape[:-2], h, w), fill, dtype=arrays[0].dtype)
+    for i, a in enumerate(arrays):
+        out[i, ..., : a.shape[-2], : a.shape[-1]] = a
+    return out

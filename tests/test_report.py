@@ -18,7 +18,9 @@ from studybench.report import build_report, stats
 from studybench.report.collect import collect_runs
 from studybench.report.reference import check_reference
 from studybench.report.tables import ablation_tables
-from studybench.tracking import TAG_KEY, StudyTracker
+from studybench.api import make_report, open_view
+from studybench.store import StudyWriter
+from studybench.store.layout import TAG_KEY, records_experiment
 
 STUDY = """\
 study: tinyreport
@@ -92,7 +94,7 @@ def test_cells_over_two_seeds_have_a_ci_containing_the_mean(store):
 
 def test_rebuild_is_identical_and_report_run_is_ignored(store):
     again = store["root"] / "again"
-    result = build_report(load_study(store["study"]), store["uri"], again)
+    result = make_report(*open_view(store["uri"], store["study"]), again)
     assert not result.problems, result.problems
     first = {p.name for p in store["out"].iterdir()}
     assert first == {p.name for p in again.iterdir()}
@@ -102,12 +104,13 @@ def test_rebuild_is_identical_and_report_run_is_ignored(store):
             a, b = (b"\n".join(line for line in x.splitlines() if b"Generated" not in line) for x in (a, b))
         assert a == b, f"{name} differs between two builds"
 
-    tracker = StudyTracker(store["uri"], "tinyreport")
-    reports = [r for r in tracker.runs() if r.data.tags.get("studybench.kind") == "report"]
+    tracker = StudyWriter(store["uri"], "tinyreport")
+    assert not [r for r in tracker.runs() if r.data.tags.get("studybench.kind")]  # records stay out of the runs table
+    reports = [r for r in tracker.runs(records_experiment("tinyreport")) if r.data.tags.get("studybench.kind") == "report"]
     assert len(reports) == 1 and TAG_KEY not in reports[0].data.tags  # reused, never a grid run
     names = {a.path for a in tracker.client.list_artifacts(reports[0].info.run_id, "report")}
     assert "report/index.html" in names and "report/main.csv" in names
-    assert len(tracker.latest_by_key()) == len(tracker.finished_keys()) == 6  # 2 x 2 main + 1 x 2 ablation
+    assert len(tracker.latest_by_key()) == len(tracker.latest_by_key(finished_only=True)) == 6  # 2 x 2 main + 1 x 2 ablation
     assert len(collect_runs(tracker)) == 6
 
 
@@ -128,30 +131,23 @@ def test_paired_test_against_textbook_formulas(n):
     mean = sum(d) / n
     sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
     assert math.isclose(res.diff, mean, rel_tol=1e-12)
-    if n < stats.WILCOXON_MIN_N:
-        t = mean / (sd / math.sqrt(n))
-        assert res.test == "t-test" and math.isclose(res.p, 2 * sps.t.sf(abs(t), n - 1), rel_tol=1e-9)
-    else:  # exact two-sided Wilcoxon p by enumerating all 2^n sign patterns
-        ranks = sps.rankdata([abs(v) for v in d])
-        w = sum(r for r, v in zip(ranks, d) if v > 0)
-        total = sum(ranks)
-        sums = [sum(r for i, r in enumerate(ranks) if mask >> i & 1) for mask in range(2**n)]
-        extreme = min(w, total - w)
-        p = sum(1 for s in sums if s <= extreme or s >= total - extreme) / 2**n
-        assert res.test == "wilcoxon" and math.isclose(res.p, p, rel_tol=1e-9)
-    assert res.lo <= res.diff <= res.hi
+    t = mean / (sd / math.sqrt(n))  # paired t test at every n: the same statistic as the interval
+    assert res.test == "t-test" and math.isclose(res.p, 2 * sps.t.sf(abs(t), n - 1), rel_tol=1e-9)
+    half = sps.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    assert math.isclose(res.lo, mean - half, rel_tol=1e-9) and math.isclose(res.hi, mean + half, rel_tol=1e-9)
 
 
-def test_bootstrap_ci_properties():
+def test_t_interval_properties():
     rng = np.random.default_rng(0)
     for n in (2, 3, 10):
         x = rng.uniform(0, 1, n)
-        lo, hi = stats.bootstrap_ci(x)
-        assert min(x) - 1e-12 <= lo <= x.mean() <= hi <= max(x) + 1e-12
-        assert (lo, hi) == stats.bootstrap_ci(x)  # fixed RNG seed: reproducible
-    assert all(math.isnan(v) for v in stats.bootstrap_ci([0.5]))
-    wide = np.diff(stats.bootstrap_ci(rng.normal(0, 1, 5)))[0]
-    narrow = np.diff(stats.bootstrap_ci(rng.normal(0, 1, 500)))[0]
+        lo, hi = stats.t_interval(x)
+        assert lo < x.mean() < hi and math.isclose((lo + hi) / 2, x.mean(), rel_tol=1e-12)
+        if n <= 3:  # unlike a bootstrap, the t interval may (and at few seeds does) reach beyond the seeds' range
+            assert lo < min(x) and hi > max(x)
+    assert all(math.isnan(v) for v in stats.t_interval([0.5]))
+    wide = np.diff(stats.t_interval(rng.normal(0, 1, 5)))[0]
+    narrow = np.diff(stats.t_interval(rng.normal(0, 1, 500)))[0]
     assert narrow < wide
 
 
@@ -203,8 +199,8 @@ def test_ablations_of_two_methods_over_one_key_make_a_pivot():
 
 def test_collect_uses_the_latest_finished_run_of_each_key(tmp_path):
     """A newer failed/running duplicate of a key neither hides its finished run nor enters the report."""
-    tracker = StudyTracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "collect")
-    exp = tracker.experiment_id(create=True)
+    tracker = StudyWriter(f"sqlite:///{tmp_path / 'mlflow.db'}", "collect")
+    exp = tracker.ensure_experiment()
 
     def make(key: str, start: int, status: str, miou: float) -> None:
         run = tracker.client.create_run(

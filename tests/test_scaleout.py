@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from studybench.executors import is_transient
 from studybench.faults import inject
 from studybench.runner import UsageError, parse_resources
-from studybench.tracking import TAG_HEARTBEAT, TAG_HOST, TAG_KEY, TAG_PID, StudyTracker
+from studybench.store import StudyWriter
+from studybench.store.layout import TAG_HEARTBEAT, TAG_HOST, TAG_KEY, TAG_PID
 
 #: Four seeds of one tiny run, three epochs each: a crash can land in the middle of a run.
 RESUME_STUDY = """\
@@ -188,8 +189,8 @@ def test_bad_option_combinations_exit_2_before_anything_is_written(tmp_path, wri
 
 def test_dead_runs_are_reaped_and_live_ones_left_alone(tracking_uri):
     """RUNNING runs: same host -> alive iff the pid lives; other host -> alive iff the heartbeat is fresh."""
-    tracker = StudyTracker(tracking_uri, "reap")
-    exp = tracker.experiment_id(create=True)
+    tracker = StudyWriter(tracking_uri, "reap")
+    exp = tracker.ensure_experiment()
     client = tracker.client
     dead_pid = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_pid.wait()

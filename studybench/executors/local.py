@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 
 from studybench.checkpoint import Checkpoints
 from studybench.spec import RunSpec
-from studybench.tracking import StudyTracker
+from studybench.store import StudyWriter
+from studybench.store.claims import claim, claims_folder
 from studybench.train import Progress, execute
 
 #: Substrings of RuntimeError messages that mark a failure of the machine, not of the run.
@@ -47,13 +48,28 @@ def is_transient(error: BaseException) -> bool:
 
 def run_tracked(
     spec: RunSpec,
-    tracker: StudyTracker,
+    store: StudyWriter,
     progress: Progress | None = None,
     checkpoints: Checkpoints | None = None,
     retries: int = 0,
 ) -> RunOutcome:
+    """Claim ``spec``, then train it as tracked MLflow runs; skipped if another process has it or did it."""
+    folder = claims_folder(checkpoints.root, spec.study) if checkpoints else None
+    with claim(folder, spec.key) as mine:
+        if not mine:
+            return RunOutcome(spec, "RUNNING", error="running in another process; left to it")
+        done = store.finished_run(spec.key)
+        if done is not None:  # finished by another process since this study was planned
+            return RunOutcome(spec, "SKIPPED", metrics=dict(done.data.metrics))
+        return _attempts(spec, store, progress, checkpoints, retries)
+
+
+def _attempts(
+    spec: RunSpec, store: StudyWriter, progress: Progress | None, checkpoints: Checkpoints | None, retries: int
+) -> RunOutcome:
+    """Train ``spec`` (claimed by this process), retrying transient failures up to ``retries`` times."""
     for attempt in range(1, retries + 2):
-        logger = tracker.start_run(spec, attempt=attempt)
+        logger = store.start_run(spec, attempt=attempt)
         try:
             result = execute(spec, logger, progress, checkpoints)
         except KeyboardInterrupt as err:
@@ -82,8 +98,8 @@ def run_tracked(
 class LocalExecutor:
     """Sequential execution in this process."""
 
-    def __init__(self, tracker: StudyTracker, checkpoints: Checkpoints | None = None, retries: int = 0) -> None:
-        self.tracker = tracker
+    def __init__(self, store: StudyWriter, checkpoints: Checkpoints | None = None, retries: int = 0) -> None:
+        self.store = store
         self.checkpoints = checkpoints
         self.retries = retries
 
@@ -91,7 +107,7 @@ class LocalExecutor:
         outcomes = []
         for spec in specs:
             display.run_started(spec)
-            outcome = run_tracked(spec, self.tracker, display.progress_for(spec), self.checkpoints, self.retries)
+            outcome = run_tracked(spec, self.store, display.progress_for(spec), self.checkpoints, self.retries)
             display.run_done(outcome)
             outcomes.append(outcome)
         return outcomes

@@ -20,9 +20,9 @@ from typing import Any
 
 from studybench.checkpoint import Checkpoints
 from studybench.executors.local import RunOutcome, first_line, run_tracked
-from studybench.executors.server import wait_for_server
+from studybench.executors.server import die_with_parent, wait_for_server
 from studybench.spec import RunSpec
-from studybench.tracking import StudyTracker
+from studybench.store import StudyWriter
 
 
 def cpu_count() -> int:
@@ -89,14 +89,18 @@ def _outcome(future: Any, spec: RunSpec) -> RunOutcome:
 
 
 def _ignore_sigint() -> None:
+    """Manager process: deaf to Ctrl-C, and gone with the driver (kill -9 included)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    die_with_parent()
 
 
 _in_run = False  # set by a worker while it trains a run
 
 
 def _worker_init() -> None:
-    """Ctrl-C interrupts a worker's run (marked KILLED), never an idle worker (that would break the pool)."""
+    """Ctrl-C interrupts a worker's run (marked KILLED), never an idle worker (that would break the pool);
+    a worker does not outlive the driver (kill -9 of the driver: nothing left training or holding the store)."""
+    die_with_parent()
 
     def on_sigint(signum: int, frame: Any) -> None:
         if _in_run:
@@ -124,7 +128,7 @@ def _work(
     events.put((spec.key, "run_started", ()))
     _in_run = True
     try:
-        return run_tracked(spec, StudyTracker(uri, study), QueueProgress(events, spec.key), checkpoints, retries)
+        return run_tracked(spec, StudyWriter(uri, study), QueueProgress(events, spec.key), checkpoints, retries)
     finally:
         _in_run = False
 

@@ -15,7 +15,7 @@ from typing import Any
 from studybench.checkpoint import Checkpoints
 from studybench.executors.local import RunOutcome, first_line, run_tracked
 from studybench.spec import RunSpec
-from studybench.tracking import StudyTracker
+from studybench.store import StudyWriter
 
 #: Environment variables forwarded to the tasks (a cluster's workers do not share the driver's).
 FORWARDED_ENV = ("STUDYBENCH_DATA", "STUDYBENCH_CHECKPOINTS", "STUDYBENCH_FAULT", "MLFLOW_TRACKING_TOKEN")
@@ -95,7 +95,7 @@ class RayExecutor:
 
 def _task(spec: RunSpec, uri: str, study: str, checkpoints: Checkpoints | None, retries: int) -> RunOutcome:
     """The body of one Ray task (runs on any node of the cluster)."""
-    return run_tracked(spec, StudyTracker(uri, study), None, checkpoints, retries)
+    return run_tracked(spec, StudyWriter(uri, study), None, checkpoints, retries)
 
 
 def _outcome(ray: Any, ref: Any, spec: RunSpec) -> RunOutcome:

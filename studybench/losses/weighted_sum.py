@@ -40,6 +40,22 @@ class WeightedSumLoss(SegLoss):
         self.names = names
         self.requires = frozenset().union(*(m.requires for m in modules))
 
+    @staticmethod
+    def key_params(params: dict[str, Any]) -> dict[str, Any]:
+        """Run-key form of the terms: each term canonical like a loss of its own (``keys``),
+        its weight a float left out when 1; the order of terms is kept (it names the parts)."""
+        from studybench.keys import canonical_component
+        from studybench.losses import LOSSES
+
+        terms = []
+        for term in params.get("terms", []):
+            rest = {k: v for k, v in term.items() if k not in ("name", "weight")}
+            item = canonical_component(LOSSES, term["name"], rest)
+            if float(term.get("weight", 1.0)) != 1.0:
+                item["weight"] = float(term["weight"])
+            terms.append(item)
+        return {**params, "terms": terms}
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor, **inputs: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(())
         values = {}

@@ -1,19 +1,19 @@
 """The report stage: MLflow store -> tables, figures and a shareable page in ``reports/<study>/``.
 
-It reads MLflow only (never training state), so a report can be rebuilt from the store long
-after the runs. The study file gives the structure (baseline, ablations, paper values); the
-numbers all come from MLflow. Tables are written first and each figure is drawn in its own
-``try``: a plotting problem never loses results, it is listed on the page and returned.
-Finally the folder is logged to a study-level MLflow run tagged ``studybench.kind=report``
-(it has no run key, so ``collect_runs``, ``status`` and resuming ignore it).
+It reads MLflow only (never training state or the registries), so a report can be rebuilt
+from the store long after the runs. The study's manifest (recorded by ``run``) gives the
+grid and the structure (baseline, ablations, paper values); the numbers all come from the
+runs, exactly one per key of the grid (``scope``). Tables are written first and each figure
+is drawn in its own ``try``: a plotting problem never loses results, it is listed on the
+page and returned. Finally the folder is logged as a report record in the study's records
+experiment (never among the training runs).
 
-Modules: ``collect`` (MLflow -> DataFrame), ``stats`` (CIs, paired tests), ``reference``
+Modules: ``scope`` (what the report covers), ``collect`` (MLflow -> DataFrame), ``stats`` (CIs, paired tests), ``reference``
 (paper values), ``tables``, ``plots``, ``page`` (index.html, README.md).
 """
 
 from __future__ import annotations
 
-import os
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,14 +22,13 @@ from typing import Any
 
 import pandas as pd
 
-from studybench.report import collect, plots, tables
+from studybench.report import collect, plots, stats, tables
 from studybench.report.collect import collect_runs, in_group, label, main_axes
 from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
-from studybench.tracking import TAG_STUDY, StudyTracker
-
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in report output
-TAG_KIND = "studybench.kind"
+from studybench.report.scope import grid_scope, unequal_cells
+from studybench.store import StudyReader, StudyWriter
+from studybench.store.layout import PARAM_AXIS_PREFIX
 
 
 @dataclass
@@ -38,25 +37,30 @@ class ReportResult:
     runs: int
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the study's coverage (pending, left out, ...)
     report_run_id: str | None = None
 
 
-def build_report(
-    study: Any, tracking_uri: str, out_dir: Path, keys: list[str] | None = None, log_to_mlflow: bool = True
-) -> ReportResult:
-    """Build the report of ``study`` (a ``config.Study``; a bare name gives a report without baseline,
-    ablation or reference structure) from the runs in ``tracking_uri`` (only run ``keys`` if given)."""
-    if isinstance(study, str):
-        from studybench.config import Study
+def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bool = True) -> ReportResult:
+    """Build the report of ``view`` (an ``api.StudyView``: study definition + grid) from ``store``.
 
-        study = Study(study=study)
+    Exactly the grid's runs are used (the newest FINISHED run of each key); what is missing
+    or left out is returned in ``warnings`` and shown in the page's header.
+    """
+    study = view.study
     out_dir = Path(out_dir)
-    tracker = StudyTracker(tracking_uri, study.study)
-    frame = collect_runs(tracker, keys)
+    keys = view.keys
+    finished = store.latest_by_key(finished_only=True)
+    scope = grid_scope(view.manifest, store.latest_by_key(), finished)
+    frame = collect_runs(store, keys)
     result = ReportResult(out_dir=out_dir, runs=len(frame))
     if frame.empty:
-        result.problems.append(f"no FINISHED runs of study {study.study!r} in {tracking_uri}: run the study first")
+        result.problems.append(
+            f"no FINISHED runs of the {len(keys)} runs of study {study.study!r} in {store.uri}: run the study first"
+        )
         return result
+    scope.unequal = unequal_cells(frame, _cell_columns(frame))
+    result.warnings = scope.warnings()
     result.problems += check_reference(study.reference)
     if study.baseline and study.baseline not in set(frame["method"]):
         result.problems.append(f"baseline {study.baseline!r} has no finished run: no paired comparison")
@@ -79,7 +83,7 @@ def build_report(
             built.append(table)
 
     figures: list[Figure] = []
-    for stem, caption, draw in _figure_plan(tracker, frame, study, {t.stem: t for t in built}):
+    for stem, caption, draw in _figure_plan(store, frame, study, {t.stem: t for t in built}):
         fig = _attempt(result, f"figure {stem}", draw)
         if (
             fig is not None
@@ -89,12 +93,20 @@ def build_report(
             is not False
         ):
             figures.append(Figure(stem, caption))
-    result.files += write_pages(out_dir, study, frame, built, figures, result.problems)
+    notes = [scope.header(), *result.warnings]
+    result.files += write_pages(out_dir, study, frame, built, figures, result.problems, notes)
     if log_to_mlflow:
         result.report_run_id = _attempt(
-            result, "logging the report to MLflow", lambda: log_report_run(tracker, out_dir)
+            result,
+            "logging the report to MLflow",
+            lambda: StudyWriter(store.uri, study.study).log_report(out_dir, view.profile),
         )
     return result
+
+
+def _cell_columns(frame: pd.DataFrame) -> list[str]:
+    """What names a cell (runs that differ by seed only): dataset, method, arch and every axis value."""
+    return ["dataset", "method", "arch", *sorted(c for c in frame.columns if c.startswith(PARAM_AXIS_PREFIX))]
 
 
 def _attempt(result: ReportResult, what: str, fn: Callable[[], Any]) -> Any:
@@ -110,7 +122,7 @@ def _varying(frame: pd.DataFrame, cols: list[str]) -> list[str]:
     return [c for c in cols if c in frame and frame[c].nunique() > 1]
 
 
-def _figure_plan(tracker: StudyTracker, frame: pd.DataFrame, study: Any, by_stem: dict[str, tables.Table]):
+def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: dict[str, tables.Table]):
     """(stem, caption, draw) for every figure the available tables support."""
     axes = ["arch", *main_axes(frame)]
     main = by_stem.get("main")
@@ -119,7 +131,7 @@ def _figure_plan(tracker: StudyTracker, frame: pd.DataFrame, study: Any, by_stem
         methods = tables.method_order(study, list(summary["method"].unique()))
         yield (
             "miou_bars",
-            "mIoU per method, architecture and dataset (95% CI over seeds)",
+            f"mIoU per method, architecture and dataset (mean over seeds; {stats.interval_caption(main.data['n'])})",
             lambda: plots.bars(summary, methods, _varying(summary, axes) or ["arch"]),
         )
         costs = by_stem.get("costs")
@@ -142,7 +154,7 @@ def _figure_plan(tracker: StudyTracker, frame: pd.DataFrame, study: Any, by_stem
         series = _varying(table.data, ["dataset", *axes])
         yield (
             f"ablation_{name}",
-            f"Ablation {name}: mIoU against {key} (method {abl.of}, 95% CI band)",
+            f"Ablation {name}: mIoU against {key} (method {abl.of}; {stats.interval_caption(table.data['n'])})",
             lambda d=table.data, k=key, o=order, s=series, n=name: plots.ablation(d, k, o, s, n),
         )
     per_class = by_stem.get("per_class")
@@ -160,20 +172,21 @@ def _figure_plan(tracker: StudyTracker, frame: pd.DataFrame, study: Any, by_stem
     series = ["method", *_varying(main_runs, axes)]
     yield (
         "training_curves",
-        "Validation mIoU and training loss parts per epoch (mean over seeds, 95% CI band)",
-        lambda: _curves(tracker, _by_method(main_runs, study, series), series),
+        "Validation mIoU and training loss parts per epoch "
+        f"(mean over seeds; {stats.interval_caption(main_runs.groupby(series).size())})",
+        lambda: _curves(store, _by_method(main_runs, study, series), series),
     )
     for ds in dict.fromkeys(main_runs["dataset"]):
         stem = "samples" if main_runs["dataset"].nunique() == 1 else f"samples_{ds}"
         yield (
             stem,
             f"Validation images of {ds}: ground truth and each method's prediction (lowest seed)",
-            lambda d=ds: _samples(tracker, main_runs[main_runs["dataset"] == d], study, series),
+            lambda d=ds: _samples(store, main_runs[main_runs["dataset"] == d], study, series),
         )
 
 
-def _curves(tracker: StudyTracker, runs: pd.DataFrame, series: list[str]):
-    hist = collect.histories(tracker, runs["run_id"])
+def _curves(store: StudyReader, runs: pd.DataFrame, series: list[str]):
+    hist = collect.histories(store, runs["run_id"])
     if hist.empty:
         raise ValueError("no per-epoch metric history in the runs")
     return plots.curves(hist, runs.assign(**{c: runs[c].map(label) for c in series if c.startswith("axis.")}), series)
@@ -186,27 +199,12 @@ def _by_method(runs: pd.DataFrame, study: Any, series: list[str]) -> pd.DataFram
     return ranked.sort_values(["_rank", *series[1:]], kind="stable").drop(columns="_rank")
 
 
-def _samples(tracker: StudyTracker, runs: pd.DataFrame, study: Any, series: list[str]):
+def _samples(store: StudyReader, runs: pd.DataFrame, study: Any, series: list[str]):
     runs = _by_method(runs[runs["seed"] == runs["seed"].min()], study, series)
     columns = [
-        (" / ".join(label(r[c]) for c in series), collect.samples(tracker, r["run_id"])) for _, r in runs.iterrows()
+        (" / ".join(label(r[c]) for c in series), collect.samples(store, r["run_id"])) for _, r in runs.iterrows()
     ]
     return plots.samples(columns)
 
 
-def log_report_run(tracker: StudyTracker, out_dir: Path) -> str:
-    """Log the report folder to the study's report run (created once, reused by later builds)."""
-    exp = tracker.experiment_id(create=True)
-    found = tracker.client.search_runs([exp], filter_string=f"tags.`{TAG_KIND}` = 'report'", max_results=1)
-    if found:
-        run_id = found[0].info.run_id
-    else:
-        run_id = tracker.client.create_run(
-            exp, run_name="report", tags={TAG_KIND: "report", TAG_STUDY: tracker.study}
-        ).info.run_id
-    tracker.client.log_artifacts(run_id, str(out_dir), "report")
-    tracker.client.set_terminated(run_id, "FINISHED")
-    return run_id
-
-
-__all__ = ["TAG_KIND", "ReportResult", "build_report", "collect_runs", "log_report_run"]
+__all__ = ["ReportResult", "build_report", "collect_runs"]

@@ -11,13 +11,27 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from studybench.tracking import TAG_ERROR, TAG_KEY, StudyTracker
+from studybench.store import StudyReader
+from studybench.store.layout import (
+    ARTIFACT_SAMPLES,
+    CURVE_TRAIN_PREFIX,
+    PARAM_AXIS_PREFIX,
+    TAG_DATASET,
+    TAG_ERROR,
+    TAG_GIT_COMMIT,
+    TAG_GROUPS,
+    TAG_HOST,
+    TAG_KEY,
+    TAG_METHOD,
+    TAG_SEED,
+    TAG_VERSION,
+)
 
 #: Columns every report can rely on (NaN where a run did not log them).
 ID_COLUMNS = ["run", "run_id", "run_key", "method", "arch", "encoder", "dataset", "seed", "groups", "status"]
 
 
-def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finished_only: bool = True) -> pd.DataFrame:
+def collect_runs(store: StudyReader, keys: Iterable[str] | None = None, finished_only: bool = True) -> pd.DataFrame:
     """The latest FINISHED MLflow run per run key (optionally only ``keys``), as a tidy frame.
 
     With ``finished_only`` (the default) a key's newest *finished* run is used, so a later
@@ -31,47 +45,40 @@ def collect_runs(tracker: StudyTracker, keys: Iterable[str] | None = None, finis
     """
     wanted = set(keys) if keys is not None else None
     rows = []
-    for key, run in _latest(tracker, finished_only).items():
+    for key, run in store.latest_by_key(finished_only).items():
         if wanted is not None and key not in wanted:
             continue
-        tags, params = run.data.tags, run.data.params
-        row = {
-            "run": run.info.run_name,
-            "run_id": run.info.run_id,
-            "run_key": key,
-            "method": tags.get("studybench.method", params.get("method")),
-            "arch": params.get("model.arch"),
-            "encoder": params.get("model.encoder"),
-            "dataset": tags.get("studybench.dataset", params.get("data.dataset")),
-            "seed": int(params.get("seed", tags.get("studybench.seed", -1))),
-            "groups": tags.get("studybench.groups", ""),
-            "status": run.info.status,
-            "error": tags.get(TAG_ERROR, ""),
-            "start_time": run.info.start_time,
-            "git_commit": tags.get("studybench.git_commit", ""),
-            "version": tags.get("studybench.version", ""),
-            "host": tags.get("studybench.host", ""),
-        }
-        row.update(run.data.metrics)
-        row.update({f"param.{k}": v for k, v in params.items() if not k.startswith("axis.")})
-        row.update({k: v for k, v in params.items() if k.startswith("axis.")})
-        rows.append(row)
+        rows.append(_row(key, run))
     frame = pd.DataFrame(rows)
     if frame.empty:
         return pd.DataFrame(columns=ID_COLUMNS)
     return frame.sort_values(["dataset", "method", "arch", "seed", "run"], kind="stable").reset_index(drop=True)
 
 
-def _latest(tracker: StudyTracker, finished_only: bool) -> dict[str, Any]:
-    """Key -> the newest run of that key (only FINISHED runs count if ``finished_only``)."""
-    if not finished_only:
-        return tracker.latest_by_key()
-    latest: dict[str, Any] = {}
-    for run in tracker.runs():  # newest first
-        key = run.data.tags.get(TAG_KEY)
-        if key and key not in latest and run.info.status == "FINISHED":
-            latest[key] = run
-    return latest
+def _row(key: str, run: Any) -> dict[str, Any]:
+    """One run as a flat row: identity, final metrics, ``param.*`` and ``axis.*`` columns."""
+    tags, params = run.data.tags, run.data.params
+    row = {
+        "run": run.info.run_name,
+        "run_id": run.info.run_id,
+        "run_key": key,
+        "method": tags.get(TAG_METHOD, params.get("method")),
+        "arch": params.get("model.arch"),
+        "encoder": params.get("model.encoder"),
+        "dataset": tags.get(TAG_DATASET, params.get("data.dataset")),
+        "seed": int(params.get("seed", tags.get(TAG_SEED, -1))),
+        "groups": tags.get(TAG_GROUPS, ""),
+        "status": run.info.status,
+        "error": tags.get(TAG_ERROR, ""),
+        "start_time": run.info.start_time,
+        "git_commit": tags.get(TAG_GIT_COMMIT, ""),
+        "version": tags.get(TAG_VERSION, ""),
+        "host": tags.get(TAG_HOST, ""),
+    }
+    row.update(run.data.metrics)
+    row.update({f"param.{k}": v for k, v in params.items() if not k.startswith(PARAM_AXIS_PREFIX)})
+    row.update({k: v for k, v in params.items() if k.startswith(PARAM_AXIS_PREFIX)})
+    return row
 
 
 def in_group(frame: pd.DataFrame, group: str) -> pd.Series:
@@ -130,24 +137,24 @@ def main_axes(frame: pd.DataFrame) -> list[str]:
 
 
 def histories(
-    tracker: StudyTracker, run_ids: Iterable[str], prefixes: tuple[str, ...] = ("val/miou", "train/")
+    store: StudyReader, run_ids: Iterable[str], prefixes: tuple[str, ...] = ("val/miou", CURVE_TRAIN_PREFIX)
 ) -> pd.DataFrame:
     """Per-epoch curves of the runs: long frame ``run_id, key, step, value`` for keys matching ``prefixes``."""
     rows = []
     for run_id in run_ids:
-        run = tracker.client.get_run(run_id)
+        run = store.client.get_run(run_id)
         for key in sorted(run.data.metrics):
             if not key.startswith(prefixes):
                 continue
-            for m in tracker.client.get_metric_history(run_id, key):
+            for m in store.client.get_metric_history(run_id, key):
                 rows.append((run_id, key, int(m.step), float(m.value)))
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 
 
-def samples(tracker: StudyTracker, run_id: str, artifact: str = "samples.npz") -> dict[str, np.ndarray]:
+def samples(store: StudyReader, run_id: str, artifact: str = ARTIFACT_SAMPLES) -> dict[str, np.ndarray]:
     """The ``samples.npz`` a run logged (image [N,3,H,W], target, pred, class_names, palette)."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, artifact, tmp)
+        path = store.client.download_artifacts(run_id, artifact, tmp)
         with np.load(Path(path), allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
 

@@ -96,22 +96,31 @@ def timestamp() -> str:
 
 
 def write_pages(
-    out_dir: Path, study, frame: pd.DataFrame, tables: list[Table], figures: list[Figure], problems: list[str]
+    out_dir: Path,
+    study,
+    frame: pd.DataFrame,
+    tables: list[Table],
+    figures: list[Figure],
+    problems: list[str],
+    scope: list[str] | None = None,
 ) -> list[Path]:
-    """Write ``index.html`` and ``README.md``; return their paths."""
+    """Write ``index.html`` and ``README.md``; return their paths.
+
+    ``scope``: what the report covers (first line) and warnings about it (pending, failed or
+    left-out runs, unequal seeds per cell), shown in the header.
+    """
     prov = provenance(frame)
+    scope = scope or [f"{len(frame)} finished runs; seeds {sorted(frame['seed'].unique().tolist())}"]
     return [
-        _write_html(out_dir, study, frame, tables, figures, problems, prov),
-        _write_md(out_dir, study, frame, tables, figures, problems, prov),
+        _write_html(out_dir, study, frame, tables, figures, problems, prov, scope),
+        _write_md(out_dir, study, frame, tables, figures, problems, prov, scope),
     ]
 
 
-def _write_md(out_dir: Path, study, frame, tables, figures, problems, prov) -> Path:
+def _write_md(out_dir: Path, study, frame, tables, figures, problems, prov, scope) -> Path:
     lines = [f"# Report: {study.study}", "", study.description.strip() or "(no description)", ""]
-    lines += [
-        f"{len(frame)} finished runs; seeds {sorted(frame['seed'].unique().tolist())}; baseline: {study.baseline or 'none'}.",
-        "",
-    ]
+    lines += [f"{scope[0]}; baseline: {study.baseline or 'none'}.", ""]
+    lines += [*(f"> **Warning:** {w}" for w in scope[1:]), ""] if scope[1:] else []
     if problems:
         lines += ["## Problems while building this report", "", *(f"- {p.splitlines()[0]}" for p in problems), ""]
     lines += ["## Tables", ""]
@@ -141,14 +150,15 @@ th{border-bottom:2px solid #444}figure{margin:1.5em 0}img{max-width:100%}.note{c
 .problems{background:#fff4e5;border-left:4px solid #e69500;padding:.5em 1em}code{background:#f3f3f3}"""
 
 
-def _write_html(out_dir: Path, study, frame, tables, figures, problems, prov) -> Path:
+def _write_html(out_dir: Path, study, frame, tables, figures, problems, prov, scope) -> Path:
     e = html.escape
     parts = [
         "<!DOCTYPE html>",
         f'<html lang="en"><head><meta charset="utf-8"><title>{e(study.study)} report</title><style>{_CSS}</style></head><body>',
         f"<h1>Report: {e(study.study)}</h1>",
         f"<p>{e(study.description.strip() or '(no description)')}</p>",
-        f"<p>{len(frame)} finished runs; seeds {e(str(sorted(frame['seed'].unique().tolist())))}; baseline: {e(study.baseline or 'none')}.</p>",
+        f"<p>{e(scope[0])}; baseline: {e(study.baseline or 'none')}.</p>",
+        *(f'<p class="problems"><b>Warning:</b> {e(w)}</p>' for w in scope[1:]),
     ]
     if problems:
         items = "".join(f"<li><pre>{e(p)}</pre></li>" for p in problems)

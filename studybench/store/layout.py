@@ -1,0 +1,69 @@
+"""Every name studybench writes to MLflow, defined once.
+
+Readers (``report``, ``status``, the runner) and writers (``store.writer``, ``train``) import
+these constants; a name spelled anywhere else is a bug. Changing one breaks reading old
+stores: add a new name and keep reading the old one instead.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- tags of a training run
+TAG_STUDY = "studybench.study"
+TAG_KEY = "studybench.run_key"
+TAG_METHOD = "studybench.method"
+TAG_DATASET = "studybench.dataset"
+TAG_ARCH = "studybench.arch"
+TAG_SEED = "studybench.seed"
+TAG_GROUPS = "studybench.groups"  # comma-separated: "main" and/or ablation names
+TAG_VERSION = "studybench.version"
+TAG_GIT_COMMIT = "studybench.git_commit"
+TAG_TORCH = "studybench.torch"
+TAG_DEVICE = "studybench.device"
+TAG_ERROR = "studybench.error"
+TAG_HOST = "studybench.host"
+TAG_PID = "studybench.pid"
+TAG_HEARTBEAT = "studybench.heartbeat"  # unix time, refreshed while the run is alive
+TAG_ATTEMPT = "studybench.attempt"
+TAG_RETRY = "studybench.retry"  # why a failed run was (not) retried
+TAG_RESUMED_EPOCH = "studybench.resumed_from_epoch"  # epochs a resumed run found done
+TAG_RESUMED_RUN = "studybench.resumed_from_run"  # the MLflow run that did them
+
+# ---------------------------------------------------------------- records (manifests, reports)
+TAG_KIND = "studybench.kind"  # "manifest" or "report": never a training run
+KIND_MANIFEST = "manifest"
+KIND_REPORT = "report"
+TAG_PROFILE = "studybench.profile"  # "" for no profile
+TAG_MANIFEST_HASH = "studybench.manifest_sha256"
+TAG_STUDY_FILE_HASH = "studybench.study_file_sha256"
+TAG_LAST_USED = "studybench.last_used"  # unix time of the latest `run` that recorded the manifest
+
+# ---------------------------------------------------------------- experiments
+#: MLflow 3's UI opens an experiment on the view its kind asks for; ours are model training.
+TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_TRAINING = "custom_model_development"
+
+# ---------------------------------------------------------------- params
+PARAM_AXIS_PREFIX = "axis."  # grid/ablation values that name a run: axis.<dotted key>
+
+# ---------------------------------------------------------------- metrics
+METRIC_MIOU = "miou"
+METRIC_WALL = "wall_s"
+CURVE_TRAIN_PREFIX = "train/"
+CURVE_VAL_PREFIX = "val/"
+
+# ---------------------------------------------------------------- artifacts
+ARTIFACT_SPEC = "spec.yaml"
+ARTIFACT_ERROR = "error.txt"
+ARTIFACT_SAMPLES = "samples.npz"
+ARTIFACT_CONFUSION = "confusion_matrix.csv"
+ARTIFACT_MANIFEST = "manifest.json"
+ARTIFACT_REPORT_DIR = "report"
+
+
+def records_experiment(study: str) -> str:
+    """The experiment holding a study's manifests and report provenance, beside its runs.
+
+    Kept out of the study's own experiment so that the runs table lists training runs only;
+    the space and parentheses cannot occur in a study name, so it never collides with one.
+    """
+    return f"{study} (studybench records)"
