@@ -8,7 +8,7 @@ from pathlib import Path
 from studybench.data.base import DataUnavailableError, SegDataset
 from studybench.data.camvid import CamVid
 from studybench.data.cityscapes import Cityscapes
-from studybench.data.files import overlap_error
+from studybench.data.files import FileSegDataset, overlap_error
 from studybench.data.folder import FolderDataset
 from studybench.data.synthetic import SyntheticSegmentation
 from studybench.data.transforms import build_transform
@@ -49,9 +49,9 @@ def check_splits_disjoint(cfg: DataCfg) -> None:
     have nothing to compare.
     """
     cls, root = DATASETS.get(cfg.dataset), resolve_root(cfg)
-    train, val = (cls(root=root, split=s, **cfg.options) for s in (cfg.train_split, cfg.val_split))
-    if not (hasattr(train, "samples") and hasattr(val, "samples")):
+    if not issubclass(cls, FileSegDataset):
         return
+    train, val = (cls(root=root, split=s, **cfg.options) for s in (cfg.train_split, cfg.val_split))
     shared = {p.resolve() for p, _ in train.samples} & {p.resolve() for p, _ in val.samples}
     if shared:
         what = f"{cfg.dataset}: training split {cfg.train_split!r} and evaluation split {cfg.val_split!r}"
