@@ -469,9 +469,11 @@ def test_goncalves_pipeline_resize_234_crop_224():
     assert set(out_mask.unique().tolist()) <= set(mask.unique().tolist())
     assert 0.0 <= out_image.min() and out_image.max() <= 1.0 + 1e-6  # no normalisation (float rounding only)
     full = build_transform(cfg, train=False)(image, mask)
-    assert full[0].shape == (3, 234, 312) and full[1].shape == (234, 312)  # shorter side 234, aspect kept
+    assert full[0].shape == (3, 234, 312)  # shorter side 234, aspect kept
+    assert torch.equal(full[1], mask)  # evaluation scores against the native labels
+    resized = resize_pair(image, mask, (234, 312))[1]
     centre = build_transform(cfg.model_copy(update={"eval_on": "crop"}), train=False)(image, mask)
-    assert centre[0].shape == (3, 224, 224) and torch.equal(centre[1], full[1][5:229, 44:268])
+    assert centre[0].shape == (3, 224, 224) and torch.equal(centre[1], resized[5:229, 44:268])
 
 
 @pytest.mark.parametrize("crop", [321, 513])

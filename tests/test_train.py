@@ -6,24 +6,30 @@ import torch
 
 from studybench.data import build_dataset
 from studybench.models import build_model
+from studybench.rng import init_stream
 from studybench.schemes import build_scheme
 from studybench.spec import DataCfg, LossCfg, ModelCfg, RunConfig, TrainCfg
-from studybench.train import _loader, pad_batch, seed_everything
+from studybench.train import pad_batch, seed_everything, train_loader_for
 
 LIGHT = ModelCfg(arch="unet", encoder="resnet18", options={"decoder_channels": [16, 16, 8, 8, 8]})
 
 
 def test_same_seed_same_init_and_data_order_whatever_the_loss():
     weights = []
-    for _ in range(2):
-        seed_everything(3)
-        weights.append(build_model(LIGHT, 4).state_dict())
+    for torch_seed in (1, 2):  # whatever the global generator holds
+        torch.manual_seed(torch_seed)
+        with init_stream(3, "model"):
+            weights.append(build_model(LIGHT, 4).state_dict())
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     ds = build_dataset(DataCfg(options={"image_size": 32, "train_images": 12}), "train", train=True)
-    orders = [[m.sum().item() for _, m in _loader(ds, 4, shuffle=True, seed=5, workers=0)] for _ in range(2)]
-    assert orders[0] == orders[1]
-    other = [m.sum().item() for _, m in _loader(ds, 4, shuffle=True, seed=6, workers=0)]
-    assert other != orders[0]
+
+    def order(seed: int, epoch: int = 0) -> list[float]:
+        loader = train_loader_for(ds, 4, seed=seed, workers=0)
+        loader.sampler.set_epoch(epoch)
+        return [m.sum().item() for _, m in loader]
+
+    assert order(5) == order(5)
+    assert order(6) != order(5) and order(5, epoch=1) != order(5)
 
 
 def test_pad_batch_pads_images_with_zero_and_targets_with_ignore():
@@ -39,9 +45,9 @@ def test_split_backward_equals_one_backward():
     a plain ``loss(model(x), y).backward()``."""
     config = RunConfig(model=LIGHT, loss=LossCfg(name="ce"), train=TrainCfg(optimizer="sgd", lr=0.1, momentum=0.0))
     seed_everything(0)
-    scheme = build_scheme(config, 4, torch.device("cpu"), total_steps=1)
-    seed_everything(0)
-    plain = build_model(LIGHT, 4)
+    scheme = build_scheme(config, 4, torch.device("cpu"), total_steps=1, seed=0)
+    with init_stream(0, "model"):
+        plain = build_model(LIGHT, 4)
     images = torch.randn(2, 3, 32, 32)
     target = torch.randint(0, 4, (2, 32, 32))
     target[:, :4] = 255

@@ -6,19 +6,31 @@ A dataset is a ``torch.utils.data.Dataset`` of ``(image, mask)`` pairs: ``image`
 ``Cls(root=..., split=..., transform=..., **options)`` where ``options`` are the dataset's
 own keyword parameters from the study (``data.options``), checked against the signature.
 ``verify`` runs before any training so that missing data is reported up front.
+
+An item is fetched by a plain index, or by a ``SampleKey`` (index plus the seed of that
+sample's augmentation in this epoch, as the trainer's sampler yields them): the random
+transforms then draw from a generator of that seed only, so what a sample looks like
+depends on (run seed, epoch, index) and nothing else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch.utils.data import Dataset
 
-#: A joint transform: (image [3,H,W] float, mask [H,W] int64) -> (image, mask).
-JointTransform = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: A joint transform: (image [3,H,W] float, mask [H,W] int64, generator or None) -> (image, mask).
+JointTransform = Callable[[torch.Tensor, torch.Tensor, torch.Generator | None], tuple[torch.Tensor, torch.Tensor]]
+
+
+class SampleKey(NamedTuple):
+    """Which sample to load and the seed its random transforms draw from."""
+
+    index: int
+    seed: int
 
 
 class DataUnavailableError(FileNotFoundError):
@@ -51,8 +63,11 @@ class SegDataset(Dataset):
     def load(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
+        index, generator = key, None
+        if isinstance(key, SampleKey):
+            index, generator = key.index, torch.Generator().manual_seed(key.seed)
         image, mask = self.load(index)
         if self.transform is not None:
-            image, mask = self.transform(image, mask)
+            image, mask = self.transform(image, mask, generator)
         return image, mask

@@ -1,17 +1,23 @@
 """Joint image/mask transforms configured by ``DataCfg``.
 
-Each step is a small callable on tensors, ``(image [3,H,W] float, mask [H,W] int64) ->
-(image, mask)``, so the geometry of image and mask can never drift apart. Masks are always
-resized with nearest neighbour (``nearest-exact``, pixel centres aligned like PIL), so no
-label value is ever interpolated; images use antialiased bilinear. All randomness is
-drawn from torch's global RNG: seeding the run seeds it, and DataLoader workers get their
-own torch seeds from the loader.
+Each step is a small callable on tensors, ``(image [3,H,W] float, mask [H,W] int64,
+generator) -> (image, mask)``, so the geometry of image and mask can never drift apart. Masks
+are always resized with nearest neighbour (``nearest-exact``, pixel centres aligned like PIL),
+so no label value is ever interpolated; images use antialiased bilinear. Random steps draw
+only from the generator they are given: the trainer passes one per sample and epoch
+(``rng``'s ``augment`` stream), so a sample's augmentation is the same for every method and
+any number of loader workers. Without one (``None``) they fall back to torch's global RNG.
 
 Training order: resize -> random scale -> pad + random crop -> flip -> normalise. Padded
 mask pixels are 255; padded image pixels are 0 *in the network's input space*: with
 ``normalize: imagenet`` they are the mean colour (as in DeepLab, which pads with the mean),
-without it black. Normalising last touches only the cropped pixels. Evaluation: resize,
-with ``eval_on: crop`` a centre crop (padded the same way), normalise.
+without it black. Normalising last touches only the cropped pixels.
+
+Evaluation: resize, normalise, applied to the image only: the mask keeps its native
+resolution, and the trainer upsamples the logits to it before the argmax (as the official
+Cityscapes/VOC evaluators and mmsegmentation score). ``eval_on: crop`` is a documented
+deviation: the mask is resized and centre-cropped with the image and scored at that reduced
+resolution (the run is tagged so the report can say so).
 
 Expressible pipelines, e.g.
   Gonçalves et al.: ``{resize: 234, crop: 224}`` (no normalisation, eval on full or centre crops);
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +43,22 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Pair = tuple[torch.Tensor, torch.Tensor]
 Colour = tuple[float, float, float]
 BLACK: Colour = (0.0, 0.0, 0.0)
+
+
+class Step(Protocol):
+    """One step of a pipeline; random steps draw from ``generator`` (``None``: torch's global RNG)."""
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair: ...
+
+
+def _uniform(generator: torch.Generator | None) -> float:
+    """One draw from U[0, 1)."""
+    return float(torch.rand((), generator=generator))
+
+
+def _randint(high: int, generator: torch.Generator | None) -> int:
+    """One draw from {0, ..., high - 1}."""
+    return int(torch.randint(0, high, (), generator=generator))
 
 
 def resize_pair(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> Pair:
@@ -66,7 +89,7 @@ class Resize:
 
     size: int | tuple[int, int]
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
         h, w = image.shape[-2:]
         if isinstance(self.size, int):
             s = self.size / min(h, w)
@@ -83,8 +106,8 @@ class RandomScale:
     lo: float
     hi: float
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        s = self.lo + (self.hi - self.lo) * torch.rand(()).item()
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
+        s = self.lo + (self.hi - self.lo) * _uniform(generator)
         h, w = image.shape[-2:]
         return resize_pair(image, mask, (max(1, round(h * s)), max(1, round(w * s))))
 
@@ -96,11 +119,11 @@ class RandomCrop:
     size: tuple[int, int]
     fill: Colour = BLACK
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
         image, mask = pad_pair(image, mask, self.size, centre=False, fill=self.fill)
         (h, w), (ch, cw) = image.shape[-2:], self.size
-        top = int(torch.randint(0, h - ch + 1, ()).item())
-        left = int(torch.randint(0, w - cw + 1, ()).item())
+        top = _randint(h - ch + 1, generator)
+        left = _randint(w - cw + 1, generator)
         return image[:, top : top + ch, left : left + cw], mask[top : top + ch, left : left + cw]
 
 
@@ -111,7 +134,7 @@ class CenterCrop:
     size: tuple[int, int]
     fill: Colour = BLACK
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
         image, mask = pad_pair(image, mask, self.size, centre=True, fill=self.fill)
         (h, w), (ch, cw) = image.shape[-2:], self.size
         top, left = (h - ch) // 2, (w - cw) // 2
@@ -122,8 +145,8 @@ class CenterCrop:
 class RandomHorizontalFlip:
     p: float = 0.5
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
-        if torch.rand(()).item() < self.p:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
+        if _uniform(generator) < self.p:
             return image.flip(-1), mask.flip(-1)
         return image, mask
 
@@ -133,7 +156,7 @@ class Normalize:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
         mean = torch.tensor(self.mean, dtype=image.dtype).view(3, 1, 1)
         std = torch.tensor(self.std, dtype=image.dtype).view(3, 1, 1)
         return (image - mean) / std, mask
@@ -141,16 +164,35 @@ class Normalize:
 
 @dataclass(frozen=True)
 class JointCompose:
-    steps: tuple[JointTransform, ...]
+    """The steps in order, all drawing from the one generator of the sample."""
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor) -> Pair:
+    steps: tuple[Step, ...]
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
         for step in self.steps:
-            image, mask = step(image, mask)
+            image, mask = step(image, mask, generator)
         return image, mask
 
 
+@dataclass(frozen=True)
+class InputOnly:
+    """Apply ``pipeline`` to the network input and keep the mask as loaded (native resolution).
+
+    Why: evaluation scores predictions against the native label maps; the trainer upsamples
+    the logits to the mask's size, so the mask must not be resized or cropped here.
+    """
+
+    pipeline: Step
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor, generator: torch.Generator | None = None) -> Pair:
+        return self.pipeline(image, mask, generator)[0], mask
+
+
 def build_transform(cfg: DataCfg, train: bool) -> JointTransform | None:
-    """The training (random) or evaluation (deterministic) pipeline of ``cfg``; None if it does nothing."""
+    """The training (random) or evaluation (deterministic) pipeline of ``cfg``; None if it does nothing.
+
+    The evaluation pipeline leaves the mask at its native size unless ``eval_on: crop``.
+    """
     resize = _size("data.resize", cfg.resize, allow_int=True)
     crop = _size("data.crop", cfg.crop, allow_int=False)
     scale = _scale(cfg.scale)
@@ -170,7 +212,10 @@ def build_transform(cfg: DataCfg, train: bool) -> JointTransform | None:
         steps.append(RandomHorizontalFlip())
     if cfg.normalize == "imagenet":
         steps.append(Normalize(IMAGENET_MEAN, IMAGENET_STD))
-    return JointCompose(tuple(steps)) if steps else None
+    if not steps:
+        return None
+    pipeline = JointCompose(tuple(steps))
+    return pipeline if train or cfg.eval_on == "crop" else InputOnly(pipeline)
 
 
 def _size(name: str, value: int | Sequence[int] | None, allow_int: bool) -> int | tuple[int, int] | None:

@@ -43,8 +43,10 @@ def pixels_used(
 
     The target is resized with ``nearest`` (PyTorch's: the top-left label of each block), so no
     label is ever blended with 255. With ``max_pixels`` set and more valid pixels than that, a
-    uniform random subset is drawn with ``torch.randperm`` from the default generator: the
-    choice is reproducible under ``torch.manual_seed`` and advances that generator.
+    uniform random subset is drawn with ``torch.randperm`` from the default generator. In a
+    run that generator is the method's own stream (``rng.seed_method_stream``): data order,
+    augmentation and initial weights never draw from it, so the subset shifts none of them,
+    and checkpoints restore it for an exact resume.
     """
     if target.shape[-2:] != features.shape[-2:]:
         target = F.interpolate(target[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0].long()

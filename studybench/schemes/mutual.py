@@ -18,9 +18,9 @@ from pydantic import model_validator
 from studybench.losses import build_loss
 from studybench.losses.base import masked_mean, valid_mask
 from studybench.measure import count_params
-from studybench.models import build_model, check_model
+from studybench.models import check_model
 from studybench.optim import build_optimizer, build_scheduler
-from studybench.schemes.base import Scheme, StepStats, ensure_finite
+from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, ensure_finite, float32_leaves
 from studybench.spec import ModelCfg, RunConfig
 
 
@@ -37,9 +37,10 @@ def mutual_kl(logits: torch.Tensor, other_logits: torch.Tensor, target: torch.Te
     """``KL(sg p_other ‖ p_self)``: summed over classes, averaged over valid pixels.
 
     Shape: logits ``[B, C, H, W]`` (self, receives the gradient), other_logits the same
-    (detached here), target ``[B, H, W]``. An all-ignored batch gives 0 with zero gradient.
+    (detached here, computed in the dtype of ``logits``: float32 in training, see
+    ``schemes.base``), target ``[B, H, W]``. An all-ignored batch gives 0 with zero gradient.
     """
-    log_p = F.log_softmax(logits.float() if logits.dtype == torch.bfloat16 else logits, dim=1)
+    log_p = F.log_softmax(logits, dim=1)
     log_q = F.log_softmax(other_logits.detach().to(log_p.dtype), dim=1)
     per_pixel = (log_q.exp() * (log_q - log_p)).sum(dim=1)
     return masked_mean(per_pixel, valid_mask(target, logits.shape[1]))
@@ -63,17 +64,18 @@ class MutualScheme(Scheme):
         num_classes: int,
         device: torch.device,
         total_steps: int,
+        seed: int = 0,
         peer: PeerCfg | None = None,
         evaluate: Literal["student", "peer"] = "student",
     ) -> None:
-        super().__init__(config, num_classes, device, total_steps)
+        super().__init__(config, num_classes, device, total_steps, seed)
         if evaluate not in ("student", "peer"):
             raise ValueError(f"mutual: evaluate must be 'student' or 'peer', got {evaluate!r}")
         peer_cfg = config.model if peer is None else PeerCfg.model_validate(peer)
         self.headline = evaluate
-        # The student first: same RNG draws (same init) as a supervised run of the same seed.
-        self.student = build_model(config.model, num_classes).to(device)
-        self.peer = build_model(peer_cfg, num_classes).to(device)
+        # The student starts from the supervised model's weights of the seed; the peer from its own stream.
+        self.student = self.build_network(config.model, "model")
+        self.peer = self.build_network(peer_cfg, "peer")
         self.networks = {"student": self.student, "peer": self.peer}
         self.task_name = config.loss.name
         self.losses = {role: build_loss(config.loss.name, **config.loss.params).to(device) for role in self.networks}
@@ -81,10 +83,9 @@ class MutualScheme(Scheme):
         self.schedulers = {
             role: build_scheduler(opt, config.train, total_steps) for role, opt in self.optimizers.items()
         }
-        self.amp = config.train.amp and device.type == "cuda"
 
     def _forward(self, role: str, images: torch.Tensor, grad: bool) -> torch.Tensor:
-        with torch.set_grad_enabled(grad), torch.autocast(self.device.type, torch.bfloat16, enabled=self.amp):
+        with torch.set_grad_enabled(grad), self.autocast():
             return self.networks[role](images)
 
     def _update(self, role: str, other: str, images: torch.Tensor, target: torch.Tensor) -> tuple[dict, float]:
@@ -93,17 +94,19 @@ class MutualScheme(Scheme):
         optimizer.zero_grad(set_to_none=True)
         target_logits = self._forward(other, images, grad=False)
         logits = self._forward(role, images, grad=True)
-        leaf = logits.detach().requires_grad_()
+        (leaf,) = float32_leaves([logits])
+        target_logits = target_logits.to(leaf.dtype)  # the KL's teacher side in float32 too
         self.loss_timer.sync()
         t0 = time.perf_counter()
-        task = self.losses[role](leaf, target)
-        kl = mutual_kl(leaf, target_logits, target)
-        value = task + kl
-        ensure_finite(value, f"mutual loss of the {role}")
-        value.backward()
+        with self.float32():
+            task = self.losses[role](leaf, target)
+            kl = mutual_kl(leaf, target_logits, target)
+            value = task + kl
+            ensure_finite(value, f"mutual loss of the {role}")
+            value.backward()
         self.loss_timer.sync()
         loss_s = time.perf_counter() - t0
-        logits.backward(leaf.grad)
+        backward_from_leaves([logits], [leaf])
         optimizer.step()
         self.schedulers[role].step()
         return {f"{role}_{self.task_name}": task.detach(), f"{role}_kl": kl.detach()}, loss_s

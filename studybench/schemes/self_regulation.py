@@ -14,10 +14,10 @@ import torch
 from studybench.losses import sr
 from studybench.losses.ce import cross_entropy
 from studybench.measure import count_params
-from studybench.models import build_model
 from studybench.models.exits import ExitHeads, exit_costs
 from studybench.optim import build_optimizer, build_scheduler
-from studybench.schemes.base import Scheme, StepStats, ensure_finite
+from studybench.rng import init_stream
+from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, ensure_finite, float32_leaves
 from studybench.spec import RunConfig
 
 
@@ -50,6 +50,7 @@ class SelfRegulationScheme(Scheme):
         num_classes: int,
         device: torch.device,
         total_steps: int,
+        seed: int = 0,
         sr_f: bool = True,
         sr_l: bool = True,
         mea: bool = True,
@@ -61,7 +62,7 @@ class SelfRegulationScheme(Scheme):
         sr_f_weight: float = 1.0,
         sr_l_weight: float = 1.0,
     ) -> None:
-        super().__init__(config, num_classes, device, total_steps)
+        super().__init__(config, num_classes, device, total_steps, seed)
         if not tau > 0:
             raise ValueError(f"self-regulation: tau must be > 0, got {tau}")
         if mode not in ("paper", "code"):
@@ -82,34 +83,34 @@ class SelfRegulationScheme(Scheme):
         self.warmup_steps = round(warmup * total_steps)
         self.steps_done = 0
 
-        # The plain model first: same RNG draws (same init) as the supervised scheme for a seed.
-        self.model = build_model(config.model, num_classes).to(device)
+        # The plain model starts from the supervised model's weights of the seed; the exits from their own stream.
+        self.model = self.build_network(config.model, "model")
         self.networks = {"model": self.model}
         self.heads: ExitHeads | None = None
         if mea or sr_f or sr_l:
-            self.heads = ExitHeads.for_model(self.model, num_classes).to(device)
+            with init_stream(seed, "exits"):
+                self.heads = ExitHeads.for_model(self.model, num_classes).to(device)
         trained = list(self.model.parameters()) + (list(self.heads.parameters()) if self.heads else [])
         self.optimizer = build_optimizer(trained, config.train)
         self.scheduler = build_scheduler(self.optimizer, config.train, total_steps)
-        self.amp = config.train.amp and device.type == "cuda"
         self.costs = exit_costs(self.model, self.heads) if self.heads is not None else {}
         self.train_pixels = 0  # H·W of the training input, seen at the first step
 
     def train_step(self, images: torch.Tensor, target: torch.Tensor) -> StepStats:
         self.optimizer.zero_grad(set_to_none=True)
         self.train_pixels = images.shape[-2] * images.shape[-1]
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with self.autocast():
             if self.heads is None:
                 outputs = [self.model(images)]
             else:
                 out = self.heads(self.model, images)
                 outputs = [*out.logits, *out.presence]
-        leaves = [o.detach().requires_grad_() for o in outputs]
-        with self.loss_timer:
+        leaves = float32_leaves(outputs)
+        with self.loss_timer, self.float32():
             total, parts = self.loss(leaves, target)
             ensure_finite(total, "self-regulation loss")
             total.backward()
-        torch.autograd.backward(outputs, [leaf.grad for leaf in leaves])
+        backward_from_leaves(outputs, leaves)
         self.optimizer.step()
         self.scheduler.step()
         self.steps_done += 1

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from studybench.losses import build_loss
-from studybench.models import build_model, forward_outputs
+from studybench.models import forward_outputs
 from studybench.optim import build_optimizer, build_scheduler
-from studybench.schemes.base import Scheme, StepStats, ensure_finite
+from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, ensure_finite, float32_leaves
 from studybench.spec import RunConfig
 
 
@@ -15,33 +15,34 @@ class SupervisedScheme(Scheme):
     """One model trained with the configured loss.
 
     The graph is split at the model's outputs: the loss runs forward and backward on
-    detached leaves (timed on its own), then the model's backward continues from the
-    leaves' gradients. The arithmetic is identical to a single ``backward`` call.
+    detached float32 leaves (timed on its own), then the model's backward continues from the
+    leaves' gradients. Without AMP the arithmetic is identical to a single ``backward`` call.
     """
 
     headline = "model"
 
-    def __init__(self, config: RunConfig, num_classes: int, device: torch.device, total_steps: int) -> None:
-        super().__init__(config, num_classes, device, total_steps)
-        self.model = build_model(config.model, num_classes).to(device)
+    def __init__(
+        self, config: RunConfig, num_classes: int, device: torch.device, total_steps: int, seed: int = 0
+    ) -> None:
+        super().__init__(config, num_classes, device, total_steps, seed)
+        self.model = self.build_network(config.model, "model")
         self.loss = build_loss(config.loss.name, **config.loss.params).to(device)
         self.networks = {"model": self.model}
         self.optimizer = build_optimizer(self.model.parameters(), config.train)
         self.scheduler = build_scheduler(self.optimizer, config.train, total_steps)
-        self.amp = config.train.amp and device.type == "cuda"
 
     def train_step(self, images: torch.Tensor, target: torch.Tensor) -> StepStats:
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+        with self.autocast():
             outputs = forward_outputs(self.model, images, self.loss.requires)
-        leaves = {k: v.detach().requires_grad_() for k, v in outputs.items()}
-        with self.loss_timer:
+        names = list(outputs)
+        leaves = dict(zip(names, float32_leaves([outputs[k] for k in names])))
+        with self.loss_timer, self.float32():
             extra = {k: leaves[k] for k in self.loss.requires}
             value = self.loss(leaves["logits"], target, **extra)
             ensure_finite(value, f"loss {self.config.loss.name!r}")
             value.backward()
-        pairs = [(outputs[k], leaf.grad) for k, leaf in leaves.items() if leaf.grad is not None]
-        torch.autograd.backward([o for o, _ in pairs], [g for _, g in pairs])
+        backward_from_leaves([outputs[k] for k in names], [leaves[k] for k in names])
         self.optimizer.step()
         self.scheduler.step()
         return StepStats(loss=value.detach(), parts=dict(self.loss.parts))
