@@ -1,9 +1,11 @@
 """Figures of a report, each written as PNG (small, dpi 100) and PDF, without timestamps.
 
 Every figure is readable in grayscale: methods differ by marker, line style or hatch as well
-as by colour, heatmaps carry their numbers. Intervals are the 95 % bootstrap CIs of
-``stats`` (the same numbers as the tables). The drawing functions take the summary frames the
-tables are built from, so a figure never computes statistics of its own.
+as by colour, heatmaps carry their numbers. Intervals are the 95 % t intervals of ``stats``
+(the same numbers as the tables; ``stats.interval_caption`` names them); cells with one seed
+have none, so nothing is drawn for them. The drawing functions take the summary frames the
+tables are built from, so a figure never computes statistics of its own (the per-epoch curves
+call ``stats.t_interval`` on the seeds of each epoch).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def _yerr(summary: pd.DataFrame, metric: str, scale: float = 100.0) -> np.ndarra
 
 # --------------------------------------------------------------------------- main comparison
 def bars(summary: pd.DataFrame, methods: list[str], series: list[str]) -> plt.Figure:
-    """mIoU bars per method (one hatch per ``series`` value, e.g. arch), one panel per dataset, 95 % CI whiskers."""
+    """mIoU bars per method (one hatch per ``series`` value, e.g. arch), one panel per dataset, t interval whiskers."""
     datasets = list(dict.fromkeys(summary["dataset"]))
     keys = list(dict.fromkeys(_series_label(r, series) for _, r in summary.iterrows())) if series else [""]
     fig, axes = plt.subplots(
@@ -90,12 +92,12 @@ def bars(summary: pd.DataFrame, methods: list[str], series: list[str]) -> plt.Fi
         ax.grid(axis="y", alpha=0.3)
         if series:
             ax.legend(title=" / ".join(c.removeprefix("axis.") for c in series), fontsize=7)
-    fig.suptitle("mIoU per method (mean over seeds, 95% bootstrap CI)", fontsize=9)
+    fig.suptitle(f"mIoU per method (mean over seeds; {stats.interval_caption(summary['n'])})", fontsize=9)
     return fig
 
 
 def ablation(summary: pd.DataFrame, key: str, order: list[str], series: list[str], title: str) -> plt.Figure:
-    """mIoU against an ablation's varied value, a line per ``series`` (dataset, arch) with a CI band."""
+    """mIoU against an ablation's varied value, a line per ``series`` (dataset, arch) with a t interval band."""
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     numeric = all(_is_number(v) for v in order)
     groups = summary.groupby(series, sort=False) if series else [("", summary)]
@@ -246,7 +248,7 @@ def per_class(means: pd.DataFrame, row_cols: list[str], baseline: str | None) ->
 
 # --------------------------------------------------------------------------- curves
 def curves(hist: pd.DataFrame, runs: pd.DataFrame, series: list[str]) -> plt.Figure:
-    """Per-epoch val mIoU and training loss parts, mean over seeds with a 95 % CI band, a line per ``series`` value."""
+    """Per-epoch val mIoU and training loss parts, mean over seeds with a 95 % t interval band, a line per ``series``."""
     keys = ["val/miou", *sorted(k for k in hist["key"].unique() if k.startswith("train/"))]
     merged = hist.merge(runs[["run_id", *series]], on="run_id")
     merged["series"] = [_series_label(r, series) for _, r in merged.iterrows()]
@@ -264,7 +266,7 @@ def curves(hist: pd.DataFrame, runs: pd.DataFrame, series: list[str]) -> plt.Fig
             by = [sub[sub["step"] == s]["value"].to_numpy() for s in steps]
             scale = 100.0 if key == "val/miou" else 1.0
             mean = np.array([v.mean() for v in by]) * scale
-            ci = np.array([stats.bootstrap_ci(v) for v in by]) * scale
+            ci = np.array([stats.t_interval(v) for v in by]) * scale
             x = np.array(steps) + 1
             ax.plot(x, mean, marker=marker, linestyle=line, color=color, ms=3, label=name)
             if np.isfinite(ci).any():

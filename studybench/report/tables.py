@@ -3,7 +3,9 @@
 Every table keeps two frames: ``data`` (numbers: means, stds, CI bounds, p-values, as
 fractions) goes to CSV for further analysis; ``display`` (formatted text, accuracy in %) goes
 to Markdown, LaTeX and the HTML page. Accuracy columns show ``mean ± std`` over seeds and the
-95 % bootstrap CI of the mean (``stats``); one seed shows ``n = 1: no CI``.
+95 % t interval of the mean (``stats``), named in the header and the note; a table whose cells
+all have one seed has no interval column, a single cell with one seed shows ``n = 1: no
+interval`` and an interval over two seeds carries ``stats.WIDE_MARK`` (uninformative).
 
 Tables: ``main`` (every method of the grid, with its paired difference to the baseline),
 ``main_by_dataset`` (dataset rows x method columns of IoU and Acc, the Gonçalves et al.
@@ -63,12 +65,22 @@ def mean_std(mean: float, std: float, scale: float = 100.0, digits: int = 2) -> 
 
 
 def ci(lo: float, hi: float, n: int, scale: float = 100.0, digits: int = 2, sign: bool = False) -> str:
-    if n <= 1:
+    """``[lo, hi]`` scaled; ``stats.NO_CI`` for one seed, ``stats.WIDE_MARK`` appended for two."""
+    if n < stats.MIN_N:
         return stats.NO_CI
     if math.isnan(lo):
         return "-"
     f = "+.{d}f" if sign else ".{d}f"
-    return f"[{scale * lo:{f.format(d=digits)}}, {scale * hi:{f.format(d=digits)}}]"
+    text = f"[{scale * lo:{f.format(d=digits)}}, {scale * hi:{f.format(d=digits)}}]"
+    return text + stats.WIDE_MARK if n <= stats.WIDE_N else text
+
+
+def _add_interval_column(disp: pd.DataFrame, summary: pd.DataFrame, metric: str, name: str) -> None:
+    """``<name> 95% t interval`` column, only when some cell has the seeds for one (never titled with one seed)."""
+    if summary["n"].max() >= stats.MIN_N:
+        disp[f"{name} {stats.INTERVAL_NAME}"] = [
+            ci(lo, hi, n) for lo, hi, n in zip(summary[f"{metric}_lo"], summary[f"{metric}_hi"], summary["n"])
+        ]
 
 
 def p_value(p: float) -> str:
@@ -127,18 +139,14 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
     for metric, name in ACCURACY.items():
         disp[f"{name} (%)"] = [mean_std(m, s) for m, s in zip(summary[metric], summary[f"{metric}_std"])]
         if metric == "miou":
-            disp["mIoU 95% CI"] = [
-                ci(lo, hi, n) for lo, hi, n in zip(summary["miou_lo"], summary["miou_hi"], summary["n"])
-            ]
-    tests = set()
+            _add_interval_column(disp, summary, "miou", "mIoU")
     if baseline:
         head = f"Δ mIoU vs {baseline} (pp)"
         disp[head] = [_diff(r) for _, r in summary.iterrows()]
         disp["p"] = [("baseline" if r["method"] == baseline else p_value(r["p"])) for _, r in summary.iterrows()]
-        tests = {t for t in summary["test"].dropna() if t}
     if summary["paper_miou"].notna().any():
         disp["paper mIoU (%)"] = summary["paper_miou"].map(pct)
-    note = _note(summary["n"], baseline, tests)
+    note = _note(summary["n"], baseline)
     return Table("main", "Main comparison (val, mean ± std over seeds)", summary, disp, note)
 
 
@@ -149,17 +157,27 @@ def _diff(row: pd.Series) -> str:
     return d if row["n"] <= 1 else f"{d} {ci(row['diff_lo'], row['diff_hi'], row['n'], sign=True)}"
 
 
-def _note(ns: pd.Series, baseline: str | None, tests: set[str]) -> str:
-    parts = ["Accuracy in %, mean ± sample std over seeds; 95% CI: percentile bootstrap of the mean (fixed RNG seed)."]
-    if len(ns) and ns.max() <= 1:
-        parts.append("n = 1: one seed per cell, so no CI and no test; run more seeds to tell a difference from noise.")
-    elif len(ns) and ns.max() < stats.WILCOXON_MIN_N:
-        parts.append("With few seeds a bootstrap CI cannot be wider than the seeds' range: read the p-value.")
+def _note(ns: pd.Series, baseline: str | None) -> str:
+    """The table's note: how the interval and the test are computed, and what few seeds mean for them."""
+    parts = ["Accuracy in %, mean ± sample std over seeds."]
+    counts = set(ns.astype(int)) if len(ns) else {1}
+    if max(counts) < stats.MIN_N:
+        parts.append(
+            "n = 1: one seed per cell, so no interval and no test; run more seeds to tell a difference from noise."
+        )
+    else:
+        parts.append(f"{stats.INTERVAL_NAME}: mean ± t(0.975, n-1) × s / sqrt(n) over the n seeds of a cell.")
+        if min(counts) < stats.MIN_N:
+            parts.append("Cells with one seed have no interval.")
+        if any(n <= stats.WIDE_N for n in counts if n >= stats.MIN_N):
+            parts.append(stats.WIDE_NOTE)
     if baseline:
-        parts.append(f"Δ: mean of per-seed differences to {baseline} (paired by seed) with its bootstrap CI.")
-        used = [stats.TEST_NOTES[t] for t in ("t-test", "wilcoxon") if t in tests]
-        if used:
-            parts.append("p: two-sided " + " / ".join(used) + ".")
+        how = (
+            f" with its {stats.INTERVAL_NAME}; p: two-sided {stats.TEST_NAME} (the interval excludes 0 exactly when p < 0.05)"
+            if max(counts) >= stats.MIN_N
+            else ""
+        )
+        parts.append(f"Δ: mean of per-seed differences to {baseline} (paired by seed){how}.")
     return " ".join(parts)
 
 
@@ -261,11 +279,11 @@ def _ablation_one(rows: pd.DataFrame, study: Any, name: str, key: str, values: l
     disp[key] = summary[key]
     disp["n"] = summary["n"]
     disp["mIoU (%)"] = [mean_std(m, s) for m, s in zip(summary["miou"], summary["miou_std"])]
-    disp["mIoU 95% CI"] = [ci(lo, hi, n) for lo, hi, n in zip(summary["miou_lo"], summary["miou_hi"], summary["n"])]
+    _add_interval_column(disp, summary, "miou", "mIoU")
     disp["aAcc (%)"] = [mean_std(m, s) for m, s in zip(summary["pixel_acc"], summary["pixel_acc_std"])]
     if summary["paper_miou"].notna().any():
         disp["paper mIoU (%)"] = summary["paper_miou"].map(pct)
-    note = f"Method {of}, varying {key}; other settings as in the main grid. " + _note(summary["n"], None, set())
+    note = f"Method {of}, varying {key}; other settings as in the main grid. " + _note(summary["n"], None)
     return Table(f"ablation_{name}", f"Ablation {name}: {key} (of {of})", summary, disp, note)
 
 
@@ -400,7 +418,7 @@ def write_table(table: Table, out_dir: Path) -> list[Path]:
     return [md, csv, tex]
 
 
-_TEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "ç": r"\c{c}"}
+_TEX = {"±": r"$\pm$", "Δ": r"$\Delta$", "×": r"$\times$", "ç": r"\c{c}", "†": r"\dag{}"}
 
 
 def to_latex(table: Table) -> str:
