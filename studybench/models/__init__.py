@@ -8,6 +8,7 @@ calling the model's own encoder, decoder and head in the same order smp's forwar
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import segmentation_models_pytorch as smp
@@ -16,8 +17,50 @@ from torch import nn
 
 from studybench.spec import ModelCfg
 
+#: smp releases this package works with, ``[lowest, first unsupported)``. 0.5.0 is the first whose
+#: decoders take the encoder's features as one list (``model.decoder(features)`` below and in
+#: ``exits``; 0.4 and older take ``*features``), and smp changes its API from one 0.x minor to the
+#: next, so 0.7 stays out until it is tested. Keep pyproject.toml's smp line equal to this range.
+SMP_SUPPORTED = ("0.5.0", "0.7")
+
 #: Outputs a loss may ask for, beyond logits.
 MODEL_OUTPUTS = ("features",)
+
+
+def _release(version: str) -> tuple[int, ...]:
+    """Leading release numbers of a version string (``"0.5.1.dev0"`` -> ``(0, 5, 1)``), zero-padded to 3."""
+    numbers = []
+    for part in version.split("+")[0].split("."):
+        digits = "".join(itertools.takewhile(str.isdigit, part))
+        if not digits:
+            break
+        numbers.append(int(digits))
+        if len(digits) < len(part):  # "0rc1": a pre-release of this number ends the release part
+            break
+    return tuple(numbers + [0] * (3 - len(numbers)))
+
+
+def smp_supported(version: str) -> bool:
+    """Whether smp ``version`` lies in ``SMP_SUPPORTED``."""
+    lowest, first_unsupported = SMP_SUPPORTED
+    return _release(lowest) <= _release(version) < _release(first_unsupported)
+
+
+def check_smp_version(version: str = smp.__version__) -> None:
+    """Raise ``ImportError`` naming the supported range when smp ``version`` is outside it.
+
+    Called at import: an unsupported smp otherwise fails deep inside a run (a decoder call
+    signature) or, worse, runs and computes something else.
+    """
+    if not smp_supported(version):
+        lowest, first_unsupported = SMP_SUPPORTED
+        raise ImportError(
+            f"studybench needs segmentation-models-pytorch >= {lowest}, < {first_unsupported}; found {version}. "
+            f'Install a supported one: pip install "segmentation-models-pytorch>={lowest},<{first_unsupported}"'
+        )
+
+
+check_smp_version()
 
 
 def list_archs() -> list[str]:
