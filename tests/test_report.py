@@ -92,6 +92,18 @@ def test_cells_over_two_seeds_have_a_ci_containing_the_mean(store):
     assert (ref["n"] == 2).all() and ref["paper_miou"].tolist() == [0.5, 0.4]
 
 
+def test_two_seed_report_names_its_intervals_and_marks_them_uninformative(store):
+    """Every caption and note says which interval it shows (t, over 2 seeds) and that two seeds say little."""
+    out: Path = store["out"]
+    page, readme = (out / "index.html").read_text(), (out / "README.md").read_text()
+    for text in (page, readme):
+        assert "bootstrap" not in text and "95% CI" not in text
+        assert text.count(f"{stats.INTERVAL_NAME} over 2 seeds") >= 4  # bars, cost whiskers, ablation band, curves
+        assert "uninformative" in text and stats.TEST_NAME in text
+    main = (out / "main.md").read_text()
+    assert f"mIoU {stats.INTERVAL_NAME}" in main and stats.WIDE_MARK in main and stats.WIDE_NOTE in main
+
+
 def test_rebuild_is_identical_and_report_run_is_ignored(store):
     again = store["root"] / "again"
     result = make_report(*open_view(store["uri"], store["study"]), again)

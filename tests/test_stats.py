@@ -112,6 +112,8 @@ def test_tables_name_the_interval_and_mark_two_seeds():
     assert stats.WIDE_MARK not in three.display.to_string()
     two = tables.main_table(runs([0, 1]), STUDY)
     assert two.display[f"mIoU {stats.INTERVAL_NAME}"].str.endswith(stats.WIDE_MARK).all()
+    assert two.display["Δ mIoU vs ce (pp)"].tolist()[0] == "baseline"  # not an interval of a method against itself
+    assert two.display["Δ mIoU vs ce (pp)"].tolist()[1].endswith(stats.WIDE_MARK)
     assert stats.WIDE_NOTE in two.note and r"\dag{}" in tables.to_latex(two)
 
 

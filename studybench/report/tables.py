@@ -142,7 +142,7 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
             _add_interval_column(disp, summary, "miou", "mIoU")
     if baseline:
         head = f"Δ mIoU vs {baseline} (pp)"
-        disp[head] = [_diff(r) for _, r in summary.iterrows()]
+        disp[head] = [("baseline" if r["method"] == baseline else _diff(r)) for _, r in summary.iterrows()]
         disp["p"] = [("baseline" if r["method"] == baseline else p_value(r["p"])) for _, r in summary.iterrows()]
     if summary["paper_miou"].notna().any():
         disp["paper mIoU (%)"] = summary["paper_miou"].map(pct)
