@@ -37,3 +37,24 @@ base:
 grid:
   method: [ce, dice]
 """
+
+
+def invoke(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run ``studybench ARGS`` in this process (seconds faster than ``run_cli``: no fresh imports).
+
+    For read-only commands and checks whose subject is not the process itself; returns the
+    same shape as ``run_cli`` (``returncode``, ``stdout``, ``stderr``).
+    """
+    from typer.testing import CliRunner
+
+    from studybench.cli import app
+
+    before = Path.cwd()
+    os.chdir(cwd or REPO)
+    try:
+        result = CliRunner().invoke(app, list(args), env={"MLFLOW_TRACKING_URI": None, "COLUMNS": "160"})
+    finally:
+        os.chdir(before)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
