@@ -238,9 +238,13 @@ def _resume(spec: RunSpec, scheme: Scheme, recorder: Recorder, checkpoints: Chec
     the loader needs; the global generators (the method's stream) are restored from the file.
     """
     payload = checkpoints.load(spec) if checkpoints else None
-    if payload is None:
+    try:
+        state = TrainState(**payload["state"]) if payload else None
+    except TypeError as err:  # a checkpoint of another version of TrainState: start over, not fail forever
+        checkpoints.set_aside(spec, f"train state does not match: {err}")
+        state = None
+    if state is None:
         return TrainState()
-    state = TrainState(**payload["state"])
     scheme.load_state_dict(payload["scheme"])
     set_rng_state(payload["rng"])
     for epoch, curves in enumerate(state.history):

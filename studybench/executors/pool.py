@@ -91,7 +91,14 @@ def _outcome(future: Any, spec: RunSpec) -> RunOutcome:
 def _ignore_sigint() -> None:
     """Manager process: deaf to Ctrl-C, and gone with the driver (kill -9 included)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent()
+    die_with_parent(_parent_pid())
+
+
+def _parent_pid() -> int | None:
+    import multiprocessing
+
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None else None
 
 
 _in_run = False  # set by a worker while it trains a run
@@ -100,7 +107,7 @@ _in_run = False  # set by a worker while it trains a run
 def _worker_init() -> None:
     """Ctrl-C interrupts a worker's run (marked KILLED), never an idle worker (that would break the pool);
     a worker does not outlive the driver (kill -9 of the driver: nothing left training or holding the store)."""
-    die_with_parent()
+    die_with_parent(_parent_pid())
 
     def on_sigint(signum: int, frame: Any) -> None:
         if _in_run:

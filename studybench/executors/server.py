@@ -7,12 +7,20 @@ workers log over HTTP. Artifacts still go straight to the experiment's ``file://
 location (the server only hands out that path). The server runs in its own session so a
 Ctrl-C in the terminal reaches the workers (which mark their runs KILLED through it) and
 not the server.
+
+The server must not outlive the study, however the driver dies (kill -9 included): it is
+started through a small guard (this file run as a script) that leads the server's process
+group, watches the driver's pid and kills the whole group (``mlflow server`` and its
+uvicorn/gunicorn children) as soon as the driver is gone. ``die_with_parent`` gives the
+same promise to the pool's worker and manager processes on Linux.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -47,7 +55,8 @@ def tracking_server(uri: str, wait: bool = True, timeout_s: float = 120.0) -> It
     # MLflow 3's server also starts a job runner with four or more Huey consumer processes (for
     # its GenAI jobs, unused here): ~10 s of CPU taken from the runs on a small machine
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    guarded = [sys.executable, str(Path(__file__).resolve()), str(os.getpid()), *cmd]
+    process = subprocess.Popen(guarded, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     url = f"http://127.0.0.1:{port}"
     try:
         if wait:
@@ -56,12 +65,7 @@ def tracking_server(uri: str, wait: bool = True, timeout_s: float = 120.0) -> It
         if process.poll() is not None and process.returncode != 0:
             raise RuntimeError(f"the local MLflow server exited with code {process.returncode}:\n{_tail(log.name)}")
     finally:
-        process.terminate()  # every request is committed: nothing to lose by not waiting long
-        try:
-            process.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        _stop_group(process)  # every request is committed: nothing to lose by not waiting long
         log.close()
         Path(log.name).unlink(missing_ok=True)
 
@@ -90,7 +94,73 @@ def _tail(log: str | Path | None) -> str:
         return ""
 
 
+def _stop_group(process: subprocess.Popen, grace_s: float = 3.0) -> None:
+    """SIGTERM the server's process group (guard, server, its workers), SIGKILL what is left after ``grace_s``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> bool:
+    """Have the kernel send ``sig`` to this process when its parent dies (Linux only; False elsewhere).
+
+    Call it in the child itself (e.g. a pool initializer). With ``parent`` (the pid the child
+    was started by), a parent that died before this call (while the child was still importing)
+    ends the child at once instead of never. The signal is tied to the parent *thread* that
+    started the child, so only use it for children started by a long-lived thread.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(1, sig, 0, 0, 0) == 0  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+    if armed and parent is not None and os.getppid() != parent:
+        os.kill(os.getpid(), sig)
+    return armed
+
+
+def _guard(driver: int, cmd: list[str], poll_s: float = 0.25) -> int:
+    """Run ``cmd`` in this process group; end the group when the driver ``driver`` dies or asks us to stop.
+
+    Runs as its own process (``python server.py DRIVER_PID CMD...``, started in a new session
+    so it leads the group). Polling the parent pid works on every POSIX system and whichever
+    thread started us; the server's own children inherit the group, so one ``killpg`` ends them all.
+    """
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's business
+    child = subprocess.Popen(cmd, preexec_fn=die_with_parent)  # killing the guard alone kills the server too
+    while child.poll() is None and not stopping and os.getppid() == driver:
+        time.sleep(poll_s)
+    if child.poll() is not None and not stopping:  # the server ended by itself: report its exit code
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(0, signal.SIGTERM)  # its leftover children, if any
+        return child.returncode
+    if os.getppid() != driver:  # the driver died without a word: nothing to wait for
+        os.killpg(0, signal.SIGKILL)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    os.killpg(0, signal.SIGTERM)
+    try:
+        child.wait(timeout=3)
+    except subprocess.TimeoutExpired:
+        os.killpg(0, signal.SIGKILL)
+    return 0
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+if __name__ == "__main__":  # the guard process started by ``tracking_server``
+    sys.exit(_guard(int(sys.argv[1]), sys.argv[2:]))

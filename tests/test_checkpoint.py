@@ -1,0 +1,143 @@
+"""Checkpoints are data, never code, and a bad one never blocks its run: it is set aside and the run restarts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from helpers import run_cli
+
+from studybench.checkpoint import FORMAT, Checkpoints, rng_state, set_rng_state, to_plain
+from studybench.config import load_study
+from studybench.grid import expand
+from studybench.store import StudyWriter
+from studybench.store.writer import ensure_store
+
+#: One tiny run per way a checkpoint file can be bad (seed i gets the i-th bad file).
+STUDY = """\
+study: bad-ckpt
+seeds: [0, 1, 2, 3, 4, 5]
+base:
+  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
+  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [8, 8, 8, 8, 8]}}
+  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  method: [ce]
+"""
+
+
+class Exploit:
+    """A pickle that, if unpickled with full trust, creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _specs(tmp_path: Path):
+    path = tmp_path / "study.yaml"
+    path.write_text(STUDY)
+    return path, expand(load_study(path), source=str(path), check_data=False)
+
+
+def _truncated(path: Path, key: str) -> None:
+    torch.save({"format": FORMAT, "key": key, "epoch": 1, "state": {}, "scheme": {"w": torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _bad_files(marker: Path):
+    """name -> writer(path, key) of each kind of bad checkpoint."""
+    return {
+        "malicious": lambda p, k: torch.save({"format": FORMAT, "key": k, "payload": Exploit(marker)}, p),
+        "truncated": _truncated,
+        "garbage": lambda p, k: p.write_bytes(os.urandom(4096)),
+        "empty": lambda p, k: p.write_bytes(b""),
+        "wrong-structure": lambda p, k: torch.save({"format": FORMAT, "key": k, "epoch": 1}, p),
+        "wrong-state": lambda p, k: torch.save(
+            {"format": FORMAT, "key": k, "epoch": 1, "state": {"bogus": 1}, "scheme": {}, "rng": {}}, p
+        ),
+    }
+
+
+def test_bad_checkpoints_are_set_aside_and_their_runs_finish_from_scratch(tmp_path):
+    study, specs = _specs(tmp_path)
+    marker = tmp_path / "pwned"
+    checkpoints = Checkpoints(tmp_path / "results" / "checkpoints")
+    bad = _bad_files(marker)
+    assert len(bad) == len(specs)
+    unreadable = len(specs) - 1  # the last one reads fine; only the trainer finds its state foreign
+    for spec, write in zip(specs, bad.values()):
+        checkpoints.path(spec).parent.mkdir(parents=True, exist_ok=True)
+        write(checkpoints.path(spec), spec.key)
+    folder = checkpoints.path(specs[0]).parent
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    abandoned = folder / f"{specs[0].key}.tmp{dead.pid}"
+    live = folder / f"{specs[1].key}.tmp{os.getpid()}"
+    abandoned.write_bytes(b"partial")
+    live.write_bytes(b"being written")
+
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    ensure_store(uri)  # status reads an existing store only (as after a first, interrupted run)
+    StudyWriter(uri, "bad-ckpt").ensure_experiment()
+    status = run_cli("status", str(study), cwd=tmp_path)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert " ".join(status.stdout.split()).count("checkpoint unreadable; restarts from scratch") == unreadable
+
+    done = run_cli("run", str(study), cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not marker.exists()  # the pickled os.system never ran
+    warnings = " ".join(done.stderr.split())
+    for spec in specs:
+        assert f"checkpoint {checkpoints.path(spec)} is unreadable" in warnings, (spec.name, done.stderr)
+        assert len(list(folder.glob(f"{spec.key}.pt.corrupt-*"))) == 1
+    assert not abandoned.exists() and live.exists()
+    assert not list(folder.glob("*.pt"))  # every run finished (from scratch) and cleaned up
+
+
+def test_a_checkpoint_round_trips_as_plain_data(tmp_path):
+    _, specs = _specs(tmp_path)
+    spec = specs[0]
+    checkpoints = Checkpoints(tmp_path)
+    np.random.seed(3)
+    state = rng_state()
+    expected = np.random.rand(3)
+    checkpoints.save(spec, {"epoch": 2, "state": {"step": 5}, "scheme": {"w": torch.ones(2)}, "rng": state})
+    assert checkpoints.epoch(spec) == 2 and checkpoints.resume_note(spec) == "resumes after epoch 2"
+    np.random.seed(99)
+    payload = checkpoints.load(spec)
+    set_rng_state(payload["rng"])
+    assert np.array_equal(np.random.rand(3), expected)
+    assert payload["state"] == {"step": 5} and torch.equal(payload["scheme"]["w"], torch.ones(2))
+
+
+def test_a_changed_file_is_not_promised_to_resume(tmp_path):
+    """The JSON beside a checkpoint says epoch 2; once the file changes, status reads the file itself."""
+    _, specs = _specs(tmp_path)
+    spec = specs[0]
+    checkpoints = Checkpoints(tmp_path)
+    checkpoints.save(spec, {"epoch": 2, "state": {}, "scheme": {}, "rng": {}})
+    data = checkpoints.path(spec).read_bytes()
+    checkpoints.path(spec).write_bytes(data[:-10])
+    assert checkpoints.epoch(spec) is None
+    assert checkpoints.resume_note(spec) == "checkpoint unreadable; restarts from scratch"
+    assert checkpoints.load(spec) is None
+    assert checkpoints.resume_note(spec) == ""  # set aside: nothing left to resume from
+
+
+def test_only_plain_data_can_be_saved():
+    plain = to_plain({"a": np.arange(3), "b": (np.float32(1.5), [1, "x"]), "c": None})
+    assert torch.equal(plain["a"], torch.arange(3)) and plain["b"] == (1.5, [1, "x"])
+    try:
+        to_plain({"scheme": {"opt": object()}})
+    except TypeError as err:
+        assert "checkpoint.scheme.opt" in str(err)
+    else:
+        raise AssertionError("an arbitrary object was accepted")

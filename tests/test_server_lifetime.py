@@ -1,0 +1,93 @@
+"""Nothing outlives a killed `run --workers N`: not the local MLflow server, its children, or the workers."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+from helpers import REPO
+
+#: Long enough (many epochs) that the study is still running when it is killed.
+STUDY = """\
+study: lifetime
+seeds: [0, 1]
+base:
+  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
+  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [8, 8, 8, 8, 8]}}
+  train: {epochs: 200, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  method: [ce]
+"""
+
+
+def _wait_for(condition, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _server_port(driver: psutil.Process) -> int | None:
+    """The port the driver's MLflow server (a descendant) listens on, once it listens."""
+    for child in driver.children(recursive=True):
+        try:
+            for conn in child.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.ip == "127.0.0.1":
+                    return conn.laddr.port
+        except psutil.Error:
+            continue
+    return None
+
+
+def _survivors(processes: list[psutil.Process]) -> list[str]:
+    alive = []
+    for proc in processes:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(proc.cmdline())[:120])
+        except psutil.Error:
+            pass
+    return alive
+
+
+def _listening(port: int) -> bool:
+    return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp"))
+
+
+def test_kill_9_of_the_driver_takes_the_server_and_workers_with_it(tmp_path):
+    (tmp_path / "study.yaml").write_text(STUDY)
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    cmd = [sys.executable, "-m", "studybench.cli", "run", "study.yaml", "--workers", "2"]
+    log = (tmp_path / "run.log").open("w")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        driver = psutil.Process(proc.pid)
+        port = _wait_for(lambda: _server_port(driver) or proc.poll() is not None, 240, "the MLflow server to listen")
+        assert proc.poll() is None, (tmp_path / "run.log").read_text()
+        checkpoints = tmp_path / "results" / "checkpoints" / "lifetime"
+        _wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, 240, "both workers to be training")
+        descendants = driver.children(recursive=True)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver alone; everything else must follow it
+        proc.wait(timeout=10)
+
+        def all_gone() -> bool:
+            return not _survivors(descendants) and not _listening(port)
+
+        try:
+            _wait_for(all_gone, 10, "every child of the killed driver to exit and the port to close")
+        except AssertionError as err:
+            raise AssertionError(f"{err}: {_survivors(descendants)}, port {port} open: {_listening(port)}") from None
+    finally:
+        log.close()
+        if proc.poll() is None:
+            proc.kill()
+        for child in psutil.Process().children(recursive=True):  # never leave a process behind on failure
+            child.kill()
