@@ -13,12 +13,12 @@ import yaml
 from helpers import run_cli
 from scipy import stats as sps
 
-from studybench.config import Study, load_study
-from studybench.report import build_report, stats
+from studybench.api import make_report, open_view
+from studybench.config import Study
+from studybench.report import stats
 from studybench.report.collect import collect_runs
 from studybench.report.reference import check_reference
 from studybench.report.tables import ablation_tables
-from studybench.api import make_report, open_view
 from studybench.store import StudyWriter
 from studybench.store.layout import TAG_KEY, records_experiment
 
@@ -118,11 +118,15 @@ def test_rebuild_is_identical_and_report_run_is_ignored(store):
 
     tracker = StudyWriter(store["uri"], "tinyreport")
     assert not [r for r in tracker.runs() if r.data.tags.get("studybench.kind")]  # records stay out of the runs table
-    reports = [r for r in tracker.runs(records_experiment("tinyreport")) if r.data.tags.get("studybench.kind") == "report"]
+    reports = [
+        r for r in tracker.runs(records_experiment("tinyreport")) if r.data.tags.get("studybench.kind") == "report"
+    ]
     assert len(reports) == 1 and TAG_KEY not in reports[0].data.tags  # reused, never a grid run
     names = {a.path for a in tracker.client.list_artifacts(reports[0].info.run_id, "report")}
     assert "report/index.html" in names and "report/main.csv" in names
-    assert len(tracker.latest_by_key()) == len(tracker.latest_by_key(finished_only=True)) == 6  # 2 x 2 main + 1 x 2 ablation
+    assert (
+        len(tracker.latest_by_key()) == len(tracker.latest_by_key(finished_only=True)) == 6
+    )  # 2 x 2 main + 1 x 2 ablation
     assert len(collect_runs(tracker)) == 6
 
 

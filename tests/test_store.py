@@ -95,7 +95,9 @@ def test_report_is_rebuilt_from_the_store_alone(scoped, tmp_path):
 def test_an_equivalent_study_and_a_second_run_add_no_run(scoped):
     root, uri = scoped["root"], scoped["uri"]
     same = root / "same.yaml"
-    same.write_text(STUDY.replace("{name: focal, gamma: 2}", "{gamma: 2.0, name: focal}").replace("threads: 1", "threads: 2"))
+    same.write_text(
+        STUDY.replace("{name: focal, gamma: 2}", "{gamma: 2.0, name: focal}").replace("threads: 1", "threads: 2")
+    )
     count = len(training_runs(uri, "scope"))
     for path in (scoped["study"], same):
         again = invoke("run", str(path), "--tracking-uri", uri, cwd=root)

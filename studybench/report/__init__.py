@@ -8,7 +8,7 @@ is drawn in its own ``try``: a plotting problem never loses results, it is liste
 page and returned. Finally the folder is logged as a report record in the study's records
 experiment (never among the training runs).
 
-Modules: ``scope`` (what the report covers), ``collect`` (MLflow -> DataFrame), ``stats`` (CIs, paired tests), ``reference``
+Modules: ``scope`` (what the report covers), ``collect`` (MLflow -> DataFrame), ``stats`` (t intervals, paired t tests), ``reference``
 (paper values), ``tables``, ``plots``, ``page`` (index.html, README.md).
 """
 
@@ -142,7 +142,8 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
             fill = f" (marker: method, fill: {' / '.join(c.removeprefix('axis.') for c in other)})" if other else ""
             yield (
                 "accuracy_vs_cost",
-                f"mIoU against wall time and peak memory{fill}, Pareto front dashed",
+                f"mIoU against wall time and peak memory{fill}, Pareto front dashed; "
+                f"whiskers: {stats.interval_caption(main.data['n'])}",
                 lambda: plots.cost_scatter(both, methods, other),
             )
     for name, abl in study.ablations.items():

@@ -1,0 +1,113 @@
+"""Nothing run twice, nothing bricked: concurrent launches and kills during store creation (real processes)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from helpers import REPO, run_cli
+from mlflow.tracking import MlflowClient
+
+from studybench.store import StudyWriter
+from studybench.store.layout import TAG_KEY
+
+STUDY = """\
+study: twice
+seeds: [0, 1]
+base:
+  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
+  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
+  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  method: [ce, dice]
+"""
+
+
+def launch(study: Path, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "studybench.cli", "run", str(study)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def runs_by_key(db: Path, study: str) -> Counter:
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp = client.get_experiment_by_name(study)
+    runs = [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
+    return Counter((r.data.tags[TAG_KEY], r.info.status) for r in runs)
+
+
+@pytest.mark.parametrize("store", ["fresh", "existing"])
+def test_two_launches_of_one_study_train_each_key_once(store, tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY)
+    if store == "existing":
+        StudyWriter(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", "twice").ensure_experiment()
+    first, second = launch(study, tmp_path), launch(study, tmp_path)
+    outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
+    assert [p.returncode for p in (first, second)] == [0, 0], outputs
+    counts = runs_by_key(tmp_path / "results" / "mlflow.db", "twice")
+    assert sorted(counts.values()) == [1, 1, 1, 1], counts  # 4 keys, one MLflow run each
+    assert {status for _, status in counts} == {"FINISHED"}
+    assert sum("running in another process" in out for out in outputs) >= 1  # the second really met the first
+
+
+@pytest.mark.parametrize("delay_s", [0.2, 0.6, 1.0, 1.5])
+def test_a_kill_while_the_store_is_created_leaves_a_usable_store(delay_s, tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.replace("seeds: [0, 1]", "seeds: [0]").replace("[ce, dice]", "[ce]"))
+    results = tmp_path / "results"
+    process = launch(study, tmp_path)
+    deadline = time.monotonic() + 120
+    while not results.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)  # the store's folder appears right before the store is created
+    time.sleep(delay_s)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    leftovers = [p.name for p in results.glob("mlflow.db.creating-*")]
+    writer = StudyWriter(f"sqlite:///{results / 'mlflow.db'}", "twice")  # what the next `run` does first
+    writer.ensure_experiment()
+    assert writer.runs() is not None
+    assert not list(results.glob("mlflow.db.creating-*")), leftovers  # a half-made store is cleaned, not used
+    if delay_s == 1.5:
+        again = run_cli("run", str(study), cwd=tmp_path)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "1 runs" in again.stdout
+
+
+def test_a_held_claim_skips_the_run_and_a_dead_holder_releases_it(tmp_path):
+    """The claim is a kernel lock: held while its process lives, gone the moment it dies."""
+    folder = tmp_path / "claims"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from studybench.store.claims import claim\n"
+            f"with claim(Path({str(folder)!r}), 'k') as mine:\n    print(mine, flush=True); time.sleep(60)",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "True"
+    from studybench.store.claims import claim
+
+    with claim(folder, "k") as mine:
+        assert mine is False
+    holder.kill()
+    holder.wait(timeout=30)
+    with claim(folder, "k") as mine:
+        assert mine is True
