@@ -45,6 +45,30 @@ REQUIRED = {"format": int, "key": str, "epoch": int, "state": dict, "scheme": di
 FOREIGN_TMP_AGE_S = 24 * 3600
 
 
+def disk_error(err: BaseException, partial: Path) -> BaseException:
+    """``err`` as "no space left on <folder> (...)" when the disk is full, else unchanged.
+
+    torch.save reports a full disk as ``unexpected pos A vs B``, which names neither the cause
+    nor the place; the free space left beside the partial file does.
+    """
+    import errno
+    import shutil
+
+    try:
+        free = shutil.disk_usage(partial.parent).free
+        written = partial.stat().st_size if partial.exists() else 0
+    except OSError:
+        return err
+    if not ((isinstance(err, OSError) and err.errno == errno.ENOSPC) or free < 16 * 2**20):
+        return err
+    mb = 2**20
+    return OSError(
+        errno.ENOSPC,
+        f"no space left on {partial.parent}: the checkpoint stopped at {written / mb:.0f} MB with "
+        f"{free / mb:.1f} MB free (free space there, or set --checkpoint-dir / train.checkpoint: false)",
+    )
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, not ours, or of the wrong structure."""
 
@@ -72,10 +96,16 @@ class Checkpoints:
         path = self.path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{spec.key}.tmp{os.getpid()}.{socket.gethostname()}")
-        torch.save(to_plain({"format": FORMAT, "key": spec.key, **payload}), tmp)
-        summary = {"epoch": payload.get("epoch"), "run_id": payload.get("run_id"), **_fingerprint(tmp)}
-        os.replace(tmp, path)
-        path.with_suffix(".json").write_text(json.dumps(summary))
+        try:
+            with open(tmp, "wb") as handle:  # our handle: closed (its space freed on unlink) even on error
+                torch.save(to_plain({"format": FORMAT, "key": spec.key, **payload}), handle)
+            summary = {"epoch": payload.get("epoch"), "run_id": payload.get("run_id"), **_fingerprint(tmp)}
+            os.replace(tmp, path)
+            path.with_suffix(".json").write_text(json.dumps(summary))
+        except (OSError, RuntimeError) as err:
+            failure = disk_error(err, tmp)
+            tmp.unlink(missing_ok=True)  # a partial checkpoint helps no one and holds the space
+            raise failure from err
 
     def load(self, spec: RunSpec) -> dict[str, Any] | None:
         """The checkpoint of ``spec``, or None if there is none.

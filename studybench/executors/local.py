@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from studybench.checkpoint import Checkpoints
 from studybench.spec import RunSpec
-from studybench.store import StudyWriter
+from studybench.store import StudyWriter, local_path
 from studybench.store.claims import claim, claims_folder
 from studybench.train import Progress, execute
 
@@ -67,16 +67,23 @@ def run_tracked(
 def _attempts(
     spec: RunSpec, store: StudyWriter, progress: Progress | None, checkpoints: Checkpoints | None, retries: int
 ) -> RunOutcome:
-    """Train ``spec`` (claimed by this process), retrying transient failures up to ``retries`` times."""
+    """Train ``spec`` (claimed by this process), retrying transient failures up to ``retries`` times.
+
+    A store that cannot be written (a full disk) fails this run with a message naming it; the
+    study goes on with its other runs, which fail or finish on their own.
+    """
     for attempt in range(1, retries + 2):
-        logger = store.start_run(spec, attempt=attempt)
+        try:
+            logger = store.start_run(spec, attempt=attempt)
+        except Exception as err:  # noqa: BLE001 - e.g. a full disk under the store
+            return RunOutcome(spec, "FAILED", error=f"could not start the run in the store: {store_error(err, store)}")
         try:
             result = execute(spec, logger, progress, checkpoints)
+            logger.finish()
         except KeyboardInterrupt as err:
             logger.fail(err, status="KILLED")
             raise
         except Exception as err:  # noqa: BLE001 - any failure of one run is recorded, the study goes on
-            first = first_line(err)
             kind = f"{type(err).__name__}"
             if not is_transient(err):
                 note = f"deterministic error ({kind}): not retried"
@@ -84,15 +91,37 @@ def _attempts(
                 note = f"transient error ({kind}): retried as attempt {attempt + 1} of {retries + 1}"
             else:
                 note = f"transient error ({kind}): no retries left (--retries {retries})"
-            logger.fail(err, retry_note=note)
+            unrecorded = _record_failure(logger, err, note, store)
             if is_transient(err) and attempt <= retries:
                 continue
-            return RunOutcome(spec, "FAILED", error=f"{kind}: {first}", attempts=attempt)
-        logger.finish()
+            return RunOutcome(spec, "FAILED", error=f"{kind}: {store_error(err, store)}{unrecorded}", attempts=attempt)
         if checkpoints:
             checkpoints.remove(spec)
         return RunOutcome(spec, "FINISHED", metrics=result.metrics, attempts=attempt)
     raise AssertionError("unreachable: the last attempt returns")
+
+
+def _record_failure(logger, err: BaseException, note: str, store: StudyWriter) -> str:
+    """Mark the run FAILED with its traceback; '' if done, else why the store could not take it."""
+    try:
+        logger.fail(err, retry_note=note)
+        return ""
+    except Exception as problem:  # noqa: BLE001 - the next `run` reaps the run (its process is gone by then)
+        return f" (the store could not record the failure: {store_error(problem, store)})"
+
+
+def store_error(err: BaseException, store: StudyWriter) -> str:
+    """The first line of ``err``; a full store disk is said as such, with the path and the free space."""
+    text = first_line(err)
+    if "disk is full" in text or "No space left" in text:
+        import shutil
+
+        path = local_path(store.uri)
+        folder = path.resolve().parent if path is not None else None
+        if folder is not None:
+            free = shutil.disk_usage(folder).free / 2**20
+            return f"no space left on {folder} ({free:.1f} MB free): {text}"
+    return text
 
 
 class LocalExecutor:
