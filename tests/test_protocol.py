@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 from typing import Any
 
 import numpy as np
@@ -227,6 +228,24 @@ def test_an_oracle_at_reduced_resolution_scores_what_a_native_evaluator_gives():
     assert metrics.miou == pytest.approx(expected, rel=1e-12)
     assert metrics.miou < 0.99  # perfect at the reduced size only
     assert all(s.shape == (64, 64) for s in samples["pred"]) and samples["image"][0].shape == (3, 64, 64)
+
+
+def test_a_validation_batch_may_mix_input_and_mask_sizes():
+    """VOC-like: inputs of two sizes in one batch, masks twice their size; each scored at its own size."""
+    g = torch.Generator().manual_seed(0)
+    masks = [torch.randint(0, 3, (64, 64), generator=g), torch.randint(0, 3, (40, 96), generator=g)]
+    masks[1][:5] = 255
+    reduced = [m[::2, ::2] for m in masks]  # the oracle is perfect at half size
+    images = [torch.zeros(3, *m.shape) for m in reduced]
+    loader = [([images[0], images[1], images[0]], [masks[0], masks[1], masks[0]])]
+    metrics, matrix, samples = trainer.evaluate(Oracle([*reduced, reduced[0]], 3), loader, 3, torch.device("cpu"))
+    assert int(matrix.matrix.sum()) == 2 * 64 * 64 + 40 * 96 - 5 * 96
+    assert 0.3 < metrics.miou < 1.0
+    assert samples["pred"][1].shape == (40, 96) and samples["image"][1].shape == (3, 40, 96)
+    payload = trainer._samples_npz(samples, build_dataset(DataCfg(options={"num_classes": 3}), "val", train=False))
+    with np.load(io.BytesIO(payload)) as npz:  # padded to the largest sample: labels with 255
+        assert npz["pred"].shape == (3, 64, 96) and npz["image"].shape == (3, 3, 64, 96)
+        assert (npz["target"][0, :, 64:] == 255).all() and (npz["target"][1, 40:] == 255).all()
 
 
 def test_eval_on_crop_is_tagged_as_a_deviation(monkeypatch):
