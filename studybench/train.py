@@ -289,10 +289,11 @@ def evaluate(
         for start, stop in _same_size_runs(images):
             logits = predict(model, torch.stack(images[start:stop]).to(device))
             for image, mask, logit in zip(images[start:stop], masks[start:stop], logits):
-                pred = native_prediction(logit, tuple(mask.shape))
+                size = tuple(mask.shape)
+                pred = _to_size(logit, size).argmax(dim=0)
                 matrix.update(pred, mask)
-                if len(kept["pred"]) < NUM_SAMPLES:
-                    kept["image"].append(_resized(image, tuple(mask.shape)).numpy())
+                if len(kept["pred"]) < NUM_SAMPLES:  # the input at the mask's size: the panels line up
+                    kept["image"].append(_to_size(image, size).numpy())
                     kept["target"].append(mask.numpy())
                     kept["pred"].append(pred.cpu().numpy())
     model.train(was_training)
@@ -306,19 +307,12 @@ def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     return model(padded)[..., :h, :w]
 
 
-def native_prediction(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Class ids ``[H, W]`` at the mask's ``size``: the logits ``[C, h, w]`` upsampled bilinearly
-    (``align_corners=False``, as mmsegmentation) when the input was resized, then the argmax."""
-    if tuple(logits.shape[-2:]) != size:
-        logits = F.interpolate(logits[None], size=size, mode="bilinear", align_corners=False)[0]
-    return logits.argmax(dim=0)
-
-
-def _resized(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """The network input at the mask's size, so a sample's image, labels and prediction line up."""
-    if tuple(image.shape[-2:]) == size:
-        return image
-    return F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+def _to_size(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    """``x [C, h, w]`` resized bilinearly to ``size`` (half-pixel centres, ``align_corners=False``,
+    as mmsegmentation resizes logits to the original image); unchanged if it has that size."""
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 def _same_size_runs(images: list[torch.Tensor]) -> list[tuple[int, int]]:
