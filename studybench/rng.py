@@ -46,7 +46,8 @@ def derive_seed(seed: int, purpose: str, *ints: int) -> int:
     """
     if any(int(v) < 0 for v in (seed, *ints)):
         raise ValueError(f"stream keys must be non-negative integers, got {(seed, purpose, *ints)}")
-    words = np.frombuffer(hashlib.sha256(purpose.encode()).digest()[:8], dtype=np.uint32).tolist()
+    digest = hashlib.sha256(purpose.encode()).digest()
+    words = [int.from_bytes(digest[i : i + 4], "little") for i in (0, 4)]  # same on every platform
     state = np.random.SeedSequence([int(seed), *words, *(int(v) for v in ints)]).generate_state(2, np.uint64)
     return int(state[0] >> np.uint64(1))
 
