@@ -1,10 +1,10 @@
 """Per-run checkpoints: everything needed to continue a run from its last finished epoch.
 
-A checkpoint holds the scheme's state (networks, losses, optimisers, schedulers), every RNG
-state (Python, NumPy, torch CPU and CUDA, and the training loader's own generator), the
+A checkpoint holds the scheme's state (networks, losses, optimisers, schedulers), the global
+RNG states (Python, NumPy, torch CPU and CUDA: the method's stream, see ``rng``), the
 epoch and step reached, the timers and the curves logged so far. Resuming from it gives the
-same final metrics as an uninterrupted run on CPU, because every source of randomness
-continues exactly where it stopped.
+same final metrics as an uninterrupted run on CPU: the method's randomness continues exactly
+where it stopped, and data order and augmentation are functions of (seed, epoch) alone.
 
 Files live at ``<root>/<study>/<run key>.pt`` (the key is the hash of what the run computes,
 so a changed config never resumes from a stale file), are written to a temporary name and
