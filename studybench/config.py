@@ -9,15 +9,28 @@ method, ``profiles`` (e.g. ``smoke``) scale a study down. Sections (``data``, ``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
+from studybench.registry import did_you_mean
 from studybench.spec import RunConfig
 
 SECTIONS = tuple(RunConfig.model_fields)  # data, model, loss, scheme, train
+
+#: Names that become folders, files and MLflow names (study, method, ablation, profile, dataset entry):
+#: letters, digits and ``_ . + = -``, starting with a letter or digit (so never ``..`` or a path).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.+=-]*$"
+MAX_NAME = 64
+#: Study files larger than this are refused unread (a study is a few kilobytes).
+MAX_FILE_BYTES = 1_000_000
+#: YAML values after expanding anchors/aliases; beyond this a file is an alias bomb, not a study.
+MAX_YAML_NODES = 100_000
+#: A seed as numpy and torch accept it; ``true`` is not the integer 1 here.
+Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
 
 
 class StudyError(ValueError):
@@ -38,7 +51,7 @@ class Ablation(_Strict):
 class Profile(_Strict):
     """Overrides applied to every run (after base and method, before axis values)."""
 
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = Field(default=None, min_length=1)
     dataset: str | list[str] | None = None  # replaces the dataset axis
     iterations_scale: float | None = Field(default=None, gt=0)  # train.iterations x this (keeps ratios between methods)
     data: dict[str, Any] | None = None
@@ -73,9 +86,14 @@ class Study(_Strict):
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must be unique, got {seeds}")
-        return seeds
+        return unique_seeds(seeds)
+
+    @field_validator("ablations", "profiles")
+    @classmethod
+    def _safe_names(cls, named: dict[str, Any]) -> dict[str, Any]:
+        for name in named:
+            check_name(name)
+        return named
 
     @field_validator("base")
     @classmethod
@@ -103,21 +121,96 @@ class Study(_Strict):
         return grid
 
 
+def unique_seeds(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be unique, got {brief(seeds)}")
+    return seeds
+
+
+def check_name(name: Any, what: str = "name") -> str:
+    """``ValueError`` unless ``name`` is safe as a file name and an MLflow name (see ``NAME_PATTERN``)."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name) or len(name) > MAX_NAME:
+        raise ValueError(
+            f"{what} {brief(name, 80)} is not allowed: use at most {MAX_NAME} letters, digits and _ . + = - "
+            "(starting with a letter or digit); names become folders, files and MLflow names"
+        )
+    return name
+
+
+def brief(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error messages stay readable whatever the input."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
 def load_study(path: str | Path) -> Study:
     """Read and validate ``path``; raise ``StudyError`` naming the file and the key."""
     path = Path(path)
     if not path.is_file():
         raise StudyError(f"{path}: study file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise StudyError(f"{path}: not valid YAML: {err}") from None
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise StudyError(f"{path}: a study must be a YAML mapping with at least 'study:', got {type(raw).__name__}")
     try:
         return Study.model_validate(raw)
     except ValidationError as err:
         raise StudyError(format_validation(err, str(path), Study)) from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """The YAML document in ``path``, refused early if it is too large, not UTF-8, or an alias bomb.
+
+    Why: a few hundred bytes of nested anchors expand to gigabytes, and printing such a value
+    in an error took minutes; the node graph is measured before anything is expanded.
+    """
+    size = os.path.getsize(path)
+    if size > MAX_FILE_BYTES:
+        raise StudyError(f"{path}: {size} bytes; a study file may have at most {MAX_FILE_BYTES}")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise StudyError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); save the file as UTF-8"
+        ) from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        try:
+            expanded = _expanded_size(node, {}, 0)
+        except StudyError as err:
+            raise StudyError(f"{path}: {err}") from None
+        if expanded > MAX_YAML_NODES:
+            raise StudyError(
+                f"{path}: the YAML expands to more than {MAX_YAML_NODES} values through anchors and aliases "
+                "(&name / *name); a study needs far fewer: write the values out or nest fewer aliases"
+            )
+        return loader.construct_document(node)
+    except yaml.YAMLError as err:
+        raise StudyError(f"{path}: not valid YAML: {err}") from None
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int) -> int:
+    """Values in ``node`` once every alias is expanded, counted over the (unexpanded) node graph."""
+    if id(node) in memo:
+        return memo[id(node)]
+    if depth > 200:
+        raise StudyError("the YAML nests deeper than 200 levels")
+    memo[id(node)] = MAX_YAML_NODES + 1  # a node reached from inside itself (recursive alias) is too big
+    total = 1
+    if isinstance(node, yaml.SequenceNode):
+        total += sum(_expanded_size(item, memo, depth + 1) for item in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        total += sum(_expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1) for k, v in node.value)
+    memo[id(node)] = min(total, MAX_YAML_NODES + 1)
+    return memo[id(node)]
 
 
 def format_validation(err: ValidationError, where: str, model: type[BaseModel] | None = None, prefix: str = "") -> str:
@@ -128,9 +221,10 @@ def format_validation(err: ValidationError, where: str, model: type[BaseModel] |
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, item["loc"][:-1]) if model else []
-            msg = f"unknown key {str(item['loc'][-1])!r}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            hint = did_you_mean(item["loc"][-1], allowed)
+            msg = f"unknown key {str(item['loc'][-1])!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         elif "input" in item and not isinstance(item["input"], dict):
-            msg += f" (got {item['input']!r})"
+            msg += f" (got {brief(item['input'])})"
         lines.append(f"{where}: {loc}: {msg}")
     return "\n".join(lines)
 

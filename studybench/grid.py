@@ -17,11 +17,13 @@ import copy
 import inspect
 import itertools
 import math
+import os
 from typing import Any
 
 from pydantic import ValidationError
 
-from studybench.config import SECTIONS, Study, StudyError, format_validation
+from studybench.checks import check_runs
+from studybench.config import SECTIONS, Study, StudyError, brief, check_name, format_validation
 from studybench.spec import DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg
 
 
@@ -38,6 +40,8 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     datasets = _datasets(axes.pop("dataset", None), prof, source)
     methods = _methods(axes.pop("method", None), base, source)
     dotted = list(axes.items())
+    _check_baseline(study.baseline, methods, source)
+    _check_grid_size(study, len(datasets), len(methods), dotted, len(seeds), source)
 
     points: list[
         tuple[tuple[str, ...], dict[str, Any], dict[str, Any], dict[str, Any]]
@@ -96,6 +100,8 @@ def select(specs: list[RunSpec], only: str | None) -> list[RunSpec]:
     if not only:
         return specs
     terms = [t.strip() for t in only.split(",") if t.strip()]
+    if not terms:
+        raise StudyError(f"--only {only!r} has no filter term; e.g. --only method=rmi,seed=0 (or leave it out)")
 
     def matches(spec: RunSpec, term: str) -> bool:
         if "=" not in term:
@@ -115,6 +121,46 @@ def select(specs: list[RunSpec], only: str | None) -> list[RunSpec]:
 
 
 # --------------------------------------------------------------------------- helpers
+#: Most runs one study may expand to (a typo such as a 1000-value axis should not start a year of training).
+MAX_RUNS_ENV = "STUDYBENCH_MAX_RUNS"
+MAX_RUNS = 10_000
+
+
+def _check_grid_size(
+    study: Study, datasets: int, methods: int, dotted: list[tuple[str, list[Any]]], seeds: int, source: str
+) -> None:
+    """Count the runs before building any: raise if above ``$STUDYBENCH_MAX_RUNS`` (default ``MAX_RUNS``)."""
+    limit = int(os.environ.get(MAX_RUNS_ENV) or MAX_RUNS)
+    main = datasets * methods * math.prod(len(v) for _, v in dotted)
+    ablations = sum(
+        datasets * len(values) * math.prod(len(v) for k, v in dotted if k != key)
+        for abl in study.ablations.values()
+        for key, values in abl.vary.items()
+    )
+    total = (main + ablations) * seeds
+    if total > limit:
+        raise StudyError(
+            f"{source}: grid: the study expands to {total} runs ({main} grid points + {ablations} ablation points, "
+            f"x {seeds} seeds), more than the limit of {limit}; shrink the grid or raise the limit with "
+            f"{MAX_RUNS_ENV}=N"
+        )
+
+
+def _check_baseline(baseline: str | None, methods: list[dict[str, Any]], source: str) -> None:
+    names = [m["name"] for m in methods]
+    if baseline is not None and baseline not in names:
+        raise StudyError(
+            f"{source}: baseline: {brief(baseline)} is not a method of the study; methods: {', '.join(names)}"
+        )
+
+
+def _safe_name(name: str, source: str, where: str) -> str:
+    try:
+        return check_name(name)
+    except ValueError as err:
+        raise StudyError(f"{source}: {where}: {err}") from None
+
+
 def _profile(study: Study, name: str | None, source: str):
     if name is None:
         return None
@@ -132,13 +178,15 @@ def _datasets(values: list[Any] | None, prof, source: str) -> list[dict[str, Any
     out = []
     for i, value in enumerate(values):
         if isinstance(value, str):
+            _safe_name(value, source, f"grid.dataset[{i}]")
             out.append({"name": value, "sections": {"data": {"dataset": value}}})
         elif isinstance(value, dict) and isinstance(value.get("name"), str):
+            _safe_name(value["name"], source, f"grid.dataset[{i}].name")
             data = {k: v for k, v in value.items() if k != "name"}
             out.append({"name": value["name"], "sections": {"data": {**data, "dataset": value["name"]}}})
         else:
             raise StudyError(
-                f"{source}: grid.dataset[{i}]: expected a dataset name or {{name: ..., root: ...}}, got {value!r}"
+                f"{source}: grid.dataset[{i}]: expected a dataset name or {{name: ..., root: ...}}, got {brief(value)}"
             )
     return out
 
@@ -154,8 +202,9 @@ def _methods(values: list[Any] | None, base: dict[str, Any], source: str) -> lis
             value = {"name": value, "loss": {"name": value}}
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             raise StudyError(
-                f"{source}: {where}: a method is a loss name or a mapping with 'name' and sections, got {value!r}"
+                f"{source}: {where}: a method is a loss name or a mapping with 'name' and sections, got {brief(value)}"
             )
+        _safe_name(value["name"], source, f"{where}.name")
         sections = {k: v for k, v in value.items() if k != "name"}
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
@@ -171,7 +220,7 @@ def _methods(values: list[Any] | None, base: dict[str, Any], source: str) -> lis
 def _validated_partial(sections: dict[str, Any], source: str, where: str) -> dict[str, Any]:
     for name, section in sections.items():
         if not isinstance(section, dict):
-            raise StudyError(f"{source}: {where}.{name}: expected a mapping, got {section!r}")
+            raise StudyError(f"{source}: {where}.{name}: expected a mapping, got {brief(section)}")
     try:
         RunConfig.model_validate(sections)
     except ValidationError as err:
@@ -284,6 +333,7 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
                     verify_dataset(data, split)
                 except (FileNotFoundError, ValueError) as err:
                     raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {err}") from None
+    check_runs(specs, source, check_data)  # batch vs data, classes, loss vs input size, model options
 
 
 def _data_memo(data: DataCfg) -> str:

@@ -9,13 +9,22 @@ checked against that component's registry signature instead.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+#: A size in pixels: a positive integer, or [height, width] of positive integers (``true`` is no size).
+Size = (
+    Annotated[StrictInt, Field(ge=1)]
+    | Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=2, max_length=2)]
+)
+#: A finite number > 0 (``.inf`` and ``.nan`` are not learning rates or scales).
+PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class DataCfg(Section):
@@ -26,13 +35,22 @@ class DataCfg(Section):
     options: dict[str, Any] = Field(default_factory=dict)  # the dataset's own parameters
     train_split: str = "train"
     val_split: str = "val"
-    resize: int | list[int] | None = None  # int: shorter side; [h, w]: fixed size
-    scale: list[float] | None = None  # random scale range [lo, hi] (training only)
-    crop: int | list[int] | None = None  # random crop in training (padded with 255 if needed)
+    resize: Size | None = None  # int: shorter side; [h, w]: fixed size
+    scale: list[PositiveFinite] | None = Field(default=None, min_length=2, max_length=2)  # random scale [lo, hi]
+    crop: Size | None = None  # random crop in training (padded with 255 if needed)
     flip: bool = False  # random horizontal flip (training only)
     normalize: Literal["none", "imagenet"] = "none"
     eval_on: Literal["full", "crop"] = "full"  # evaluate on full images or on centre crops
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: StrictInt = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> DataCfg:
+        """Ranges that need two fields: an ordered scale range, and a crop to evaluate on."""
+        if self.scale is not None and self.scale[0] > self.scale[1]:
+            raise ValueError(f"scale must be [low, high] with low <= high, got {self.scale}")
+        if self.eval_on == "crop" and self.crop is None:
+            raise ValueError("eval_on: crop needs data.crop (the size of the centre crop)")
+        return self
 
 
 class ModelCfg(Section):
@@ -64,18 +82,18 @@ class SchemeCfg(_Named):
 
 
 class TrainCfg(Section):
-    epochs: int = Field(default=10, ge=1)
-    iterations: int | None = Field(default=None, ge=1)  # if set: stop after this many steps
-    batch_size: int = Field(default=8, ge=1)
-    val_batch_size: int | None = Field(default=None, ge=1)
+    epochs: StrictInt = Field(default=10, ge=1)
+    iterations: StrictInt | None = Field(default=None, ge=1)  # if set: stop after this many steps
+    batch_size: StrictInt = Field(default=8, ge=1)
+    val_batch_size: StrictInt | None = Field(default=None, ge=1)
     optimizer: Literal["sgd", "adam", "adamw"] = "adam"
-    lr: float = Field(default=1e-3, gt=0)
-    momentum: float = Field(default=0.9, ge=0)
-    weight_decay: float = Field(default=0.0, ge=0)
+    lr: float = Field(default=1e-3, gt=0, allow_inf_nan=False)
+    momentum: float = Field(default=0.9, ge=0, allow_inf_nan=False)
+    weight_decay: float = Field(default=0.0, ge=0, allow_inf_nan=False)
     schedule: Literal["constant", "poly"] = "constant"
-    poly_power: float = Field(default=0.9, gt=0)
+    poly_power: float = Field(default=0.9, gt=0, allow_inf_nan=False)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(default=None, ge=1)  # torch intra-op threads; null = torch default
+    threads: StrictInt | None = Field(default=None, ge=1)  # torch intra-op threads; null = torch default
     amp: bool = False  # CUDA autocast (ignored on CPU); losses are computed in float32 either way
     deterministic: bool = False  # every PyTorch reproducibility switch (see rng.deterministic_mode)
     checkpoint: bool = True  # save a checkpoint at the end of every epoch (resume after a crash)

@@ -235,6 +235,17 @@ class RMILoss(SegLoss):
         self.radius, self.pool, self.factor = radius, pool, factor
         self.bce_weight, self.lambda_way = bce_weight, lambda_way
 
+    def check_input_size(self, height: int, width: int) -> None:
+        """``ValueError`` if a ``radius`` x ``radius`` region does not fit the downsampled maps (checked
+        before training, see ``studybench.checks``)."""
+        h, w = downsampled_size(height, width, self.pool, self.factor)
+        if min(h, w) < self.radius:
+            raise ValueError(
+                f"loss 'rmi': radius {self.radius} needs maps of at least {self.radius}x{self.radius}, but "
+                f"{height}x{width} inputs downsampled by factor {self.factor} give {h}x{w}; "
+                "lower radius or factor, or use larger crops"
+            )
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         total, bce, rmi = region_mutual_information(
             logits, target, self.radius, self.pool, self.factor, self.bce_weight, self.lambda_way
