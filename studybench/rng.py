@@ -28,12 +28,14 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-#: Run tags recording the reproducibility switches a run trained under (``train.deterministic``).
-TAG_DETERMINISTIC = "studybench.deterministic"
-TAG_DETERMINISTIC_ALGORITHMS = "studybench.torch_deterministic_algorithms"
-TAG_CUDNN_DETERMINISTIC = "studybench.cudnn_deterministic"
-TAG_CUDNN_BENCHMARK = "studybench.cudnn_benchmark"
-TAG_CUBLAS_WORKSPACE = "studybench.cublas_workspace_config"
+from studybench.store.layout import (
+    TAG_CUBLAS_WORKSPACE,
+    TAG_CUDNN_BENCHMARK,
+    TAG_CUDNN_DETERMINISTIC,
+    TAG_DETERMINISTIC,
+    TAG_DETERMINISTIC_ALGORITHMS,
+)
+
 #: The cuBLAS workspace setting NVIDIA documents for reproducible results (":16:8" also works, slower).
 CUBLAS_WORKSPACE = ":4096:8"
 

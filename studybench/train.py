@@ -41,16 +41,20 @@ from studybench.metrics import ConfusionMatrix, SegMetrics
 from studybench.rng import deterministic_mode, seed_method_stream, torch_generator
 from studybench.schemes import Scheme, build_scheme
 from studybench.spec import RunSpec
-from studybench.store.layout import ARTIFACT_CONFUSION, ARTIFACT_SAMPLES, TAG_RESUMED_EPOCH, TAG_RESUMED_RUN
+from studybench.store.layout import (
+    ARTIFACT_CONFUSION,
+    ARTIFACT_SAMPLES,
+    EVAL_CROP,
+    EVAL_NATIVE,
+    TAG_EVAL_LABELS,
+    TAG_RESUMED_EPOCH,
+    TAG_RESUMED_RUN,
+)
 
 #: Inputs are padded to a multiple of this (smp encoders downsample by up to 32).
 SIZE_MULTIPLE = 32
 #: Validation images kept as the sample-prediction artifact.
 NUM_SAMPLES = 4
-#: Tag: the labels predictions were scored against: ``native`` (the protocol), or ``centre-crop``
-#: (``data.eval_on: crop``: resized and centre-cropped labels, a deviation a report must flag).
-TAG_EVAL_LABELS = "studybench.eval_labels"
-EVAL_NATIVE, EVAL_CROP = "native", "centre-crop"
 
 
 class Recorder(Protocol):

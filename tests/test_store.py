@@ -131,3 +131,11 @@ def test_a_missing_store_is_an_error_that_creates_nothing(command, tmp_path, wri
 def test_a_study_name_without_a_manifest_lists_what_is_recorded(scoped):
     out = invoke("report", "--study", "nope", "--tracking-uri", scoped["uri"], cwd=scoped["root"])
     assert out.returncode == 2 and "no recorded manifest" in " ".join(out.stderr.split()), out.stderr
+
+
+def test_runs_scored_on_cropped_labels_are_flagged():
+    from studybench.report import _deviations
+
+    frame = pd.DataFrame({"eval_labels": ["native", "centre-crop", "centre-crop"]})
+    assert _deviations(frame) and _deviations(frame)[0].startswith("2 run(s) were scored on resized, centre-cropped")
+    assert _deviations(frame.iloc[:1]) == []

@@ -28,7 +28,7 @@ from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
 from studybench.report.scope import grid_scope, unequal_cells
 from studybench.store import StudyReader, StudyWriter
-from studybench.store.layout import PARAM_AXIS_PREFIX
+from studybench.store.layout import EVAL_CROP, PARAM_AXIS_PREFIX
 
 
 @dataclass
@@ -60,7 +60,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
         )
         return result
     scope.unequal = unequal_cells(frame, _cell_columns(frame))
-    result.warnings = scope.warnings()
+    result.warnings = scope.warnings() + _deviations(frame)
     result.problems += check_reference(study.reference)
     if study.baseline and study.baseline not in set(frame["method"]):
         result.problems.append(f"baseline {study.baseline!r} has no finished run: no paired comparison")
@@ -102,6 +102,17 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
             lambda: StudyWriter(store.uri, study.study).log_report(out_dir, view.profile),
         )
     return result
+
+
+def _deviations(frame: pd.DataFrame) -> list[str]:
+    """Runs that departed from the evaluation protocol, which a reader of the tables must know."""
+    cropped = int((frame.get("eval_labels", pd.Series(dtype=str)) == EVAL_CROP).sum())
+    if not cropped:
+        return []
+    return [
+        f"{cropped} run(s) were scored on resized, centre-cropped labels (data.eval_on: crop), not on the native "
+        "label maps of the official protocol: compare them only with each other"
+    ]
 
 
 def _cell_columns(frame: pd.DataFrame) -> list[str]:

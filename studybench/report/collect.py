@@ -18,6 +18,7 @@ from studybench.store.layout import (
     PARAM_AXIS_PREFIX,
     TAG_DATASET,
     TAG_ERROR,
+    TAG_EVAL_LABELS,
     TAG_GIT_COMMIT,
     TAG_GROUPS,
     TAG_HOST,
@@ -74,6 +75,7 @@ def _row(key: str, run: Any) -> dict[str, Any]:
         "git_commit": tags.get(TAG_GIT_COMMIT, ""),
         "version": tags.get(TAG_VERSION, ""),
         "host": tags.get(TAG_HOST, ""),
+        "eval_labels": tags.get(TAG_EVAL_LABELS, ""),
     }
     row.update(run.data.metrics)
     row.update({f"param.{k}": v for k, v in params.items() if not k.startswith(PARAM_AXIS_PREFIX)})

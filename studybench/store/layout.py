@@ -27,6 +27,16 @@ TAG_ATTEMPT = "studybench.attempt"
 TAG_RETRY = "studybench.retry"  # why a failed run was (not) retried
 TAG_RESUMED_EPOCH = "studybench.resumed_from_epoch"  # epochs a resumed run found done
 TAG_RESUMED_RUN = "studybench.resumed_from_run"  # the MLflow run that did them
+#: The labels predictions were scored against: ``native`` (the protocol) or ``centre-crop``
+#: (``data.eval_on: crop``: resized and centre-cropped labels, a deviation the report flags).
+TAG_EVAL_LABELS = "studybench.eval_labels"
+EVAL_NATIVE, EVAL_CROP = "native", "centre-crop"
+#: The reproducibility switches a run trained under (``train.deterministic``).
+TAG_DETERMINISTIC = "studybench.deterministic"
+TAG_DETERMINISTIC_ALGORITHMS = "studybench.torch_deterministic_algorithms"
+TAG_CUDNN_DETERMINISTIC = "studybench.cudnn_deterministic"
+TAG_CUDNN_BENCHMARK = "studybench.cudnn_benchmark"
+TAG_CUBLAS_WORKSPACE = "studybench.cublas_workspace_config"
 
 # ---------------------------------------------------------------- records (manifests, reports)
 TAG_KIND = "studybench.kind"  # "manifest" or "report": never a training run
