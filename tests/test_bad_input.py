@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 from helpers import invoke, run_cli
+
+from studybench.executors.local import first_line
 
 VALID: dict[str, Any] = {
     "study": "bad",
@@ -243,3 +246,24 @@ def test_run_exits_2_and_writes_nothing(tmp_path, case):
     assert str(path) in message and all(f in message for f in fragments), message
     assert "Traceback" not in out.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["study.yaml"]  # no results/, no reports/
+
+
+class _BrokenFiles(torch.utils.data.Dataset):
+    """A dataset whose files cannot be read, as a loader worker meets them."""
+
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        raise FileNotFoundError(f"data/mine/broken_{index}.png: cannot identify image file")
+
+
+def test_a_bad_file_met_by_a_loader_worker_is_named_in_the_summary_line():
+    """With num_workers >= 1 the error says "Caught ... in DataLoader worker" first and the file last."""
+    loader = torch.utils.data.DataLoader(_BrokenFiles(), num_workers=1)
+    with pytest.raises(FileNotFoundError) as info:
+        next(iter(loader))
+    assert str(info.value).startswith("Caught FileNotFoundError")
+    line = first_line(info.value)
+    assert line == "data/mine/broken_0.png: cannot identify image file (in a DataLoader worker)"
+    assert first_line(ValueError("plain\nsecond")) == "plain"

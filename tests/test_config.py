@@ -80,3 +80,28 @@ def test_valid_study_loads(tmp_path):
     path.write_text(VALID)
     specs = expand(load_study(path), source=str(path))
     assert [s.method for s in specs] == ["ce", "dice"]
+
+
+def test_ordinary_anchors_and_aliases_still_load(tmp_path):
+    """The alias-bomb guard measures expanded size: a study reusing a section through an alias is fine."""
+    path = tmp_path / "anchors.yaml"
+    path.write_text(
+        "study: s\n"
+        "base:\n"
+        "  data: &data {dataset: synthetic, options: {image_size: 32, train_images: 8, val_images: 4}}\n"
+        "  train: {epochs: 1, batch_size: 4}\n"
+        "profiles:\n"
+        "  smoke: {data: *data, seeds: [0]}\n"
+    )
+    study = load_study(path)
+    assert study.profiles["smoke"].data == study.base["data"]
+
+
+def test_grid_size_limit_is_counted_before_expanding_and_can_be_raised(tmp_path, monkeypatch):
+    path = tmp_path / "big.yaml"
+    path.write_text(VALID.replace("seeds: [0]", "seeds: [0, 1, 2]"))  # 2 methods x 3 seeds = 6 runs
+    monkeypatch.setenv("STUDYBENCH_MAX_RUNS", "5")
+    with pytest.raises(StudyError, match="expands to 6 runs.*limit of 5.*STUDYBENCH_MAX_RUNS"):
+        expand(load_study(path), source=str(path))
+    monkeypatch.setenv("STUDYBENCH_MAX_RUNS", "6")
+    assert len(expand(load_study(path), source=str(path))) == 6
