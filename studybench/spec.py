@@ -9,22 +9,14 @@ checked against that component's registry signature instead.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+import math
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator, model_validator
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-#: A size in pixels: a positive integer, or [height, width] of positive integers (``true`` is no size).
-Size = (
-    Annotated[StrictInt, Field(ge=1)]
-    | Annotated[list[Annotated[StrictInt, Field(ge=1)]], Field(min_length=2, max_length=2)]
-)
-#: A finite number > 0 (``.inf`` and ``.nan`` are not learning rates or scales).
-PositiveFinite = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class DataCfg(Section):
@@ -35,22 +27,48 @@ class DataCfg(Section):
     options: dict[str, Any] = Field(default_factory=dict)  # the dataset's own parameters
     train_split: str = "train"
     val_split: str = "val"
-    resize: Size | None = None  # int: shorter side; [h, w]: fixed size
-    scale: list[PositiveFinite] | None = Field(default=None, min_length=2, max_length=2)  # random scale [lo, hi]
-    crop: Size | None = None  # random crop in training (padded with 255 if needed)
+    resize: int | list[int] | None = None  # int: shorter side; [h, w]: fixed size
+    scale: list[float] | None = None  # random scale range [lo, hi] (training only)
+    crop: int | list[int] | None = None  # random crop in training (padded with 255 if needed)
     flip: bool = False  # random horizontal flip (training only)
     normalize: Literal["none", "imagenet"] = "none"
     eval_on: Literal["full", "crop"] = "full"  # evaluate on full images or on centre crops
     num_workers: StrictInt = Field(default=0, ge=0)
 
+    @field_validator("resize", "crop", mode="before")
+    @classmethod
+    def _positive_size(cls, value: Any, info: ValidationInfo) -> Any:
+        """Checked here, not when the first run builds its transforms: ``true``, ``0`` and ``31.5`` are no sizes."""
+        if value is None:
+            return None
+        pair = isinstance(value, (list, tuple))
+        sides = list(value) if pair else [value]
+        if (pair and len(sides) != 2) or not all(_is_int(v) and v >= 1 for v in sides):
+            raise ValueError(f"data.{info.field_name} must be a positive int or [height, width], got {value!r}")
+        return sides if pair else value
+
+    @field_validator("scale", mode="before")
+    @classmethod
+    def _scale_range(cls, value: Any) -> Any:
+        """A finite, ordered, positive range: ``[2.0, 0.5]`` or ``[0.5, .inf]`` would fail (or hang) in training."""
+        if value is None:
+            return None
+        pair = list(value) if isinstance(value, (list, tuple)) else []
+        numbers = [v for v in pair if (_is_int(v) or isinstance(v, float)) and math.isfinite(v)]
+        if len(numbers) != 2 or len(pair) != 2 or not 0 < numbers[0] <= numbers[1]:
+            raise ValueError(f"data.scale must be [lo, hi] with 0 < lo <= hi, got {value!r}")
+        return pair
+
     @model_validator(mode="after")
-    def _consistent(self) -> DataCfg:
-        """Ranges that need two fields: an ordered scale range, and a crop to evaluate on."""
-        if self.scale is not None and self.scale[0] > self.scale[1]:
-            raise ValueError(f"scale must be [low, high] with low <= high, got {self.scale}")
+    def _crop_to_evaluate_on(self) -> DataCfg:
         if self.eval_on == "crop" and self.crop is None:
-            raise ValueError("eval_on: crop needs data.crop (the size of the centre crop)")
+            raise ValueError("data.eval_on: 'crop' evaluates on centre crops of data.crop, but data.crop is not set")
         return self
+
+
+def _is_int(value: Any) -> bool:
+    """An integer that is not a boolean (YAML's ``true`` is a bool, and bool is an int in Python)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class ModelCfg(Section):

@@ -87,7 +87,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("crop-float", mutated(f"{D}.crop", 31.5), ["base.data.crop"]),
     ("resize-0", mutated(f"{D}.resize", 0), ["base.data.resize"]),
     ("resize-three-sides", mutated(f"{D}.resize", [32, 32, 3]), ["base.data.resize"]),
-    ("scale-reversed", mutated(f"{D}.scale", [2.0, 0.5]), ["base.data", "scale", "low <= high"]),
+    ("scale-reversed", mutated(f"{D}.scale", [2.0, 0.5]), ["base.data.scale", "0 < lo <= hi"]),
     ("scale-one-value", mutated(f"{D}.scale", [0.5]), ["base.data.scale"]),
     ("scale-zero", mutated(f"{D}.scale", [0.0, 1.0]), ["base.data.scale"]),
     ("scale-inf", mutated(f"{D}.scale", [0.5, INF]), ["base.data.scale"]),
