@@ -26,6 +26,41 @@ _PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
 console = Console(width=_PIPE_WIDTH)
 err_console = Console(stderr=True, width=_PIPE_WIDTH)
 
+
+def _no_type_beside_flags() -> None:
+    """typer 0.29's rich help prints ``<bool>`` beside flags that take no value (``--dry-run <bool>``); drop it."""
+    from typer.core import TyperOption
+
+    show_type = getattr(TyperOption, "display_type_rich", None)
+    if show_type is None:  # another typer: nothing to mend
+        return
+
+    def display_type_rich(self, ctx):  # noqa: ANN001 - typer's signature
+        return None if self.is_flag else show_type(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich
+
+
+_no_type_beside_flags()
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from studybench import __version__
+
+        console.print(f"studybench {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    """Fair, reproducible comparison studies of segmentation losses."""
+
+
 StudyArg = typer.Argument(..., help="Study YAML file, e.g. studies/quickstart.yaml", show_default=False)
 ProfileOpt = typer.Option(None, "--profile", "-p", help="Profile of the study to apply (e.g. smoke).")
 UriOpt = typer.Option(
@@ -131,7 +166,7 @@ def run(
         return
 
     from studybench.api import record_manifest
-    from studybench.console import RunDisplay, summary_table
+    from studybench.console import RunDisplay, progress_every_s, summary_table
     from studybench.runner import executor_for, plan_runs
     from studybench.store import StoreError, StudyWriter
 
@@ -153,9 +188,10 @@ def run(
     where = f"{executor.value}" + (f", {workers} workers" if workers > 1 else "")
     console.print(f"[bold]{study.study}[/]: {', '.join(parts)}; tracking at {uri}; executor {where}")
     outcomes = plan.finished + plan.elsewhere
-    show = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
+    bars = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
+    every_s = None if bars else progress_every_s()  # logs (CI, nohup, Slurm): a line per run every ~30 s
     try:
-        with RunDisplay(len(plan.todo), console, enabled=show) as display:
+        with RunDisplay(len(plan.todo), console, enabled=bars, every_s=every_s) as display:
             if plan.todo:
                 with executor_for(
                     executor.value, uri, store, workers, ray_address, request, checkpoints, retries
@@ -267,15 +303,22 @@ def report(
 def ui(
     tracking_uri: str | None = UriOpt,
     port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one is plenty for one person)."),
+    access_log: bool = typer.Option(
+        False, "--access-log", help="Print a line per HTTP request (off: a quiet terminal)."
+    ),
 ) -> None:
-    """Open the MLflow UI on our store, bound to 127.0.0.1."""
+    """Open the MLflow UI on our store, bound to 127.0.0.1 (no request log, no job runner, no warnings)."""
+    from studybench.ui import ui_command
+
     uri = _uri(tracking_uri)
     if not re.match(r"^(sqlite|postgresql|mysql|file):", uri) and "://" in uri:
         console.print(f"{uri} is a tracking server already: open it in a browser.")
         return
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(port)]
+    cmd, env = ui_command(uri, port, workers, access_log)
     console.print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
-    os.execv(sys.executable, cmd)
+    sys.stdout.flush()
+    os.execve(sys.executable, cmd, env)
 
 
 @app.command()
@@ -306,7 +349,9 @@ def bench(
         None, "--sizes", help="Comma-separated BxCxS sizes (batch x classes x side); the first is the main table's."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-    out: Path = typer.Option(Path("reports/bench"), "--out", help="Output folder."),
+    out: Path | None = typer.Option(
+        None, "--out", help="Output folder (default: reports/bench; with --quick: results/bench-quick, git-ignored)."
+    ),
     quick: bool = typer.Option(False, "--quick", help="Tiny grid (seconds): for tests and a first look."),
     repeats: int | None = typer.Option(None, "--repeats", min=1, help="Timed rounds (default 3; 1 with --quick)."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
@@ -319,7 +364,7 @@ def bench(
 
     from studybench.bench.cases import select_cases
     from studybench.bench.page import summary, write_report
-    from studybench.bench.runner import count_work, make_plan, run_bench
+    from studybench.bench.runner import QUICK_OUT, count_work, make_plan, run_bench
 
     def split(text: str | None) -> list[str]:
         return [t.strip() for t in (text or "").split(",") if t.strip()]
@@ -339,6 +384,7 @@ def bench(
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("bench", total=count_work(plan))
         result = run_bench(plan, lambda what: progress.update(task, advance=1, description=what))
+    out = out or (QUICK_OUT if quick else Path("reports/bench"))
     files = write_report(result, out)
     info = summary(result)
     console.print(info["main_table"], markup=False, highlight=False)
@@ -347,6 +393,107 @@ def bench(
     if info["harness_ratio"] is not None:
         console.print(f"harness steps/s ratio (studybench / bare): {info['harness_ratio']:.2f}")
     console.print(f"{len(files)} files written to {out}/")
+
+
+StudyArgs = typer.Argument(None, help="Study YAML files (or give --study NAME, repeatable)", show_default=False)
+
+
+@app.command("rank")
+def rank_methods(
+    study_paths: list[Path] | None = StudyArgs,
+    study_names: list[str] | None = typer.Option(None, "--study", help="A study name in the store (repeatable)."),
+    profile: str | None = ProfileOpt,
+    metric: str = typer.Option("miou", "--metric", help="Final metric to rank by (costs rank lowest first)."),
+    methods: str | None = typer.Option(
+        None, "--methods", help="Comma-separated methods to rank (default: those present in every cell)."
+    ),
+    baseline: str | None = typer.Option(
+        None, "--baseline", help="Method for win/tie/loss (default: the studies' baseline when they agree)."
+    ),
+    out: Path | None = typer.Option(None, "--out", help="Also write the tables and the CD diagram to this folder."),
+    tracking_uri: str | None = UriOpt,
+) -> None:
+    """Rank methods over every (dataset, arch, ...) cell of one or more studies: average ranks, Friedman, CD."""
+    from studybench.report.ranking import RankError, rank_studies, write_ranking
+
+    uri = _uri(tracking_uri)
+    views = [_view(p, None, profile, uri) for p in study_paths or []]
+    views += [_view(None, n, profile, uri) for n in study_names or []]
+    if not views:
+        raise _fail("invalid arguments", "give study files and/or --study NAME")
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    try:
+        result, tables = rank_studies(views, metric, chosen, baseline)
+    except RankError as err:
+        raise _fail("cannot rank", err) from None
+    for table in tables:
+        shown = Table(title=table.title)
+        for col in table.display.columns:
+            shown.add_column(str(col))
+        for row in table.display.astype(str).itertuples(index=False):
+            shown.add_row(*row)
+        console.print(shown)
+        console.print(table.note, highlight=False)
+    if out is not None:
+        files = write_ranking(result, tables, out)
+        console.print(f"{len(files)} files written to {out}/")
+
+
+def _print_entries(family: str, name: str | None) -> None:
+    """Each entry of a registry family (or only ``name``): name and description, parameters with defaults, paper.
+
+    Plain lines, never wrapped into table cells, so that ``studybench losses | grep rmi`` finds them.
+    """
+    from rich.markup import escape
+
+    from studybench.discover import FIELDS, entries, format_params
+    from studybench.registry import did_you_mean
+
+    found = entries(family)
+    if name is not None:
+        found = [e for e in found if name == e.name or name in e.aliases]
+        if not found:
+            names = [e.name for e in entries(family)]
+            one = "loss" if family == "losses" else family[:-1]
+            err_console.print(f"unknown {one} {name!r}{did_you_mean(name, names)}", markup=False)
+            raise typer.Exit(2)
+    else:
+        console.print(f"{len(found)} {family} ({FIELDS[family]} in a study):", highlight=False)
+    for e in found:
+        aliases = f" (alias {', '.join(e.aliases)})" if e.aliases else ""
+        console.print(
+            f"[bold]{escape(e.name)}[/]{escape(aliases)}: {escape(e.summary)}", highlight=False, soft_wrap=True
+        )
+        console.print(f"    parameters: {format_params(e)}", markup=False, highlight=False, soft_wrap=True)
+        if e.reference:
+            console.print(f"    reference: {e.reference}", markup=False, highlight=False, soft_wrap=True)
+
+
+NameArg = typer.Argument(None, help="Show only this one.", show_default=False)
+
+
+@app.command()
+def losses(name: str | None = NameArg) -> None:
+    """Every loss a study may name (loss.name): parameters with defaults, description, paper."""
+    _print_entries("losses", name)
+
+
+@app.command()
+def datasets(name: str | None = NameArg) -> None:
+    """Every dataset a study may name (data.dataset) and its data.options."""
+    _print_entries("datasets", name)
+
+
+@app.command()
+def schemes(name: str | None = NameArg) -> None:
+    """Every training scheme a study may name (scheme.name) and its parameters."""
+    _print_entries("schemes", name)
+
+
+@app.command()
+def archs(name: str | None = NameArg) -> None:
+    """Every smp architecture a study may name (model.arch) and what model.options may set."""
+    _print_entries("archs", name)
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -8,6 +8,7 @@ a duplicate registration is a bug (raise, do not warn), and parameter types are 
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import typing
 from collections.abc import Callable, Mapping
@@ -61,7 +62,10 @@ class Registry(Generic[T]):
             return name
         if name in self._aliases:
             return self._aliases[name]
-        raise RegistryError(f"unknown {self.family} {name!r}; available: {', '.join(self.names())}")
+        known = [*self.names(), *self._aliases]
+        raise RegistryError(
+            f"unknown {self.family} {name!r}{did_you_mean(name, known)}; available: {', '.join(self.names())}"
+        )
 
     def get(self, name: str) -> Callable[..., T]:
         return self._factories[self.canonical(name)]
@@ -105,7 +109,9 @@ class Registry(Generic[T]):
                 if takes_any:
                     continue
                 valid = ", ".join(named) or "(none)"
-                raise RegistryError(f"{self.family} {canonical!r} has no parameter {key!r}; valid: {valid}")
+                raise RegistryError(
+                    f"{self.family} {canonical!r} has no parameter {key!r}{did_you_mean(key, list(named))}; valid: {valid}"
+                )
             if key in hints:
                 try:
                     TypeAdapter(hints[key]).validate_python(value)
@@ -125,6 +131,14 @@ class Registry(Generic[T]):
 
 
 _VARIADIC = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
+
+
+def did_you_mean(name: object, known: list[str]) -> str:
+    """``"; did you mean 'dice'?"`` when ``name`` is a likely typo of a ``known`` name, else ``""``."""
+    close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)
+    if not close:
+        return ""
+    return "; did you mean " + " or ".join(repr(c) for c in close) + "?"
 
 
 def _type_name(hint: Any) -> str:

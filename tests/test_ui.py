@@ -44,3 +44,41 @@ def test_ui_serves_the_store_on_loopback(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def test_ui_is_quiet_no_request_log_no_warnings(tmp_path):
+    """A page view is dozens of requests: none may print a line, and no process may print a warning."""
+    port = free_port()
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "studybench.cli", "ui", "--tracking-uri", uri, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env=env,
+    )
+    fetched = 0
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not fetched:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    fetched += response.status == 200
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                time.sleep(1)
+        for _ in range(3):
+            for path in ("/", "/api/2.0/mlflow/experiments/search?max_results=10"):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=30) as response:
+                    fetched += response.status == 200
+        time.sleep(1)  # let any log line reach the pipe before the server stops
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        out = proc.communicate(timeout=60)[0].decode("utf-8", "replace")
+    assert fetched == 7, out
+    lines = out.splitlines()
+    assert not [line for line in lines if "HTTP/1.1" in line or '"GET ' in line], out  # uvicorn's access log
+    assert not [line for line in lines if "warning" in line.lower()], out
+    assert not [line for line in lines if "job executor" in line.lower() or "huey" in line.lower()], out
+    assert "MLflow UI on http://127.0.0.1" in out

@@ -27,6 +27,8 @@ DEFAULT_SIZES = ("2x21x128", "2x21x256", "2x21x512", "2x2x256", "2x19x256")
 DEFAULT_MAIN = "2x21x256"
 QUICK_SIZES = ("2x3x32", "2x3x64")
 QUICK_MAIN = "2x3x64"
+#: Where ``bench --quick`` writes by default: git-ignored, so a first look never overwrites the committed reports/bench/.
+QUICK_OUT = Path("results/bench-quick")
 SUPERVISED = {"name": "supervised"}
 
 
