@@ -20,6 +20,7 @@ warning naming it, and the run starts from scratch instead of failing on every r
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -180,6 +181,21 @@ class Checkpoints:
                 tmp.unlink(missing_ok=True)
                 removed.append(tmp)
         return removed
+
+
+class Fallback:
+    """A run's scheme and RNG states before its checkpoint is loaded, to start over from if the file does not fit.
+
+    A checkpoint can pass ``read_checkpoint`` and still not fit the run (weights of another
+    shape, a train state of another version); loading it half-way would leave a mix of both.
+    """
+
+    def __init__(self, scheme: Any) -> None:
+        self.scheme, self.scheme_state, self.rng = scheme, copy.deepcopy(scheme.state_dict()), rng_state()
+
+    def restore(self) -> None:
+        self.scheme.load_state_dict(self.scheme_state)
+        set_rng_state(self.rng)
 
 
 def read_checkpoint(path: Path, key: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from studybench import IGNORE_INDEX, faults
-from studybench.checkpoint import Checkpoints, rng_state, set_rng_state
+from studybench.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
 from studybench.data import SegDataset, build_dataset
 from studybench.data.sampler import EpochSampler
 from studybench.measure import PeakMemory, Timer, count_params
@@ -242,15 +242,17 @@ def _resume(spec: RunSpec, scheme: Scheme, recorder: Recorder, checkpoints: Chec
     the loader needs; the global generators (the method's stream) are restored from the file.
     """
     payload = checkpoints.load(spec) if checkpoints else None
-    try:
-        state = TrainState(**payload["state"]) if payload else None
-    except TypeError as err:  # a checkpoint of another version of TrainState: start over, not fail forever
-        checkpoints.set_aside(spec, f"train state does not match: {err}")
-        state = None
-    if state is None:
+    if payload is None:
         return TrainState()
-    scheme.load_state_dict(payload["scheme"])
-    set_rng_state(payload["rng"])
+    before = Fallback(scheme)
+    try:
+        state = TrainState(**payload["state"])
+        scheme.load_state_dict(payload["scheme"])
+        set_rng_state(payload["rng"])
+    except Exception as err:  # noqa: BLE001 - a checkpoint that does not fit this run: start over, not fail forever
+        before.restore()
+        checkpoints.set_aside(spec, f"it does not fit this run: {type(err).__name__}: {err}")
+        return TrainState()
     for epoch, curves in enumerate(state.history):
         recorder.log_metrics(curves, step=epoch)
     recorder.set_tags({TAG_RESUMED_EPOCH: str(state.epoch), TAG_RESUMED_RUN: str(payload.get("run_id"))})

@@ -20,7 +20,7 @@ from studybench.store.writer import ensure_store
 #: One tiny run per way a checkpoint file can be bad (seed i gets the i-th bad file).
 STUDY = """\
 study: bad-ckpt
-seeds: [0, 1, 2, 3, 4, 5]
+seeds: [0, 1, 2, 3, 4, 5, 6]
 base:
   data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
   model: {arch: unet, encoder: resnet18, options: {decoder_channels: [8, 8, 8, 8, 8]}}
@@ -63,6 +63,9 @@ def _bad_files(marker: Path):
         "wrong-state": lambda p, k: torch.save(
             {"format": FORMAT, "key": k, "epoch": 1, "state": {"bogus": 1}, "scheme": {}, "rng": {}}, p
         ),
+        "wrong-weights": lambda p, k: torch.save(
+            {"format": FORMAT, "key": k, "epoch": 1, "state": {}, "scheme": {"net": {"w": torch.ones(3)}}, "rng": {}}, p
+        ),
     }
 
 
@@ -72,7 +75,7 @@ def test_bad_checkpoints_are_set_aside_and_their_runs_finish_from_scratch(tmp_pa
     checkpoints = Checkpoints(tmp_path / "results" / "checkpoints")
     bad = _bad_files(marker)
     assert len(bad) == len(specs)
-    unreadable = len(specs) - 1  # the last one reads fine; only the trainer finds its state foreign
+    unreadable = len(specs) - 2  # the last two read fine; only the trainer finds they do not fit
     for spec, write in zip(specs, bad.values()):
         checkpoints.path(spec).parent.mkdir(parents=True, exist_ok=True)
         write(checkpoints.path(spec), spec.key)
