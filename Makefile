@@ -13,10 +13,13 @@ $(BIN)/studybench: pyproject.toml
 
 install: $(BIN)/studybench
 
-## demo: run the quickstart study (results/) and build its report (reports/quickstart/)
+## demo: run the quickstart study (results/mlflow.db) and build its report in results/reports/quickstart/
+## (git-ignored: the demo never rewrites the committed reports/; `make reports` does that on purpose)
+DEMO_REPORT := results/reports/quickstart
 demo: install
 	$(BIN)/studybench run studies/quickstart.yaml
-	$(BIN)/studybench report studies/quickstart.yaml
+	$(BIN)/studybench report studies/quickstart.yaml --out $(DEMO_REPORT)
+	@echo "report: $(DEMO_REPORT)/README.md (and index.html); browse the runs with: $(BIN)/studybench ui"
 
 ## reports: rebuild the committed reports/<study>/ folders: the quickstart as in `make demo`, the
 ## paper studies at smoke scale (--profile smoke). Runs already FINISHED in results/ are reused.
