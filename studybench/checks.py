@@ -11,6 +11,8 @@ turns the first into a ``StudyError`` naming the file, the section and the run.
 from __future__ import annotations
 
 import math
+import types
+import typing
 from typing import Any
 
 import torch
@@ -36,6 +38,9 @@ def check_runs(specs: list[RunSpec], source: str, check_data: bool) -> None:
         done.add(memo)
         section = "model.options"
         try:
+            for part, registry, name, params in _components(cfg):
+                section = part  # named in the error
+                check_no_bool_numbers(registry, name, params)
             num_classes = 2
             if check_data:
                 section = "data"
@@ -52,6 +57,34 @@ def check_runs(specs: list[RunSpec], source: str, check_data: bool) -> None:
         except Exception as err:  # noqa: BLE001 - whatever would fail the run now fails validation instead
             message = _cut(str(err)) or type(err).__name__
             raise StudyError(f"{source}: {section}: {message}  [in run {spec.name}]") from None
+
+
+def _components(cfg: Any) -> list[tuple[str, Any, str, dict[str, Any]]]:
+    """(section, registry, name, parameters) of the run's loss, scheme and dataset."""
+    from studybench.data import DATASETS
+    from studybench.losses import LOSSES
+    from studybench.schemes import SCHEMES
+
+    return [
+        ("loss", LOSSES, cfg.loss.name, cfg.loss.params),
+        ("scheme", SCHEMES, cfg.scheme.name, cfg.scheme.params),
+        ("data.options", DATASETS, cfg.data.dataset, cfg.data.options),
+    ]
+
+
+def check_no_bool_numbers(registry: Any, name: str, params: dict[str, Any]) -> None:
+    """A YAML ``true`` where a number is declared: lax type checks read it as 1 (or 1.0); refuse it."""
+    hints = registry.type_hints(registry.canonical(name))
+    for key, value in params.items():
+        if isinstance(value, bool) and _numeric(hints.get(key)):
+            raise ValueError(f"{registry.family} {name!r} parameter {key!r} expects a number, got {value!r}")
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether ``annotation`` is int or float (or a union holding one) and does not also allow bool."""
+    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
+    options = options or (annotation,)
+    return bool not in options and any(kind in (int, float) for kind in options)
 
 
 def training_data(data: DataCfg) -> tuple[int, int, int, int]:

@@ -80,6 +80,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("classes-text", mutated(f"{D}.options.num_classes", "three"), ["data", "num_classes"]),
     ("image-size-0", mutated(f"{D}.options.image_size", 0), ["data", "image_size"]),
     ("train-images-0", mutated(f"{D}.options.train_images", 0), ["data", "no images"]),
+    ("train-images-bool", mutated(f"{D}.options.train_images", True), ["data.options", "train_images", "number"]),
     ("crop-0", mutated(f"{D}.crop", 0), ["base.data.crop"]),
     ("crop-negative", mutated(f"{D}.crop", -32), ["base.data.crop"]),
     ("crop-one-side", mutated(f"{D}.crop", [32]), ["base.data.crop"]),
@@ -107,6 +108,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("rmi-factor-too-big", with_loss({"name": "rmi", "factor": 64}), ["loss", "radius", "factor 64"]),
     ("lad-even-kernel", with_loss({"name": "lad", "kernel": 4}), ["loss", "kernel"]),
     ("focal-gamma-text", with_loss({"name": "focal", "gamma": "two"}), ["loss", "gamma"]),
+    ("focal-gamma-bool", with_loss({"name": "focal", "gamma": True}), ["loss", "gamma", "expects a number"]),
     ("loss-unknown", with_loss({"name": "nope"}), ["loss", "nope"]),
     # training: finite, positive numbers; integers that are not booleans; batch vs data
     ("lr-inf", mutated(f"{T}.lr", INF), ["base.train.lr", "finite"]),
