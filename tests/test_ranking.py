@@ -133,3 +133,61 @@ def test_cd_diagram_draws(tmp_path):
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert any(t.startswith("CD = ") for t in texts) and any(t.startswith("rmi (1.00)") for t in texts)
     assert path.stat().st_size > 5000
+
+
+def _study_frame(archs: list[str]) -> pd.DataFrame:
+    """Runs as ``collect_runs`` returns them: two datasets x ``archs`` x three methods x two seeds."""
+    rows = []
+    for d, dataset in enumerate(["voc2012", "cityscapes"]):
+        for a, arch in enumerate(archs):
+            for m, method in enumerate(["ce", "dice", "rmi"]):
+                for seed in (0, 1):
+                    miou = 0.5 + 0.02 * m + 0.01 * d - 0.01 * a + 0.001 * seed
+                    rows.append(
+                        {
+                            "dataset": dataset,
+                            "arch": arch,
+                            "method": method,
+                            "seed": seed,
+                            "groups": "main",
+                            "miou": miou,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_study_report_ranks_when_the_grid_has_two_cells_or_more():
+    from types import SimpleNamespace
+
+    study = SimpleNamespace(baseline="ce", grid={"method": ["ce", "dice", "rmi"]})
+    tables = ranking.study_tables(_study_frame(["unet", "fpn"]), study)
+    assert [t.stem for t in tables] == ["ranking", "ranking_cells"]
+    assert tables[0].data["method"].tolist() == ["rmi", "dice", "ce"]
+    assert len(tables[1].data) == 4  # 2 datasets x 2 archs
+    one = _study_frame(["unet"]).query("dataset == 'voc2012'")
+    assert ranking.study_tables(one, study) == []  # a single cell: no ranking
+
+
+def test_rank_studies_pools_the_cells_of_several_studies(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from studybench.report import collect
+
+    frames = {"a": _study_frame(["unet"]), "b": _study_frame(["unet", "fpn"])}
+    frames["b"] = pd.concat([frames["b"], frames["b"].query("method == 'ce'").assign(method="focal")])
+    monkeypatch.setattr(collect, "collect_runs", lambda reader, keys: frames[reader])
+
+    def view(name: str):
+        return SimpleNamespace(study=SimpleNamespace(study=name, baseline="ce", grid={}), keys=[]), name
+
+    result, tables = ranking.rank_studies([view("a"), view("b")])
+    assert result.scores.shape == (6, 3)  # 2 + 4 cells; focal is only in b: left out
+    assert result.dropped_methods == ["focal"] and result.baseline == "ce"
+    assert all(c.startswith(("a / ", "b / ")) for c in result.scores.index)
+    assert result.friedman.n == 6 and result.average.index.tolist() == ["rmi", "dice", "ce"]
+    files = ranking.write_ranking(result, tables, tmp_path)
+    assert {p.name for p in files} >= {"ranking_a+b.md", "ranking_a+b_cells.csv", "ranking_a+b_cd.png"}
+    with pytest.raises(ranking.RankError, match="twice"):
+        ranking.rank_studies([view("a"), view("a")])
+    with pytest.raises(ranking.RankError, match="no finished run"):
+        ranking.rank_studies([view("a")], methods=["ce", "lovasz"])

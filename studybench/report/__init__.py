@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from studybench.report import collect, plots, stats, tables
+from studybench.report import collect, plots, ranking, stats, tables
 from studybench.report.collect import collect_runs, in_group, label, main_axes
 from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
@@ -75,6 +75,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
         ("per_class", lambda: tables.per_class_table(frame, study)),
         ("reference", lambda: tables.reference_table(frame, study)),
         ("runs", lambda: tables.runs_table(frame, study)),
+        ("ranking", lambda: ranking.study_tables(frame, study)),  # none below 2 (dataset, arch, ...) cells
     ]
     for name, build in builders:
         made = _attempt(result, f"table {name}", build)
@@ -180,6 +181,14 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
                 f"Per-class IoU on {ds} and the difference to {study.baseline or 'the baseline'}",
                 lambda s=sub, r=rows: plots.per_class(s, r, study.baseline),
             )
+    if "ranking" in by_stem:
+        cells = ranking.count_cells(frame)
+        yield (
+            "critical_difference",
+            f"Average rank of each method over the {cells} cells of the main grid (1 = best); bars join methods "
+            "whose ranks differ by less than the Nemenyi critical difference (α = 0.05, Demšar 2006)",
+            lambda: ranking.cd_diagram(ranking.study_ranking(frame, study)),
+        )
     main_runs = frame[in_group(frame, "main")]
     series = ["method", *_varying(main_runs, axes)]
     yield (

@@ -228,8 +228,8 @@ def _outcomes(values: pd.DataFrame, scores: pd.DataFrame, baseline: str, higher:
 
 
 def study_ranking(frame: pd.DataFrame, study: Any, metric: str = "miou") -> Ranking | None:
-    """The ranking inside one study's report: only when its main grid has at least 2 cells."""
-    if count_cells(frame) < 2:
+    """The ranking inside one study's report: only when its main grid has at least 2 cells and 2 methods."""
+    if count_cells(frame) < 2 or frame["method"].nunique() < 2:
         return None
     order = method_order(study, list(frame["method"].dropna().unique()))
     return rank(cell_values(frame, metric), metric, study.baseline, order=order)
