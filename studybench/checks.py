@@ -10,9 +10,11 @@ turns the first into a ``StudyError`` naming the file, the section and the run.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import typing
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -28,35 +30,38 @@ MIN_CLASSES = 2
 
 def check_runs(specs: list[RunSpec], source: str, check_data: bool) -> None:
     """Every cross-section check of every distinct configuration in ``specs``; raises ``StudyError``."""
-    done: set[str] = set()
-    datasets: dict[str, Any] = {}
+    seen: set[str] = set()
+    data_facts: dict[str, dict[str, int]] = {}  # per data config: built once, shared by its runs
     for spec in specs:
-        cfg = spec.config
-        memo = cfg.model_dump_json(include={"data", "model", "loss", "train"})
-        if memo in done:
+        memo = spec.config.model_dump_json(include={"data", "model", "loss", "scheme", "train"})
+        if memo in seen:
             continue
-        done.add(memo)
-        section = "model.options"
-        try:
-            for part, registry, name, params in _components(cfg):
-                section = part  # named in the error
-                check_no_bool_numbers(registry, name, params)
-            num_classes = 2
-            if check_data:
-                section = "data"
-                data_key = cfg.data.model_dump_json()
-                if data_key not in datasets:
-                    datasets[data_key] = training_data(cfg.data)
-                num_classes, size, height, width = datasets[data_key]
-                section = "train.batch_size"
-                check_batch_size(cfg.train, size)
-                section = "loss"
-                check_loss_fits(cfg.loss, height, width)
-            section = "model.options"
-            check_model_builds(cfg.model, num_classes)
-        except Exception as err:  # noqa: BLE001 - whatever would fail the run now fails validation instead
-            message = _cut(str(err)) or type(err).__name__
-            raise StudyError(f"{source}: {section}: {message}  [in run {spec.name}]") from None
+        seen.add(memo)
+        for section, check in _checks(spec.config, check_data, data_facts):
+            try:
+                check()
+            except Exception as err:  # noqa: BLE001 - whatever would fail the run now fails validation instead
+                message = _cut(str(err)) or type(err).__name__
+                raise StudyError(f"{source}: {section}: {message}  [in run {spec.name}]") from None
+
+
+def _checks(cfg: Any, check_data: bool, data_facts: dict[str, dict[str, int]]) -> Iterator[tuple[str, Callable]]:
+    """(section named in the error, check) in order; later checks use what the data check measured."""
+    for section, registry, name, params in _components(cfg):
+        yield section, functools.partial(check_no_bool_numbers, registry, name, params)
+    facts = {"classes": MIN_CLASSES}
+    if check_data:
+        key = cfg.data.model_dump_json()
+
+        def measure() -> None:
+            if key not in data_facts:
+                data_facts[key] = training_data(cfg.data)
+            facts.update(data_facts[key])
+
+        yield "data", measure
+        yield "train.batch_size", lambda: check_batch_size(cfg.train, facts["images"])
+        yield "loss", lambda: check_loss_fits(cfg.loss, facts["height"], facts["width"])
+    yield "model.options", lambda: check_model_builds(cfg.model, facts["classes"])
 
 
 def _components(cfg: Any) -> list[tuple[str, Any, str, dict[str, Any]]]:
@@ -87,8 +92,8 @@ def _numeric(annotation: Any) -> bool:
     return bool not in options and any(kind in (int, float) for kind in options)
 
 
-def training_data(data: DataCfg) -> tuple[int, int, int, int]:
-    """(classes, training images, height, width of the network input) of ``data``'s training split.
+def training_data(data: DataCfg) -> dict[str, int]:
+    """Classes, training images, and height and width of the network input of ``data``'s training split.
 
     Builds the dataset (cheap: datasets load lazily) and one evaluation sample for the input
     size; random scaling is taken at its low end, the worst case for what a loss sees.
@@ -105,7 +110,8 @@ def training_data(data: DataCfg) -> tuple[int, int, int, int]:
         image, _ = build_dataset(data, data.train_split, train=False)[0]
         low = data.scale[0] if data.scale else 1.0
         height, width = (max(1, int(side * low)) for side in image.shape[-2:])
-    return train_set.num_classes, len(train_set), *padded(height, width)
+    height, width = padded(height, width)
+    return {"classes": train_set.num_classes, "images": len(train_set), "height": height, "width": width}
 
 
 def padded(height: int, width: int) -> tuple[int, int]:
