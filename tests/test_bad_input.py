@@ -269,3 +269,26 @@ def test_a_bad_file_met_by_a_loader_worker_is_named_in_the_summary_line():
     line = first_line(info.value)
     assert line == "data/mine/broken_0.png: cannot identify image file (in a DataLoader worker)"
     assert first_line(ValueError("plain\nsecond")) == "plain"
+
+
+def test_checks_against_a_dataset_on_disk(tmp_path):
+    """Batch size and loss size are checked against the files too (3 training images of 24 x 32)."""
+    from fixtures_data import write_cityscapes
+
+    root = tmp_path / "cityscapes"
+    write_cityscapes(root, {"train": {"aachen": 3}, "val": {"lindau": 2}})
+    study = copy.deepcopy(VALID)
+    study["base"]["data"] = {"dataset": "cityscapes", "root": str(root)}
+    study["base"]["train"]["batch_size"] = 2
+    path = _write(tmp_path, yaml.safe_dump(study))
+    ok = invoke("validate", str(path), cwd=tmp_path)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    study["base"]["train"]["batch_size"] = 4
+    too_big = invoke("validate", str(_write(tmp_path, yaml.safe_dump(study))), cwd=tmp_path)
+    assert too_big.returncode == 2 and "batch_size 4 is larger than the training set (3 images)" in _flat(
+        too_big.stderr
+    )
+    study["base"]["train"]["batch_size"] = 2
+    study["grid"]["method"] = ["ce", {"name": "rmi", "loss": {"name": "rmi", "radius": 10}}]
+    rmi = invoke("validate", str(_write(tmp_path, yaml.safe_dump(study))), cwd=tmp_path)
+    assert rmi.returncode == 2 and "radius 10" in _flat(rmi.stderr) and "give 9x9" in _flat(rmi.stderr), rmi.stderr
