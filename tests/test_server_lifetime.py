@@ -91,3 +91,31 @@ def test_kill_9_of_the_driver_takes_the_server_and_workers_with_it(tmp_path):
             proc.kill()
         for child in psutil.Process().children(recursive=True):  # never leave a process behind on failure
             child.kill()
+
+
+#: A driver that starts the guard over a command which itself starts a child (as mlflow server starts uvicorn).
+DRIVER = """
+import subprocess, sys, time
+guard = sys.argv[1]
+grandchild = "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)']); time.sleep(120)"
+subprocess.Popen([sys.executable, guard, str(__import__("os").getpid()), sys.executable, "-c", grandchild],
+                 start_new_session=True)
+time.sleep(120)
+"""
+
+
+def test_the_guard_ends_its_whole_process_group_when_the_driver_dies():
+    """Without MLflow (seconds): kill -9 of the driver ends the guarded command and the child it started."""
+    from studybench.executors import server
+
+    driver = subprocess.Popen([sys.executable, "-c", DRIVER, server.__file__])
+    try:
+        parent = psutil.Process(driver.pid)
+        _wait_for(lambda: len(parent.children(recursive=True)) >= 3, 30, "guard, command and its child")
+        descendants = parent.children(recursive=True)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+        _wait_for(lambda: not _survivors(descendants), 5, "the guard's process group to end")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
