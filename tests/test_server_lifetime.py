@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -109,6 +110,7 @@ def test_the_guard_ends_its_whole_process_group_when_the_driver_dies():
     from studybench.executors import server
 
     driver = subprocess.Popen([sys.executable, "-c", DRIVER, server.__file__])
+    descendants: list[psutil.Process] = []
     try:
         parent = psutil.Process(driver.pid)
         _wait_for(lambda: len(parent.children(recursive=True)) >= 3, 30, "guard, command and its child")
@@ -119,3 +121,6 @@ def test_the_guard_ends_its_whole_process_group_when_the_driver_dies():
     finally:
         if driver.poll() is None:
             driver.kill()
+        for proc in descendants:  # never leave a process behind on failure
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
