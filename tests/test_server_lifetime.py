@@ -69,6 +69,7 @@ def test_kill_9_of_the_driver_takes_the_server_and_workers_with_it(tmp_path):
     cmd = [sys.executable, "-m", "studybench.cli", "run", "study.yaml", "--workers", "2"]
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    descendants: list[psutil.Process] = []
     try:
         driver = psutil.Process(proc.pid)
         port = _wait_for(lambda: _server_port(driver) or proc.poll() is not None, 240, "the MLflow server to listen")
@@ -88,10 +89,14 @@ def test_kill_9_of_the_driver_takes_the_server_and_workers_with_it(tmp_path):
             raise AssertionError(f"{err}: {_survivors(descendants)}, port {port} open: {_listening(port)}") from None
     finally:
         log.close()
+        leftovers = list(descendants)
+        with contextlib.suppress(psutil.Error):
+            leftovers += psutil.Process(proc.pid).children(recursive=True)
         if proc.poll() is None:
             proc.kill()
-        for child in psutil.Process().children(recursive=True):  # never leave a process behind on failure
-            child.kill()
+        for child in leftovers:  # never leave a process behind on failure
+            with contextlib.suppress(psutil.Error):
+                child.kill()
 
 
 #: A driver that starts the guard over a command which itself starts a child (as mlflow server starts uvicorn).
