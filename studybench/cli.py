@@ -309,7 +309,7 @@ def ui(
     ),
 ) -> None:
     """Open the MLflow UI on our store, bound to 127.0.0.1 (no request log, no job runner, no warnings)."""
-    from studybench.ui import ui_command
+    from studybench.ui import study_links, ui_command
 
     uri = _uri(tracking_uri)
     if not re.match(r"^(sqlite|postgresql|mysql|file):", uri) and "://" in uri:
@@ -317,6 +317,8 @@ def ui(
         return
     cmd, env = ui_command(uri, port, workers, access_log)
     console.print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
+    for study, url in study_links(uri, port):  # open on the runs table, in Model training mode
+        console.print(f"  {study}: {url}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     os.execve(sys.executable, cmd, env)
 

@@ -1,5 +1,12 @@
 """The command line of ``studybench ui``: MLflow's UI on our store, quiet enough to leave running in a terminal.
 
+MLflow 3.17's UI opens every experiment in its GenAI mode (a traces overview) unless the
+browser was switched to "Model training" before: the ``mlflow.experimentKind`` tag no longer
+decides, the ``workflowType`` query parameter does. So ``studybench ui`` prints, per study in
+the store, a link that opens straight on the study's runs table in Model training mode, best
+mIoU first (the runs page takes its sort from the URL; which columns it shows it keeps in the
+browser, so mIoU itself is one click away, under "Columns").
+
 Left to its defaults, ``mlflow ui`` prints a line per HTTP request (dozens per page view),
 starts four server processes and a job runner (Huey consumers for MLflow's GenAI jobs, unused
 here), and every process prints the same library deprecation warnings. For one researcher
@@ -31,4 +38,29 @@ def ui_command(uri: str, port: int, workers: int = 1, access_log: bool = False) 
     return cmd, env
 
 
-__all__ = ["QUIET_UVICORN", "ui_command"]
+def study_links(uri: str, port: int) -> list[tuple[str, str]]:
+    """``(study, url)`` of every study experiment in the store, each URL opening on its runs table, best mIoU first.
+
+    Leaves out MLflow's empty ``Default`` experiment and the studies' records experiments
+    (manifests, reports); a local store that does not exist yet has no studies.
+    """
+    from studybench.store import local_path, quiet_mlflow
+    from studybench.store.layout import METRIC_MIOU, records_experiment
+
+    path = local_path(uri)
+    if path is not None and not path.exists():
+        return []
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    experiments = MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)
+    records = {records_experiment(e.name) for e in experiments}
+    query = f"workflowType=machine_learning&orderByKey=metrics.%60{METRIC_MIOU}%60&orderByAsc=false"
+    return [
+        (e.name, f"http://127.0.0.1:{port}/#/experiments/{e.experiment_id}/runs?{query}")
+        for e in sorted(experiments, key=lambda e: e.name)
+        if e.name not in records and e.name != "Default"
+    ]
+
+
+__all__ = ["QUIET_UVICORN", "study_links", "ui_command"]

@@ -82,3 +82,21 @@ def test_ui_is_quiet_no_request_log_no_warnings(tmp_path):
     assert not [line for line in lines if "warning" in line.lower()], out
     assert not [line for line in lines if "job executor" in line.lower() or "huey" in line.lower()], out
     assert "MLflow UI on http://127.0.0.1" in out
+
+
+def test_ui_links_open_each_study_on_its_runs_in_model_training_mode(tmp_path):
+    from studybench.store import StudyWriter
+    from studybench.store.layout import records_experiment
+    from studybench.ui import study_links
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert study_links(uri, 5077) == []  # no store yet: nothing to link, nothing created
+    assert not (tmp_path / "mlflow.db").exists()
+    store = StudyWriter(uri, "tiny")
+    exp_id = store.ensure_experiment()
+    store.ensure_experiment(records_experiment("tiny"))
+    links = study_links(uri, 5077)
+    assert [name for name, _ in links] == ["tiny"]  # not MLflow's Default, not the records experiment
+    url = links[0][1]
+    assert url.startswith(f"http://127.0.0.1:5077/#/experiments/{exp_id}/runs?")
+    assert "workflowType=machine_learning" in url and "orderByKey=metrics.%60miou%60&orderByAsc=false" in url
