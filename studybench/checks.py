@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from studybench import IGNORE_INDEX
-from studybench.config import StudyError
+from studybench.config import StudyError, cut
 from studybench.spec import DataCfg, LossCfg, ModelCfg, RunSpec, TrainCfg
 
 #: Classes a label map can hold: 0 .. 254, since 255 means "ignore".
@@ -41,7 +41,7 @@ def check_runs(specs: list[RunSpec], source: str, check_data: bool) -> None:
             try:
                 check()
             except Exception as err:  # noqa: BLE001 - whatever would fail the run now fails validation instead
-                message = _cut(str(err)) or type(err).__name__
+                message = cut(str(err)) or type(err).__name__
                 raise StudyError(f"{source}: {section}: {message}  [in run {spec.name}]") from None
 
 
@@ -173,7 +173,3 @@ def check_model_builds(model: ModelCfg, num_classes: int) -> None:
             raise ValueError(f"{model.arch} has no option {unknown[0]!r}; options: {', '.join(named)}")
     with torch.device("meta"):
         build_model(model.model_copy(update={"weights": None}), num_classes)
-
-
-def _cut(text: str, limit: int = 500) -> str:
-    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"

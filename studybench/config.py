@@ -63,6 +63,11 @@ class Profile(_Strict):
     def sections(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None}
 
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else unique_seeds(seeds)
+
 
 class Resources(_Strict):
     """What one run asks of an executor (Ray resource request)."""
@@ -72,9 +77,9 @@ class Resources(_Strict):
 
 
 class Study(_Strict):
-    study: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    study: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
     description: str = ""
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     baseline: str | None = None  # method the report compares every other method against
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] | None = None
@@ -143,6 +148,11 @@ def brief(value: Any, limit: int = 200) -> str:
     """``repr(value)`` cut to ``limit`` characters: error messages stay readable whatever the input."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
+
+
+def cut(text: str, limit: int = 500) -> str:
+    """An error text cut to ``limit`` characters (it may quote a value of any size)."""
+    return text if len(text) <= limit else f"{text[: limit - 30]}... ({len(text)} characters)"
 
 
 def load_study(path: str | Path) -> Study:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from studybench.checks import check_runs
-from studybench.config import SECTIONS, Study, StudyError, brief, check_name, format_validation
+from studybench.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
 from studybench.spec import DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg
 
 
@@ -325,14 +325,14 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
                 else:
                     DATASETS.check(part.dataset, part.options)
             except (ValueError, TypeError) as err:
-                raise StudyError(f"{source}: {section}: {err}  [in run {spec.name}]") from None
+                raise StudyError(f"{source}: {section}: {cut(str(err))}  [in run {spec.name}]") from None
     if check_data:
         for data in {_data_memo(s.config.data): s.config.data for s in specs}.values():
             for split in (data.train_split, data.val_split):
                 try:
                     verify_dataset(data, split)
                 except (FileNotFoundError, ValueError) as err:
-                    raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {err}") from None
+                    raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err))}") from None
     check_runs(specs, source, check_data)  # batch vs data, classes, loss vs input size, model options
 
 

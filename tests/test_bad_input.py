@@ -108,6 +108,7 @@ CASES: list[tuple[str, str | bytes, list[str]]] = [
     ("rmi-factor-too-big", with_loss({"name": "rmi", "factor": 64}), ["loss", "radius", "factor 64"]),
     ("lad-even-kernel", with_loss({"name": "lad", "kernel": 4}), ["loss", "kernel"]),
     ("focal-gamma-text", with_loss({"name": "focal", "gamma": "two"}), ["loss", "gamma"]),
+    ("focal-gamma-huge", with_loss({"name": "focal", "gamma": "x" * 100_000}), ["loss", "gamma", "characters"]),
     ("focal-gamma-bool", with_loss({"name": "focal", "gamma": True}), ["loss", "gamma", "expects a number"]),
     ("loss-unknown", with_loss({"name": "nope"}), ["loss", "nope"]),
     # training: finite, positive numbers; integers that are not booleans; batch vs data
