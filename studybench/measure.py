@@ -11,14 +11,21 @@ the exact peak of one call on CPU read the kernel's ``VmHWM`` in a fresh process
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import functools
+import os
 import resource
 import statistics
+import sys
 import threading
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 import torch
@@ -85,32 +92,78 @@ class PeakMemory:
 
 
 class Timer:
-    """Collects durations of repeated sections; ``median`` is robust to the odd slow step."""
+    """Durations of a repeated section, taken without stopping the host.
+
+    On CUDA each section is bracketed by two CUDA events recorded on the current stream; the
+    events are read (``elapsed_time``) only when ``samples`` is asked for, which the loop does at
+    its logging interval, after the one synchronisation it makes there anyway. Synchronising
+    around every section, as this class did before, stalled the host once or twice per step and
+    kept the GPU idle while the next batch was prepared. On CPU work is synchronous, so a wall
+    clock is exact.
+
+    A sample may be made of several intervals (``with timer:`` opens a sample, ``with
+    timer.more():`` adds an interval to the last one): DML times the loss of both networks'
+    updates as one step's loss work.
+    """
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
-        self.samples: list[float] = []
+        self._done: list[float] = []
+        self._pending: list[list[tuple[Any, Any]]] = []  # per sample: (start, end) events or clocks
+        self._open: list[tuple[Any, Any]] | None = None
 
-    def sync(self) -> None:
+    def _mark(self) -> Any:
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    @contextmanager
+    def more(self) -> Iterator[None]:
+        """Add the section inside to the last sample (a new sample if there is none)."""
+        if not self._pending:
+            self._pending.append([])
+        start = self._mark()
+        yield
+        self._pending[-1].append((start, self._mark()))
 
     def __enter__(self) -> Timer:
-        self.sync()
-        self._t0 = time.perf_counter()
+        self._pending.append([])
+        self._start = self._mark()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.sync()
-        self.samples.append(time.perf_counter() - self._t0)
+        self._pending[-1].append((self._start, self._mark()))
+
+    def _seconds(self, start: Any, end: Any) -> float:
+        if isinstance(start, float):
+            return end - start
+        end.synchronize()  # already complete when read at a logging interval: no wait
+        return start.elapsed_time(end) / 1000
+
+    def resolve(self) -> None:
+        """Turn the recorded sections into seconds (on CUDA: waits for the last one to finish)."""
+        for intervals in self._pending:
+            self._done.append(sum(self._seconds(start, end) for start, end in intervals))
+        self._pending = []
+
+    @property
+    def samples(self) -> list[float]:
+        """Seconds of every sample so far (resolves the pending ones)."""
+        self.resolve()
+        return self._done
+
+    @samples.setter
+    def samples(self, values: list[float]) -> None:
+        """Continue from the samples of an earlier process (a resumed run)."""
+        self._pending = []
+        self._done = list(values)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.samples) if self.samples else float("nan")
-
-    @property
-    def total(self) -> float:
-        return sum(self.samples)
+        samples = self.samples
+        return statistics.median(samples) if samples else float("nan")
 
 
 def count_params(*modules: torch.nn.Module) -> int:
@@ -158,3 +211,86 @@ def time_call(fn: Callable[[], object], device: torch.device) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
+
+
+#: Tensor methods that hand a value to Python (on CUDA each waits for the device: a host sync).
+HOST_READS = ("item", "tolist", "numpy", "__float__", "__int__", "__bool__", "__index__")
+#: Code that reads tensors while preparing batches (sampler order, transforms): CPU work, never the
+#: device's, so it is counted apart (with loader workers it runs in other processes anyway).
+_LOADER_CODE = (f"torch{os.sep}utils{os.sep}data{os.sep}", f"studybench{os.sep}data{os.sep}")
+
+
+@dataclass
+class HostReads:
+    """What ``count_host_reads`` saw: reads by the training code and by the data pipeline."""
+
+    count: int = 0  # training step, loop bookkeeping, logging
+    loader: int = 0  # sampler and dataset code (not a device sync)
+    sites: collections.Counter = field(default_factory=collections.Counter)  # "file:line" of each counted read
+
+
+def _caller_site() -> tuple[str, bool]:
+    """``file:line`` of the first frame outside torch's tensor code, and whether data loading is on the stack."""
+    frame, site, loading = sys._getframe(2), "", False
+    while frame is not None:
+        name = frame.f_code.co_filename
+        if not site and not name.endswith(f"torch{os.sep}_tensor.py"):
+            site = f"{os.path.basename(name)}:{frame.f_lineno}"
+        loading = loading or any(part in name for part in _LOADER_CODE)
+        frame = frame.f_back
+    return site, loading
+
+
+@contextmanager
+def count_host_reads(device: torch.device) -> Iterator[HostReads]:
+    """Count the host reads of tensors inside the block.
+
+    CUDA: every synchronising call, as PyTorch's sync debug mode reports it (a warning each).
+    CPU: nothing synchronises, so the block's tensor -> Python conversions (``HOST_READS``) are
+    counted instead by wrapping those methods; they are the calls that would wait for a GPU.
+    Conversions nested in another (``__format__`` calling ``item``) count once.
+    """
+    reads = HostReads()
+    if device.type == "cuda":
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            previous = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                yield reads
+            finally:
+                torch.cuda.set_sync_debug_mode(previous)
+        synced = [w for w in caught if "synchroniz" in str(w.message)]
+        reads.count = len(synced)
+        reads.sites.update(f"{os.path.basename(w.filename)}:{w.lineno}" for w in synced)
+        return
+    originals = {name: getattr(torch.Tensor, name) for name in HOST_READS}
+    depth = threading.local()
+
+    def counted(name: str) -> Callable[..., Any]:
+        original = originals[name]
+
+        def read(self: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
+            if getattr(depth, "n", 0) == 0 and threading.current_thread() is main:
+                site, loading = _caller_site()
+                if loading:
+                    reads.loader += 1
+                else:
+                    reads.count += 1
+                    reads.sites[site] += 1
+            depth.n = getattr(depth, "n", 0) + 1
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                depth.n -= 1
+
+        return read
+
+    main = threading.current_thread()
+    for name in HOST_READS:
+        setattr(torch.Tensor, name, counted(name))
+    try:
+        yield reads
+    finally:
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, original)

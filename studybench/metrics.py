@@ -29,11 +29,18 @@ class SegMetrics:
 
 
 class ConfusionMatrix:
-    """Accumulates ``matrix[gt, pred]`` pixel counts over a dataset.
+    """Accumulates ``matrix[gt, pred]`` pixel counts over a dataset, on the device of the predictions.
+
+    Each ``update`` is one ``bincount`` where the tensors live; nothing is read on the host
+    until ``compute`` (or ``matrix``), so an evaluation copies the counts once instead of moving
+    every batch's predictions and targets to the CPU as int64.
+
+    Labels outside ``[0, C)`` other than the ignore index indicate a dataset/model mismatch.
+    They are counted on the device (``bad``) and reported as a ``ValueError`` when the matrix is
+    read: checking each batch would stop the host once per batch.
 
     Args:
-        num_classes: number of classes C; labels outside ``[0, C)`` other than the ignore
-            index are an error (they indicate a dataset/model mismatch).
+        num_classes: number of classes C.
         ignore_index: ground-truth label that is not counted.
     """
 
@@ -42,10 +49,9 @@ class ConfusionMatrix:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
-        self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.int64)
-
-    def reset(self) -> None:
-        self.matrix.zero_()
+        self._counts: torch.Tensor | None = None  # flat [C*C + 2]: the matrix, bad labels, bad predictions
+        self._first_bad_label: torch.Tensor | None = None
+        self._host: np.ndarray | None = None  # the matrix as last read, until the next update
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -54,23 +60,52 @@ class ConfusionMatrix:
             pred = pred.argmax(dim=1)
         if pred.shape != target.shape:
             raise ValueError(f"pred shape {tuple(pred.shape)} != target shape {tuple(target.shape)}")
-        pred = pred.reshape(-1).to("cpu", torch.int64)
-        target = target.reshape(-1).to("cpu", torch.int64)
+        c, self._host = self.num_classes, None
+        target = target.reshape(-1).to(pred.device, torch.int64, non_blocking=True)
+        pred = pred.reshape(-1).to(torch.int64)
         valid = target != self.ignore_index
-        pred, target = pred[valid], target[valid]
-        c = self.num_classes
-        bad = (target < 0) | (target >= c)
-        if bool(bad.any()):
-            raise ValueError(f"target holds label {int(target[bad][0])} outside [0, {c}) and != {self.ignore_index}")
-        if bool(((pred < 0) | (pred >= c)).any()):
-            raise ValueError(f"prediction holds a class id outside [0, {c})")
-        self.matrix += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
+        bad_label = valid & ((target < 0) | (target >= c))
+        bad_pred = valid & ((pred < 0) | (pred >= c))
+        ok = valid & ~bad_label & ~bad_pred
+        # Every pixel lands in one bin: a matrix cell, "bad label", "bad prediction" or the last bin (ignored).
+        index = torch.where(ok, target * c + pred, c * c + 2)
+        index = torch.where(bad_pred, c * c + 1, index)
+        index = torch.where(bad_label, c * c, index)  # a bad label is reported before a bad prediction
+        counts = torch.bincount(index, minlength=c * c + 3)[: c * c + 2]
+        first = torch.where(bad_label, target, torch.iinfo(torch.int64).max).min() if target.numel() else None
+        if self._counts is None:
+            self._counts, self._first_bad_label = counts, first
+        else:
+            self._counts += counts
+            if first is not None:
+                self._first_bad_label = first if self._first_bad_label is None else self._first_bad_label.minimum(first)
 
-    def merge(self, other: ConfusionMatrix) -> None:
-        self.matrix += other.matrix
+    @property
+    def matrix(self) -> torch.Tensor:
+        """The ``[C, C]`` counts on the CPU (int64), copied from the device once after the last update.
+        Raises ``ValueError`` if any batch held a label or prediction outside ``[0, C)``."""
+        return torch.from_numpy(self._host_counts())
+
+    def _host_counts(self) -> np.ndarray:
+        if self._counts is None:
+            return np.zeros((self.num_classes, self.num_classes), dtype=np.int64)
+        if self._host is None:
+            self._host = self._read()
+        return self._host
+
+    def _read(self) -> np.ndarray:
+        """The counts copied from the device (one copy); errors for out-of-range labels or predictions."""
+        c = self.num_classes
+        counts = self._counts.tolist()  # the one copy
+        if counts[c * c]:
+            label = int(self._first_bad_label)
+            raise ValueError(f"target holds label {label} outside [0, {c}) and != {self.ignore_index}")
+        if counts[c * c + 1]:
+            raise ValueError(f"prediction holds a class id outside [0, {c})")
+        return np.array(counts[: c * c], dtype=np.int64).reshape(c, c)
 
     def compute(self) -> SegMetrics:
-        m = self.matrix.to(torch.float64).numpy()
+        m = self._host_counts().astype(np.float64)
         tp = np.diag(m)
         gt = m.sum(axis=1)
         pr = m.sum(axis=0)

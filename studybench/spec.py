@@ -33,7 +33,7 @@ class DataCfg(Section):
     flip: bool = False  # random horizontal flip (training only)
     normalize: Literal["none", "imagenet"] = "none"
     eval_on: Literal["full", "crop"] = "full"  # evaluate on full images or on centre crops
-    num_workers: StrictInt = Field(default=0, ge=0)
+    num_workers: StrictInt | None = Field(default=None, ge=0)  # loader processes; null = from the CPU count
 
     @field_validator("resize", "crop", mode="before")
     @classmethod
@@ -115,6 +115,11 @@ class TrainCfg(Section):
     amp: bool = False  # CUDA autocast (ignored on CPU); losses are computed in float32 either way
     deterministic: bool = False  # every PyTorch reproducibility switch (see rng.deterministic_mode)
     checkpoint: bool = True  # save a checkpoint at the end of every epoch (resume after a crash)
+    log_every: StrictInt = Field(default=50, ge=1)  # steps between reads of the running loss (host syncs)
+    eval_every: StrictInt = Field(default=1, ge=1)  # epochs between evaluations (the last epoch always)
+    channels_last: bool = False  # NHWC images and weights (faster convolutions on tensor cores)
+    compile: bool = False  # torch.compile the networks' training forward
+    tf32: bool = True  # TF32 matmuls and convolutions on CUDA (PyTorch's default for convolutions)
 
 
 class RunConfig(Section):
@@ -128,7 +133,14 @@ class RunConfig(Section):
 
 
 #: Dotted keys that change how a run executes but not what it computes; left out of the run key.
-RUNTIME_KEYS = ("data.root", "data.num_workers", "train.device", "train.threads", "train.checkpoint")
+RUNTIME_KEYS = (
+    "data.root",
+    "data.num_workers",
+    "train.device",
+    "train.threads",
+    "train.checkpoint",
+    "train.log_every",
+)
 
 
 class RunSpec(Section):

@@ -1,33 +1,39 @@
 """Execute one RunSpec end to end: data -> scheme (model, loss, optimiser) -> epochs -> metrics.
 
-Reads top to bottom: ``execute`` builds everything, loops over epochs (train, then
-evaluate every network of the scheme), and returns the final metrics and costs. It never
-imports the study config or the grid, and it writes only through the ``Recorder`` it is
-given (MLflow in practice, see ``tracking``), so it can run in any process or on any node.
-With ``checkpoints`` it saves its state after every epoch and continues from there when it
-finds a checkpoint of its run key (see ``checkpoint``); ``faults.inject`` marks the points
-where crash tests kill it.
+Reads top to bottom: ``execute`` sets the run's switches and calls ``fit``, which builds the
+data and the scheme, then for each epoch calls ``train_one_epoch`` and, every
+``train.eval_every`` epochs and after the last, ``evaluate`` on every network of the scheme;
+``finish`` logs the final metrics, costs and artifacts. The trainer never imports the study
+config or the grid, and it writes only through the ``Recorder`` it is given (MLflow in
+practice), so it can run in any process or on any node. With ``checkpoints`` it saves its state
+after every epoch and continues from there when it finds a checkpoint of its run key (see
+``checkpoint``); ``faults.inject`` marks the points where crash tests kill it.
+
+Built for GPUs: in steady state a training step makes no host sync. The losses of the steps are
+summed on the device and read every ``train.log_every`` steps and at the end of each epoch
+(``LossMeter``), where a non-finite value fails the run naming the steps it appeared in; the
+step and loss timers record CUDA events read at those moments (``measure.Timer``); batches come
+from pinned memory with ``non_blocking`` copies; the confusion matrix is accumulated on the
+device. Device decisions (AMP, pinning, memory format, compile, TF32, cuDNN autotuning) are
+made in ``device``.
 
 The protocol that makes methods comparable (design.md, "Protocol") is kept here and in the
 modules it calls: every source of randomness has its own stream derived from the seed
 (``rng``: data order and per-sample augmentation via ``data.sampler``, initial weights per
 network role, the method's own draws on the global generators), so one seed gives one data
 order and one augmentation per sample whatever the method and the number of loader workers;
-predictions are scored against the native label maps (logits upsampled to each mask's size);
-losses are computed in float32 (``schemes.base``); ``train.deterministic`` sets PyTorch's
-reproducibility switches and records them as tags.
+predictions are scored against the native label maps (``evaluation``); losses are computed in
+float32 (``schemes.base``); ``train.deterministic`` sets PyTorch's reproducibility switches and
+records them as tags.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
@@ -36,10 +42,12 @@ from studybench import IGNORE_INDEX, faults
 from studybench.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
 from studybench.data import SegDataset, build_dataset
 from studybench.data.sampler import EpochSampler
+from studybench.device import Placement, backend_switches, default_workers, resolve_device
+from studybench.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_csv, samples_npz
+from studybench.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
 from studybench.measure import PeakMemory, Timer, count_params
-from studybench.metrics import ConfusionMatrix, SegMetrics
 from studybench.rng import deterministic_mode, seed_method_stream, torch_generator
-from studybench.schemes import Scheme, build_scheme
+from studybench.schemes import NonFiniteLossError, Scheme, StepStats, build_scheme
 from studybench.spec import RunSpec
 from studybench.store.layout import (
     ARTIFACT_CONFUSION,
@@ -51,10 +59,7 @@ from studybench.store.layout import (
     TAG_RESUMED_RUN,
 )
 
-#: Inputs are padded to a multiple of this (smp encoders downsample by up to 32).
-SIZE_MULTIPLE = 32
-#: Validation images kept as the sample-prediction artifact.
-NUM_SAMPLES = 4
+__all__ = ["SIZE_MULTIPLE", "evaluate", "execute", "fit", "resolve_device", "train_one_epoch"]
 
 
 class Recorder(Protocol):
@@ -67,10 +72,15 @@ class Recorder(Protocol):
 
 
 class Progress(Protocol):
-    """Progress display hooks (the CLI implements them with rich)."""
+    """Progress display hooks (the CLI implements them with rich).
+
+    ``step_done`` comes every ``train.log_every`` steps and at the end of an epoch, with the
+    number of steps done since the last call and their mean loss (reading the loss every step
+    would stop the host every step).
+    """
 
     def epoch_started(self, epoch: int, epochs: int, steps: int) -> None: ...
-    def step_done(self, loss: float) -> None: ...
+    def step_done(self, loss: float, steps: int = 1) -> None: ...
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
 
@@ -93,6 +103,19 @@ class TrainState:
     step_samples: list[float] = field(default_factory=list)
     loss_samples: list[float] = field(default_factory=list)
     history: list[dict[str, float]] = field(default_factory=list)  # the curves of each epoch
+    evaluations: int = 0  # passes over the evaluation split (for the inference time per image)
+
+
+@dataclass
+class RunData:
+    """The run's datasets and loaders, and how many steps and epochs it trains."""
+
+    train_set: SegDataset
+    val_set: SegDataset
+    train_loader: DataLoader
+    val_loader: DataLoader
+    total_steps: int
+    epochs: int
 
 
 def execute(
@@ -103,56 +126,40 @@ def execute(
     With ``checkpoints``, the state is saved after every epoch and a run that finds a
     checkpoint of its key continues from it (re-logging the earlier epochs' curves).
     """
-    with deterministic_mode(spec.config.train.deterministic) as switches:
+    train = spec.config.train
+    with deterministic_mode(train.deterministic) as switches, backend_switches(train) as device_tags:
         eval_labels = EVAL_CROP if spec.config.data.eval_on == "crop" else EVAL_NATIVE
-        recorder.set_tags({**switches, TAG_EVAL_LABELS: eval_labels})
-        return _execute(spec, recorder, progress, checkpoints if spec.config.train.checkpoint else None)
+        recorder.set_tags({**switches, **device_tags, TAG_EVAL_LABELS: eval_labels})
+        return fit(spec, recorder, progress, checkpoints if train.checkpoint else None)
 
 
-def _execute(
-    spec: RunSpec, recorder: Recorder, progress: Progress | None, checkpoints: Checkpoints | None
-) -> RunResult:
+def fit(spec: RunSpec, recorder: Recorder, progress: Progress | None, checkpoints: Checkpoints | None) -> RunResult:
+    """Build the run, train it epoch by epoch (evaluating when due), then log what it measured."""
     cfg = spec.config
     wall = time.perf_counter()
-    device = resolve_device(cfg.train.device)
+    placement = Placement.for_run(cfg.train, resolve_device(cfg.train.device))
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-
-    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
-    val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
-    train_loader = train_loader_for(train_set, cfg.train.batch_size, spec.seed, cfg.data.num_workers)
-    val_batch = cfg.train.val_batch_size or cfg.train.batch_size
-    val_loader = val_loader_for(val_set, val_batch, spec.seed, cfg.data.num_workers)
-    steps_per_epoch = len(train_loader)
-    if steps_per_epoch == 0:
-        raise ValueError(f"training split has {len(train_set)} images, fewer than batch_size={cfg.train.batch_size}")
-    total_steps = cfg.train.iterations or cfg.train.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-
-    with PeakMemory(device) as peak:
-        scheme = build_scheme(cfg, train_set.num_classes, device, total_steps, seed=spec.seed)
+    data = build_data(spec, placement)
+    with PeakMemory(placement.device) as peak:
+        scheme = build_scheme(cfg, data.train_set.num_classes, placement.device, data.total_steps, seed=spec.seed)
         seed_method_stream(spec.seed)  # after the networks are built: only the method draws from it
         state = _resume(spec, scheme, recorder, checkpoints)
-        step_timer = Timer(device)
+        step_timer = Timer(placement.device)
         step_timer.samples, scheme.loss_timer.samples = state.step_samples, state.loss_samples
-        results = None
-        for epoch in range(state.epoch, epochs):
+        evaluation: dict[str, Evaluation] | None = None
+        for epoch in range(state.epoch, data.epochs):
             epoch_start = time.perf_counter()
             if progress:
-                progress.epoch_started(epoch, epochs, min(steps_per_epoch, total_steps - state.step))
-            means = train_one_epoch(spec, scheme, train_loader, epoch, state, total_steps, step_timer, progress)
+                steps = min(len(data.train_loader), data.total_steps - state.step)
+                progress.epoch_started(epoch, data.epochs, steps)
+            means = train_one_epoch(
+                spec, scheme, data.train_loader, epoch, state, data.total_steps, step_timer, progress
+            )
             state.train_s += time.perf_counter() - epoch_start
-
-            faults.inject("eval", epoch, spec.name)
-            t0 = time.perf_counter()
-            results = evaluate_scheme(scheme, val_loader, train_set.num_classes, device)
-            state.eval_s += time.perf_counter() - t0
-            curves = {f"train/{name}": value for name, value in means.items()}
-            curves["lr"] = scheme.learning_rate()
-            curves["epoch_s"] = time.perf_counter() - epoch_start
-            for role, (metrics, _, _) in results.items():
-                prefix = "val" if role == scheme.headline else f"{role}/val"
-                curves.update({f"{prefix}/{k}": v for k, v in metrics.as_dict().items()})
+            due = (epoch + 1) % cfg.train.eval_every == 0 or epoch == data.epochs - 1
+            evaluation = evaluate_epoch(spec, scheme, data, state, epoch) if due else None
+            curves = epoch_curves(scheme, means, evaluation, time.perf_counter() - epoch_start)
             recorder.log_metrics(curves, step=epoch)
             state.history.append(curves)
             if progress:
@@ -164,40 +171,28 @@ def _execute(
                 state.wall_s += time.perf_counter() - wall
                 wall = time.perf_counter()
                 checkpoints.save(spec, _checkpoint(state, scheme, recorder))
-        if results is None:  # resumed after the last epoch: only the final evaluation is left
-            results = evaluate_scheme(scheme, val_loader, train_set.num_classes, device)
-        peak_mb = max(state.peak_mb, peak.current())
+        if evaluation is None:  # resumed after the last epoch: its evaluation is all that is left
+            evaluation = evaluate_epoch(spec, scheme, data, state, data.epochs - 1)
+        state.peak_mb = max(state.peak_mb, peak.current())
+    state.wall_s += time.perf_counter() - wall
+    return finish(spec, recorder, scheme, data, state, evaluation, step_timer, peak.start_mb)
 
-    final: dict[str, float] = {}
-    per_class: dict[str, float] = {}
-    for role, (metrics, matrix, samples) in results.items():
-        prefix = "" if role == scheme.headline else f"{role}/"
-        final.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
-        ious = {f"{prefix}iou/{name}": v for name, v in zip(val_set.class_names, metrics.iou) if not math.isnan(v)}
-        final.update(ious)
-        if role == scheme.headline:
-            per_class = {name: v for name, v in zip(val_set.class_names, metrics.iou)}
-        recorder.log_text(_matrix_csv(matrix, val_set.class_names), f"{prefix}{ARTIFACT_CONFUSION}")
-        recorder.log_bytes(_samples_npz(samples, val_set), f"{prefix}{ARTIFACT_SAMPLES}")
 
-    costs = {
-        "wall_s": state.wall_s + time.perf_counter() - wall,
-        "train_s": state.train_s,
-        "eval_s": state.eval_s,
-        "step_s": step_timer.median,
-        "loss_ms": scheme.loss_timer.median * 1000,
-        "loss_share": scheme.loss_timer.median / step_timer.median if step_timer.samples else float("nan"),
-        "peak_mem_mb": peak_mb,
-        "peak_extra_mb": peak_mb - peak.start_mb,  # above what the process held before the run
-        "params_m": count_params(scheme.networks[scheme.headline]) / 1e6,
-        "infer_ms_per_image": 1000 * state.eval_s / max(1, epochs * len(val_set) * len(scheme.networks)),
-        "steps": float(state.step),
-        **scheme.extra_costs(),
-    }
-    final.update(costs)
-    recorder.log_metrics(final)
-    faults.inject("final", None, spec.name)
-    return RunResult(metrics=final, per_class_iou=per_class)
+def build_data(spec: RunSpec, placement: Placement) -> RunData:
+    """Datasets and loaders of the run (workers from the CPUs when ``data.num_workers`` is unset)."""
+    cfg = spec.config
+    train_set = build_dataset(cfg.data, cfg.data.train_split, train=True)
+    val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
+    workers = default_workers(cfg.data.num_workers, cfg.train.threads)
+    pin = placement.pin_memory
+    train_loader = train_loader_for(train_set, cfg.train.batch_size, spec.seed, workers, pin_memory=pin)
+    val_batch = cfg.train.val_batch_size or cfg.train.batch_size
+    val_loader = val_loader_for(val_set, val_batch, spec.seed, workers, pin_memory=pin)
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"training split has {len(train_set)} images, fewer than batch_size={cfg.train.batch_size}")
+    total_steps = cfg.train.iterations or cfg.train.epochs * steps_per_epoch
+    return RunData(train_set, val_set, train_loader, val_loader, total_steps, math.ceil(total_steps / steps_per_epoch))
 
 
 def train_one_epoch(
@@ -211,28 +206,162 @@ def train_one_epoch(
     progress: Progress | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader`` in the order of ``epoch`` (stopping at ``total_steps``); the mean
-    loss and loss parts of its steps."""
+    loss and loss parts of its steps. The only host reads are the ``LossMeter``'s."""
     scheme.set_train(True)
     loader.sampler.set_epoch(epoch)  # the order and augmentations of this epoch, whatever came before
-    device = scheme.device
-    sums: dict[str, float] = defaultdict(float)
-    seen = 0
+    placement = scheme.placement
+    meter = LossMeter(spec.config.train.log_every, epoch, state.step, f"loss {spec.config.loss.name!r}", progress)
     for images, target in loader:
         if state.step >= total_steps:
             break
-        images, target = pad_batch(images.to(device), target.to(device))
+        images, target = pad_batch(placement.images(images), placement.labels(target))
         with step_timer:
-            stats = scheme.train_step(images, target)
-        sums["loss"] += float(stats.loss)
-        for name, value in stats.parts.items():
-            sums[name] += float(value)
-        seen += 1
+            stats = scheme.train_step(placement.layout(images), target)
         state.step += 1
-        if progress:
-            progress.step_done(float(stats.loss))
-        if seen == 1:
+        meter.add(stats)
+        if meter.steps == 1:
             faults.inject("train", epoch, spec.name)
-    return {name: total / max(seen, 1) for name, total in sums.items()}
+    return meter.means()
+
+
+class LossMeter:
+    """Sums of the steps' loss and loss parts, kept on the device and read every ``every`` steps.
+
+    Each step adds its values (one stack, one add, in float64: the sums equal the Python sums of
+    the per-step floats the loop used to read). Each read is one copy to the host: it feeds the
+    progress display, and a non-finite sum fails the run naming the steps since the last finite
+    read, which contain the first non-finite step.
+    """
+
+    def __init__(self, every: int, epoch: int, first_step: int, what: str, progress: Progress | None) -> None:
+        self.every, self.epoch, self.first_step, self.what, self.progress = every, epoch, first_step, what, progress
+        self.names: tuple[str, ...] = ()
+        self.sums: torch.Tensor | None = None
+        self.steps = 0  # steps added this epoch
+        self.read_steps = 0  # steps covered by the last read
+        self.read_sums: list[float] = []
+        self.totals: dict[str, float] = {}  # sums of earlier names (a loss whose parts changed mid-epoch)
+
+    def add(self, stats: StepStats) -> None:
+        names = ("loss", *stats.parts)
+        if names != self.names and self.sums is not None:
+            self._fold()
+        values = torch.stack([stats.loss, *stats.parts.values()]).to(torch.float64)
+        self.names, self.sums = names, values if self.sums is None else self.sums.add_(values)
+        self.steps += 1
+        if self.steps - self.read_steps >= self.every:
+            self.read()
+
+    def read(self) -> list[float]:
+        """The current sums on the host (the one host sync of a logging interval)."""
+        if self.sums is None:
+            return []
+        host = self.sums.tolist()
+        new = self.steps - self.read_steps
+        if not all(math.isfinite(v) for v in host):
+            self._fail(host)
+        if new and self.progress:
+            previous = self.read_sums[0] if self.read_sums else 0.0
+            self.progress.step_done((host[0] - previous) / new, new)
+        self.read_sums, self.read_steps = host, self.steps
+        return host
+
+    def means(self) -> dict[str, float]:
+        """Mean loss and parts over the epoch's steps (reads the sums if steps are unread)."""
+        host = self.read() if self.steps > self.read_steps or not self.read_sums else self.read_sums
+        sums = dict(self.totals)
+        for name, value in zip(self.names, host):
+            sums[name] = sums.get(name, 0.0) + value
+        return {name: value / max(self.steps, 1) for name, value in sums.items()}
+
+    def _fold(self) -> None:
+        """The loss's parts changed: move the running sums to ``totals`` and start new ones."""
+        for name, value in zip(self.names, self.read()):
+            self.totals[name] = self.totals.get(name, 0.0) + value
+        self.sums, self.read_sums = None, []
+
+    def _fail(self, host: list[float]) -> None:
+        bad = ", ".join(f"{name}={value}" for name, value in zip(self.names, host) if not math.isfinite(value))
+        first, last = self.first_step + self.read_steps + 1, self.first_step + self.steps
+        raise NonFiniteLossError(
+            f"{self.what} became non-finite ({bad}) in steps {first}-{last} (epoch {self.epoch}): "
+            "training diverged or the input is bad"
+        )
+
+
+def evaluate_epoch(
+    spec: RunSpec, scheme: Scheme, data: RunData, state: TrainState, epoch: int
+) -> dict[str, Evaluation]:
+    """``evaluate`` every network of the scheme, by role; adds the time to ``state``."""
+    faults.inject("eval", epoch, spec.name)
+    start = time.perf_counter()
+    fmt = scheme.placement.memory_format
+    classes, device = data.train_set.num_classes, scheme.device
+    results = {role: evaluate(net, data.val_loader, classes, device, fmt) for role, net in scheme.networks.items()}
+    state.eval_s += time.perf_counter() - start
+    state.evaluations += 1
+    return results
+
+
+def epoch_curves(
+    scheme: Scheme, means: dict[str, float], evaluation: dict[str, Evaluation] | None, epoch_s: float
+) -> dict[str, float]:
+    """The curves of one epoch: training means, learning rate, time, and validation metrics if evaluated."""
+    curves = {f"train/{name}": value for name, value in means.items()}
+    curves["lr"] = scheme.learning_rate()
+    curves["epoch_s"] = epoch_s
+    for role, (metrics, _, _) in (evaluation or {}).items():
+        prefix = "val" if role == scheme.headline else f"{role}/val"
+        curves.update({f"{prefix}/{k}": v for k, v in metrics.as_dict().items()})
+    return curves
+
+
+def finish(
+    spec: RunSpec,
+    recorder: Recorder,
+    scheme: Scheme,
+    data: RunData,
+    state: TrainState,
+    evaluation: dict[str, Evaluation],
+    step_timer: Timer,
+    start_mb: float,
+) -> RunResult:
+    """Log the final metrics (per network), the confusion matrices, sample predictions and costs."""
+    final: dict[str, float] = {}
+    per_class: dict[str, float] = {}
+    names = data.val_set.class_names
+    for role, (metrics, matrix, samples) in evaluation.items():
+        prefix = "" if role == scheme.headline else f"{role}/"
+        final.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
+        final.update({f"{prefix}iou/{name}": v for name, v in zip(names, metrics.iou) if not math.isnan(v)})
+        if role == scheme.headline:
+            per_class = dict(zip(names, metrics.iou))
+        recorder.log_text(matrix_csv(matrix, names), f"{prefix}{ARTIFACT_CONFUSION}")
+        recorder.log_bytes(samples_npz(samples, data.val_set), f"{prefix}{ARTIFACT_SAMPLES}")
+    final.update(run_costs(scheme, data, state, step_timer, start_mb))
+    recorder.log_metrics(final)
+    faults.inject("final", None, spec.name)
+    return RunResult(metrics=final, per_class_iou=per_class)
+
+
+def run_costs(scheme: Scheme, data: RunData, state: TrainState, step_timer: Timer, start_mb: float) -> dict[str, float]:
+    """Time, memory and size of the run (medians of the timed steps; see ``measure.Timer``)."""
+    step_s, loss_s = step_timer.median, scheme.loss_timer.median
+    images = max(1, state.evaluations * len(data.val_set) * len(scheme.networks))
+    return {
+        "wall_s": state.wall_s,
+        "train_s": state.train_s,
+        "eval_s": state.eval_s,
+        "step_s": step_s,
+        "loss_ms": loss_s * 1000,
+        "loss_share": loss_s / step_s if step_timer.samples else float("nan"),
+        "peak_mem_mb": state.peak_mb,
+        "peak_extra_mb": state.peak_mb - start_mb,  # above what the process held before the run
+        "params_m": count_params(scheme.networks[scheme.headline]) / 1e6,
+        "infer_ms_per_image": 1000 * state.eval_s / images,
+        "steps": float(state.step),
+        **scheme.extra_costs(),
+    }
 
 
 def _resume(spec: RunSpec, scheme: Scheme, recorder: Recorder, checkpoints: Checkpoints | None) -> TrainState:
@@ -269,69 +398,6 @@ def _checkpoint(state: TrainState, scheme: Scheme, recorder: Recorder) -> dict[s
     }
 
 
-def evaluate_scheme(
-    scheme: Scheme, loader: DataLoader, num_classes: int, device: torch.device
-) -> dict[str, tuple[SegMetrics, ConfusionMatrix, dict[str, np.ndarray]]]:
-    """``evaluate`` for every network of the scheme, by role."""
-    return {role: evaluate(net, loader, num_classes, device) for role, net in scheme.networks.items()}
-
-
-@torch.no_grad()
-def evaluate(
-    model: torch.nn.Module, loader: DataLoader, num_classes: int, device: torch.device
-) -> tuple[SegMetrics, ConfusionMatrix, dict[str, np.ndarray]]:
-    """Dataset-level metrics of ``model`` on ``loader``, plus the first few predictions.
-
-    The loader yields lists (``val_loader_for``): network inputs, possibly resized, and masks
-    at their native size. Consecutive inputs of one size are forwarded as one batch; each
-    image's logits are then upsampled (bilinear) to its mask's size before the argmax, as the
-    official Cityscapes/VOC evaluators and mmsegmentation score predictions.
-    """
-    was_training = model.training
-    model.eval()
-    matrix = ConfusionMatrix(num_classes)
-    kept: dict[str, list[np.ndarray]] = defaultdict(list)
-    for images, masks in loader:
-        for start, stop in _same_size_runs(images):
-            logits = predict(model, torch.stack(images[start:stop]).to(device))
-            for image, mask, logit in zip(images[start:stop], masks[start:stop], logits):
-                size = tuple(mask.shape)
-                pred = _to_size(logit, size).argmax(dim=0)
-                matrix.update(pred, mask)
-                if len(kept["pred"]) < NUM_SAMPLES:  # the input at the mask's size: the panels line up
-                    kept["image"].append(_to_size(image, size).numpy())
-                    kept["target"].append(mask.numpy())
-                    kept["pred"].append(pred.cpu().numpy())
-    model.train(was_training)
-    return matrix.compute(), matrix, kept
-
-
-def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """Logits ``[B, C, H, W]`` of ``images`` (padded to the size multiple for the network, cropped back)."""
-    h, w = images.shape[-2:]
-    padded = F.pad(images, (0, (-w) % SIZE_MULTIPLE, 0, (-h) % SIZE_MULTIPLE))
-    return model(padded)[..., :h, :w]
-
-
-def _to_size(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
-    """``x [C, h, w]`` resized bilinearly to ``size`` (half-pixel centres, ``align_corners=False``,
-    as mmsegmentation resizes logits to the original image); unchanged if it has that size."""
-    if tuple(x.shape[-2:]) == size:
-        return x
-    return F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
-
-
-def _same_size_runs(images: list[torch.Tensor]) -> list[tuple[int, int]]:
-    """``[start, stop)`` ranges of consecutive images of one size (each range is one forward pass)."""
-    runs: list[tuple[int, int]] = []
-    for i, image in enumerate(images):
-        if runs and images[runs[-1][0]].shape == image.shape:
-            runs[-1] = (runs[-1][0], i + 1)
-        else:
-            runs.append((i, i + 1))
-    return runs
-
-
 def pad_batch(
     images: torch.Tensor, target: torch.Tensor, multiple: int = SIZE_MULTIPLE
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -343,22 +409,18 @@ def pad_batch(
     return F.pad(images, (0, pw, 0, ph)), F.pad(target, (0, pw, 0, ph), value=IGNORE_INDEX)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
 def seed_everything(seed: int) -> None:
     """Seed the global generators as a run does before its first step (the method's stream, see ``rng``)."""
     seed_method_stream(seed)
 
 
-def train_loader_for(dataset: SegDataset, batch_size: int, seed: int, workers: int) -> DataLoader:
+def train_loader_for(
+    dataset: SegDataset, batch_size: int, seed: int, workers: int, pin_memory: bool = False
+) -> DataLoader:
     """Shuffled full batches in the order of ``(seed, epoch)``, each sample augmented from its own
-    stream (``EpochSampler``): the batches are the same whatever ``workers`` is."""
+    stream (``EpochSampler``): the batches are the same whatever ``workers`` is. Workers persist
+    from epoch to epoch: a sample's augmentation is keyed by (seed, epoch, index), never by the
+    worker's own state, so keeping them changes nothing but the start-up cost of each epoch."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -366,20 +428,24 @@ def train_loader_for(dataset: SegDataset, batch_size: int, seed: int, workers: i
         drop_last=len(dataset) >= batch_size,
         num_workers=workers,
         generator=torch_generator(seed, "workers"),  # workers' own seeds; never the global generator
-        persistent_workers=False,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
         collate_fn=_collate,
     )
 
 
-def val_loader_for(dataset: SegDataset, batch_size: int, seed: int, workers: int) -> DataLoader:
-    """The evaluation split in order, as lists of inputs and native-size masks (see ``evaluate``)."""
+def val_loader_for(
+    dataset: SegDataset, batch_size: int, seed: int, workers: int, pin_memory: bool = False
+) -> DataLoader:
+    """The evaluation split in order, as lists of inputs and native-size masks (see ``evaluation``)."""
     return DataLoader(
         dataset,
         batch_size=min(batch_size, len(dataset)),
         shuffle=False,
         num_workers=workers,
         generator=torch_generator(seed, "workers"),
-        persistent_workers=False,
+        persistent_workers=workers > 0,
+        pin_memory=pin_memory,
         collate_fn=_collate_lists,
     )
 
@@ -397,37 +463,3 @@ def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tens
 def _collate_lists(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Evaluation batches stay lists: inputs and native masks may differ in size from image to image."""
     return [img for img, _ in batch], [m for _, m in batch]
-
-
-def _matrix_csv(matrix: ConfusionMatrix, names: tuple[str, ...]) -> str:
-    rows = ["gt\\pred," + ",".join(names)]
-    for name, row in zip(names, matrix.matrix.tolist()):
-        rows.append(name + "," + ",".join(str(v) for v in row))
-    return "\n".join(rows) + "\n"
-
-
-def _samples_npz(samples: dict[str, list[np.ndarray]], dataset: SegDataset) -> bytes:
-    """The kept predictions as one npz; samples of different native sizes are padded to the largest
-    (images with 0, labels with 255, shown as "ignore")."""
-    buf = io.BytesIO()
-    payload: dict[str, Any] = {
-        "image": _stack_padded(samples["image"], 0.0, (0, 3, 1, 1)).astype(np.float32),
-        "target": _stack_padded(samples["target"], IGNORE_INDEX, (0, 1, 1)).astype(np.uint8),
-        "pred": _stack_padded(samples["pred"], IGNORE_INDEX, (0, 1, 1)).astype(np.uint8),
-        "class_names": np.array(dataset.class_names),
-        "palette": np.array(dataset.palette if dataset.palette else [], dtype=np.uint8),
-    }
-    np.savez_compressed(buf, **payload)
-    return buf.getvalue()
-
-
-def _stack_padded(arrays: list[np.ndarray], fill: float, empty: tuple[int, ...]) -> np.ndarray:
-    """Stack arrays ``[..., H, W]`` padded at the bottom/right with ``fill`` to the largest H and W."""
-    if not arrays:
-        return np.zeros(empty)
-    h = max(a.shape[-2] for a in arrays)
-    w = max(a.shape[-1] for a in arrays)
-    out = np.full((len(arrays), *arrays[0].shape[:-2], h, w), fill, dtype=arrays[0].dtype)
-    for i, a in enumerate(arrays):
-        out[i, ..., : a.shape[-2], : a.shape[-1]] = a
-    return out

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from studybench.measure import count_host_reads
 from studybench.metrics import ConfusionMatrix
 
 
@@ -73,7 +74,41 @@ def test_logits_are_argmaxed_and_perfect_prediction_scores_one():
     assert m.miou == 1.0 and m.pixel_acc == 1.0 and m.mean_acc == 1.0
 
 
-def test_out_of_range_label_is_an_error():
+def test_out_of_range_label_is_an_error_when_the_matrix_is_read():
+    """Checked on the device and reported at the read (a check per batch would stop the host per batch)."""
     cm = ConfusionMatrix(3)
+    cm.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 1], [255, 2]]]))
+    cm.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.tensor([[[0, 7], [255, 2]]]))
     with pytest.raises(ValueError, match="label 7"):
-        cm.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.full((1, 2, 2), 7))
+        cm.compute()
+    bad_pred = ConfusionMatrix(3)
+    bad_pred.update(torch.tensor([[[0, 5]]]), torch.tensor([[[0, 255]]]))  # 5 only where the label is ignored
+    assert bad_pred.matrix.sum() == 1
+    bad_pred.update(torch.tensor([[[0, 5]]]), torch.tensor([[[0, 1]]]))
+    with pytest.raises(ValueError, match="prediction holds a class id outside"):
+        bad_pred.compute()
+
+
+def test_updates_make_no_host_read_and_the_matrix_is_read_once():
+    cm = ConfusionMatrix(4)
+    g = torch.Generator().manual_seed(0)
+    batches = [
+        (torch.randint(0, 4, (2, 8, 8), generator=g), torch.randint(0, 4, (2, 8, 8), generator=g)) for _ in range(5)
+    ]
+    with count_host_reads(torch.device("cpu")) as during:
+        for pred, target in batches:
+            cm.update(pred, target)
+    assert during.count == 0, during.sites
+    with count_host_reads(torch.device("cpu")) as reading:
+        matrix = cm.matrix
+        cm.compute()  # reuses the copy
+    assert reading.count == 1 and int(matrix.sum()) == 5 * 2 * 64
+    expected = torch.zeros(4, 4, dtype=torch.int64)
+    for pred, target in batches:
+        for p, t in zip(pred.flatten().tolist(), target.flatten().tolist()):
+            expected[t, p] += 1
+    assert torch.equal(matrix, expected)
+
+
+def test_empty_matrix_reads_as_zeros():
+    assert torch.equal(ConfusionMatrix(2).matrix, torch.zeros(2, 2, dtype=torch.int64))

@@ -10,9 +10,18 @@ from studybench.losses.base import SegLoss, check_inputs
 
 
 class _SmpLoss(SegLoss):
-    """Adapter: multiclass mode, ignore label 255, and 0 for an all-ignored batch."""
+    """Adapter: multiclass mode, ignore label 255, and 0 for an all-ignored batch.
+
+    Dice and Tversky need no shortcut for the all-ignored batch: smp masks the ignored pixels
+    and zeroes the classes absent from the target, so the inner loss is already 0 with a zero
+    gradient there (tested). Asking the device whether any pixel is valid would stop the host
+    at every step for a case that needs nothing. Lovász (``empty_needs_shortcut``) returns an
+    empty tensor for no valid pixel, so it keeps the check; its own algorithm reads per-class
+    counts on the host anyway.
+    """
 
     name = "smp"
+    empty_needs_shortcut = False
 
     def __init__(self, inner: torch.nn.Module):
         super().__init__()
@@ -20,7 +29,7 @@ class _SmpLoss(SegLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         check_inputs(self.name, logits, target)
-        if not bool((target != IGNORE_INDEX).any()):
+        if self.empty_needs_shortcut and not bool((target != IGNORE_INDEX).any()):
             return logits.sum() * 0.0
         return self.inner(logits, target)
 
@@ -38,6 +47,7 @@ class LovaszLoss(_SmpLoss):
     """smp ``LovaszLoss(mode="multiclass")`` (Lovász-softmax, Berman et al. 2018)."""
 
     name = "lovasz"
+    empty_needs_shortcut = True
 
     def __init__(self, per_image: bool = False):
         super().__init__(smp_losses.LovaszLoss("multiclass", per_image=per_image, ignore_index=IGNORE_INDEX))
@@ -57,7 +67,8 @@ class JaccardLoss(_SmpLoss):
         super().__init__(smp_losses.JaccardLoss("multiclass", smooth=smooth, log_loss=log_loss))
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        # smp's JaccardLoss has no ignore_index: zero the ignored pixels' contribution ourselves
+        # smp's JaccardLoss has no ignore_index: zero the ignored pixels' contribution ourselves. Selecting
+        # the valid pixels reads their count on the host (a sync on CUDA) whatever we do, so the shortcut stays.
         check_inputs(self.name, logits, target)
         valid = target != IGNORE_INDEX
         if not bool(valid.any()):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from studybench.device import Placement
 from studybench.measure import Timer
 from studybench.models import build_model
 from studybench.rng import init_stream
@@ -33,7 +34,12 @@ from studybench.spec import ModelCfg, RunConfig
 
 
 class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN/Inf: a deterministic failure that a retry will not fix."""
+    """The loss became NaN/Inf: a deterministic failure that a retry will not fix.
+
+    Schemes do not check their losses step by step (that would stop the host at every step); the
+    trainer checks the running sums when it reads them, every ``train.log_every`` steps and at the
+    end of each epoch, and names the steps in which the value became non-finite.
+    """
 
 
 @dataclass
@@ -59,14 +65,15 @@ class Scheme:
         self.device = device
         self.total_steps = total_steps
         self.seed = seed
-        self.amp = config.train.amp and device.type == "cuda"  # bfloat16 autocast of the networks' forward
+        self.placement = Placement.for_run(config.train, device)  # AMP, memory format, compile
+        self.amp = self.placement.amp  # bfloat16 autocast of the networks' forward
         self.networks: dict[str, nn.Module] = {}
-        self.loss_timer = Timer(device)  # the loss's own forward+backward time per step
+        self.loss_timer = Timer(device)  # the loss's own forward+backward time per step (read at log time)
 
     def build_network(self, cfg: ModelCfg, role: str) -> nn.Module:
         """The network ``cfg`` with initial weights from the stream ``(seed, "init/<role>")``, on the device."""
         with init_stream(self.seed, role):
-            return build_model(cfg, self.num_classes).to(self.device)
+            return self.placement.network(build_model(cfg, self.num_classes))
 
     def autocast(self) -> torch.autocast:
         """Context of the networks' forward: bfloat16 autocast with ``train.amp`` on CUDA, else a no-op."""
@@ -113,8 +120,3 @@ def backward_from_leaves(outputs: Sequence[torch.Tensor], leaves: Sequence[torch
     pairs = [(out, leaf.grad.to(out.dtype)) for out, leaf in zip(outputs, leaves) if leaf.grad is not None]
     if pairs:
         torch.autograd.backward([out for out, _ in pairs], [grad for _, grad in pairs])
-
-
-def ensure_finite(value: torch.Tensor, what: str) -> None:
-    if not bool(torch.isfinite(value)):
-        raise NonFiniteLossError(f"{what} is {value.item()} (non-finite): training diverged or the input is bad")

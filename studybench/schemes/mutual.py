@@ -8,7 +8,6 @@ networks, recompute both forward passes, step the peer. Both networks are evalua
 
 from __future__ import annotations
 
-import time
 from typing import Literal
 
 import torch
@@ -20,7 +19,7 @@ from studybench.losses.base import masked_mean, valid_mask
 from studybench.measure import count_params
 from studybench.models import check_model
 from studybench.optim import build_optimizer, build_scheduler
-from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, ensure_finite, float32_leaves
+from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, float32_leaves
 from studybench.spec import ModelCfg, RunConfig
 
 
@@ -77,6 +76,7 @@ class MutualScheme(Scheme):
         self.student = self.build_network(config.model, "model")
         self.peer = self.build_network(peer_cfg, "peer")
         self.networks = {"student": self.student, "peer": self.peer}
+        self.train_nets = {role: self.placement.trainable(net) for role, net in self.networks.items()}
         self.task_name = config.loss.name
         self.losses = {role: build_loss(config.loss.name, **config.loss.params).to(device) for role in self.networks}
         self.optimizers = {role: build_optimizer(net.parameters(), config.train) for role, net in self.networks.items()}
@@ -86,36 +86,30 @@ class MutualScheme(Scheme):
 
     def _forward(self, role: str, images: torch.Tensor, grad: bool) -> torch.Tensor:
         with torch.set_grad_enabled(grad), self.autocast():
-            return self.networks[role](images)
+            return self.train_nets[role](images)
 
-    def _update(self, role: str, other: str, images: torch.Tensor, target: torch.Tensor) -> tuple[dict, float]:
-        """One step of network ``role`` against fresh (detached) outputs of ``other``."""
+    def _update(self, role: str, other: str, images: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of network ``role`` against fresh (detached) outputs of ``other``; the student's update
+        opens the step's loss-time sample, the peer's adds to it (both networks' loss work is the step's)."""
         optimizer = self.optimizers[role]
         optimizer.zero_grad(set_to_none=True)
         target_logits = self._forward(other, images, grad=False)
         logits = self._forward(role, images, grad=True)
         (leaf,) = float32_leaves([logits])
         target_logits = target_logits.to(leaf.dtype)  # the KL's teacher side in float32 too
-        self.loss_timer.sync()
-        t0 = time.perf_counter()
-        with self.float32():
+        with self.loss_timer if role == "student" else self.loss_timer.more(), self.float32():
             task = self.losses[role](leaf, target)
             kl = mutual_kl(leaf, target_logits, target)
             value = task + kl
-            ensure_finite(value, f"mutual loss of the {role}")
             value.backward()
-        self.loss_timer.sync()
-        loss_s = time.perf_counter() - t0
         backward_from_leaves([logits], [leaf])
         optimizer.step()
         self.schedulers[role].step()
-        return {f"{role}_{self.task_name}": task.detach(), f"{role}_kl": kl.detach()}, loss_s
+        return {f"{role}_{self.task_name}": task.detach(), f"{role}_kl": kl.detach()}
 
     def train_step(self, images: torch.Tensor, target: torch.Tensor) -> StepStats:
-        parts, first_s = self._update("student", "peer", images, target)
-        peer_parts, second_s = self._update("peer", "student", images, target)
-        parts.update(peer_parts)
-        self.loss_timer.samples.append(first_s + second_s)  # both networks' loss work in one step
+        parts = self._update("student", "peer", images, target)
+        parts.update(self._update("peer", "student", images, target))
         return StepStats(loss=sum(parts.values()), parts=parts)
 
     def learning_rate(self) -> float:

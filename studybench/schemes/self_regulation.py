@@ -17,7 +17,7 @@ from studybench.measure import count_params
 from studybench.models.exits import ExitHeads, exit_costs
 from studybench.optim import build_optimizer, build_scheduler
 from studybench.rng import init_stream
-from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, ensure_finite, float32_leaves
+from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, float32_leaves
 from studybench.spec import RunConfig
 
 
@@ -108,7 +108,6 @@ class SelfRegulationScheme(Scheme):
         leaves = float32_leaves(outputs)
         with self.loss_timer, self.float32():
             total, parts = self.loss(leaves, target)
-            ensure_finite(total, "self-regulation loss")
             total.backward()
         backward_from_leaves(outputs, leaves)
         self.optimizer.step()

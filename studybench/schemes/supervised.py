@@ -7,7 +7,7 @@ import torch
 from studybench.losses import build_loss
 from studybench.models import forward_outputs
 from studybench.optim import build_optimizer, build_scheduler
-from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, ensure_finite, float32_leaves
+from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, float32_leaves
 from studybench.spec import RunConfig
 
 
@@ -28,19 +28,19 @@ class SupervisedScheme(Scheme):
         self.model = self.build_network(config.model, "model")
         self.loss = build_loss(config.loss.name, **config.loss.params).to(device)
         self.networks = {"model": self.model}
+        self.train_model = self.placement.trainable(self.model)  # compiled with train.compile
         self.optimizer = build_optimizer(self.model.parameters(), config.train)
         self.scheduler = build_scheduler(self.optimizer, config.train, total_steps)
 
     def train_step(self, images: torch.Tensor, target: torch.Tensor) -> StepStats:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            outputs = forward_outputs(self.model, images, self.loss.requires)
+            outputs = forward_outputs(self.train_model, images, self.loss.requires)
         names = list(outputs)
         leaves = dict(zip(names, float32_leaves([outputs[k] for k in names])))
         with self.loss_timer, self.float32():
             extra = {k: leaves[k] for k in self.loss.requires}
             value = self.loss(leaves["logits"], target, **extra)
-            ensure_finite(value, f"loss {self.config.loss.name!r}")
             value.backward()
         backward_from_leaves([outputs[k] for k in names], [leaves[k] for k in names])
         self.optimizer.step()

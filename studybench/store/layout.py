@@ -37,6 +37,10 @@ TAG_DETERMINISTIC_ALGORITHMS = "studybench.torch_deterministic_algorithms"
 TAG_CUDNN_DETERMINISTIC = "studybench.cudnn_deterministic"
 TAG_CUDNN_BENCHMARK = "studybench.cudnn_benchmark"
 TAG_CUBLAS_WORKSPACE = "studybench.cublas_workspace_config"
+#: The device switches a run trained under (``train.tf32``, ``train.channels_last``, ``train.compile``).
+TAG_TF32 = "studybench.tf32"
+TAG_CHANNELS_LAST = "studybench.channels_last"
+TAG_COMPILE = "studybench.compile"
 
 # ---------------------------------------------------------------- records (manifests, reports)
 TAG_KIND = "studybench.kind"  # "manifest" or "report": never a training run
