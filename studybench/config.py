@@ -232,7 +232,9 @@ def format_validation(err: ValidationError, where: str, model: type[BaseModel] |
         if item["type"] == "extra_forbidden":
             allowed = _allowed_keys(model, item["loc"][:-1]) if model else []
             hint = did_you_mean(item["loc"][-1], allowed)
-            msg = f"unknown key {str(item['loc'][-1])!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+            msg = f"unknown key {str(item['loc'][-1])!r}{hint}" + (
+                f"; allowed: {', '.join(allowed)}" if allowed else ""
+            )
         elif "input" in item and not isinstance(item["input"], dict):
             msg += f" (got {brief(item['input'])})"
         lines.append(f"{where}: {loc}: {msg}")
