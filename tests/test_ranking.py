@@ -187,6 +187,8 @@ def test_rank_studies_pools_the_cells_of_several_studies(monkeypatch, tmp_path):
     assert result.friedman.n == 6 and result.average.index.tolist() == ["rmi", "dice", "ce"]
     files = ranking.write_ranking(result, tables, tmp_path)
     assert {p.name for p in files} >= {"ranking_a+b.md", "ranking_a+b_cells.csv", "ranking_a+b_cd.png"}
+    chosen, chosen_tables = ranking.rank_studies([view("a"), view("b")], methods=["ce", "rmi"])
+    assert chosen.average.index.tolist() == ["rmi", "ce"] and "not among the methods chosen" in chosen_tables[0].note
     with pytest.raises(ranking.RankError, match="twice"):
         ranking.rank_studies([view("a"), view("a")])
     with pytest.raises(ranking.RankError, match="no finished run"):

@@ -76,6 +76,7 @@ class Ranking:
     outcomes: pd.DataFrame | None = None  # cell x method: "win" / "tie" / "loss" against the baseline
     dropped_methods: list[str] = field(default_factory=list)
     dropped_cells: list[str] = field(default_factory=list)
+    chosen: bool = False  # the methods were chosen by the caller (not: those in every cell)
 
     def wtl(self) -> pd.DataFrame:
         """Per method: wins, ties and losses against the baseline over the cells."""
@@ -207,6 +208,7 @@ def rank(
     cd = critical_difference(k, n) if n >= 2 else None
     result = Ranking(metric, higher, scores, ranks, average, friedman, cd, baseline)
     result.dropped_methods = [m for m in all_methods if m not in keep]
+    result.chosen = methods is not None
     result.dropped_cells = [c for c in wide.index if c not in scores.index]
     if baseline in keep:
         result.outcomes = _outcomes(values[values["cell"].isin(scores.index)], scores, baseline, higher)
@@ -362,7 +364,8 @@ def ranking_note(result: Ranking) -> str:
     if result.outcomes is not None:
         parts.append(WTL_RULE.format(baseline=result.baseline).capitalize() + ".")
     if result.dropped_methods:
-        parts.append(f"Left out (not in every cell): {', '.join(result.dropped_methods)}.")
+        why = "not among the methods chosen" if result.chosen else "not in every cell"
+        parts.append(f"Left out ({why}): {', '.join(result.dropped_methods)}.")
     if result.dropped_cells:
         parts.append(f"Cells left out (a ranked method missing): {', '.join(result.dropped_cells)}.")
     return " ".join(parts)
