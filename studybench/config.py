@@ -175,10 +175,13 @@ def _read_yaml(path: Path) -> Any:
     Why: a few hundred bytes of nested anchors expand to gigabytes, and printing such a value
     in an error took minutes; the node graph is measured before anything is expanded.
     """
-    size = os.path.getsize(path)
-    if size > MAX_FILE_BYTES:
-        raise StudyError(f"{path}: {size} bytes; a study file may have at most {MAX_FILE_BYTES}")
-    data = path.read_bytes()
+    try:
+        size = os.path.getsize(path)
+        if size > MAX_FILE_BYTES:
+            raise StudyError(f"{path}: {size} bytes; a study file may have at most {MAX_FILE_BYTES}")
+        data = path.read_bytes()
+    except OSError as err:
+        raise StudyError(f"{path}: cannot read the study file: {err.strerror or err}") from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
