@@ -170,8 +170,10 @@ class Checkpoints:
         return f"resumes after epoch {epoch}" if epoch else ""
 
     def remove(self, spec: RunSpec) -> None:
+        """Delete the run's checkpoint, its summary and temporary files a dead writer left (the run is done)."""
         for path in (self.path(spec), self.path(spec).with_suffix(".json")):
             path.unlink(missing_ok=True)
+        self.remove_abandoned_tmp(spec)
 
     def remove_abandoned_tmp(self, spec: RunSpec) -> list[Path]:
         """Delete temporary files of ``spec`` that a dead writer left behind (not those of a live process)."""

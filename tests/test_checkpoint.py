@@ -134,6 +134,13 @@ def test_a_changed_file_is_not_promised_to_resume(tmp_path):
     assert checkpoints.load(spec) is None
     assert checkpoints.resume_note(spec) == ""  # set aside: nothing left to resume from
 
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = checkpoints.path(spec).with_name(f"{spec.key}.tmp{dead.pid}")
+    leftover.write_bytes(b"partial")
+    checkpoints.remove(spec)  # as when the run finishes: a dead writer's temporary file goes too
+    assert not leftover.exists()
+
 
 def test_only_plain_data_can_be_saved():
     plain = to_plain({"a": np.arange(3), "b": (np.float32(1.5), [1, "x"]), "c": None})
