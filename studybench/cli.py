@@ -360,6 +360,9 @@ def bench(
     skip: str | None = typer.Option(
         None, "--skip", help="Comma-separated parts to skip: memory,sweeps,schemes,harness,loaders."
     ),
+    harness: bool = typer.Option(
+        False, "--harness", help="Only the harness vs a bare PyTorch loop: steps/s, ratio, host syncs per step."
+    ),
 ) -> None:
     """Cost of every loss (time, memory, share of a training step) and of the harness: reports/bench/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -374,6 +377,12 @@ def bench(
     if device not in ("cpu", "cuda"):
         err_console.print(f"[red]invalid --device[/]: {device!r}; use cpu or cuda")
         raise typer.Exit(2)
+    if harness:
+        from studybench.bench.harness import HARNESS_ONLY, harness_table, measure_harness
+
+        result = measure_harness(repeats or 5, **HARNESS_ONLY, threads=threads, device=device)
+        console.print(harness_table(result), markup=False, highlight=False)
+        return
     try:
         loss_cases, scheme_cases = select_cases(split(losses) or None)
         plan = make_plan(
