@@ -76,11 +76,15 @@ CheckpointOpt = typer.Option(
 class ExecutorName(str, Enum):
     local = "local"
     ray = "ray"
+    slurm = "slurm"
 
 
 def _fail(title: str, err: Exception | str) -> typer.Exit:
     """Print ``title: err`` on stderr; the caller raises the returned exit 2."""
-    err_console.print(f"[red]{title}[/]\n{err}", markup=True, highlight=False)
+    from rich.markup import escape
+
+    # escaped: an install hint such as pip install 'studybench[slurm]' is not a style tag
+    err_console.print(f"[red]{title}[/]\n{escape(str(err))}", markup=True, highlight=False)
     return typer.Exit(2)
 
 
@@ -129,7 +133,7 @@ def _view(study_path: Path | None, study_name: str | None, profile: str | None, 
 def run(
     study_path: Path = StudyArg,
     profile: str | None = ProfileOpt,
-    executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", help="local (this machine) or ray."),
+    executor: ExecutorName = typer.Option(ExecutorName.local, "--executor", help="local (this machine), ray or slurm."),
     workers: int = typer.Option(1, "--workers", min=1, help="Runs at once on this machine (threads are split)."),
     ray_address: str | None = typer.Option(
         None, "--ray-address", help="Ray cluster address (default: start a local Ray)."
@@ -275,6 +279,20 @@ def status(
     line = ", ".join(f"{n} {state}" for state, n in counts.items())
     complete = counts["done"] == len(rows)
     console.print(f"{line}; {'study complete, total' if complete else 'so far'} compute time {compute:.1f} s")
+    _print_slurm_jobs(view.study.study, _checkpoints(checkpoint_dir, uri).root)
+
+
+def _print_slurm_jobs(study: str, checkpoint_root: Path) -> None:
+    """The study's Slurm jobs still queued or running (by job id) and where their logs are, if it used Slurm."""
+    from studybench.executors.slurm import queued_jobs, slurm_folder
+
+    folder = slurm_folder(checkpoint_root, study)
+    if not folder.is_dir():
+        return
+    jobs = queued_jobs(folder, study)
+    console.print(f"Slurm: {len(jobs)} job(s) queued or running; logs in {folder}/", highlight=False)
+    for job_id, state, name in jobs:
+        console.print(f"  {job_id} {state} {name}", highlight=False)
 
 
 @app.command()

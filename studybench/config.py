@@ -70,10 +70,13 @@ class Profile(_Strict):
 
 
 class Resources(_Strict):
-    """What one run asks of an executor (Ray resource request)."""
+    """What one run asks of an executor: Ray's resource request, or a Slurm job's (the Slurm-only fields)."""
 
     cpus: float = Field(default=1, gt=0)
     gpus: float = Field(default=0, ge=0)
+    partition: str | None = None  # Slurm partition (default: the cluster's default partition)
+    time_min: int | None = Field(default=None, gt=0)  # Slurm time limit per job; a job that hits it is requeued
+    mem_gb: float | None = Field(default=None, gt=0)  # Slurm memory per job (default: the cluster's default)
 
 
 class Study(_Strict):

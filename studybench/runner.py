@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from studybench.checkpoint import Checkpoints
@@ -56,19 +57,24 @@ def plan_runs(store: StudyWriter, specs: list[RunSpec], checkpoints: Checkpoints
 
 
 def parse_resources(text: str | None, default: Resources) -> Resources:
-    """``"cpus=4,gpus=1"`` over the study's ``resources``."""
+    """``"cpus=4,gpus=1"`` (or Slurm's ``partition=gpu,time_min=60,mem_gb=16``) over the study's ``resources``."""
     if not text:
         return default
-    values: dict[str, float] = default.model_dump()
+    values: dict[str, float | str | None] = default.model_dump()
     for item in text.split(","):
         name, sep, value = item.partition("=")
         name = name.strip()
         if not sep or name not in values:
             raise UsageError(f"--resources {text!r}: expected cpus=N,gpus=M (keys: {', '.join(values)})")
+        if name == "partition":  # the only text field; pydantic checks the rest
+            values[name] = value.strip()
+            continue
         try:
             values[name] = float(value)
         except ValueError:
             raise UsageError(f"--resources {text!r}: {name} must be a number, got {value!r}") from None
+        if name == "time_min" and values[name] == int(values[name]):
+            values[name] = int(values[name])
     try:
         return Resources(**values)
     except ValueError as err:
@@ -78,8 +84,17 @@ def parse_resources(text: str | None, default: Resources) -> Resources:
 def check_options(executor: str, workers: int, ray_address: str | None, uri: str, resources: Resources) -> None:
     from studybench.executors.server import needs_server
 
-    if executor == "local" and ray_address:
+    if executor != "ray" and ray_address:
         raise UsageError("--ray-address needs --executor ray")
+    if executor == "slurm":
+        if workers != 1:
+            raise UsageError("--workers is for --executor local; Slurm runs as many jobs as the cluster allows")
+        from studybench.executors.slurm import import_submitit
+
+        try:
+            import_submitit()
+        except RuntimeError as err:
+            raise UsageError(str(err)) from None
     if executor == "ray" and workers != 1:
         raise UsageError("--workers is for --executor local; Ray runs as many runs as the cluster's resources allow")
     if executor == "ray":
@@ -122,8 +137,13 @@ def executor_for(
         return
     from studybench.executors.server import tracking_server
 
-    with tracking_server(uri, wait=kind == "ray") as served:  # pool workers wait for it themselves
-        if kind == "ray":
+    with tracking_server(uri, wait=kind != "local") as served:  # pool workers wait for it themselves
+        if kind == "slurm":
+            from studybench.executors.slurm import SlurmExecutor, slurm_folder
+
+            root = checkpoints.root if checkpoints else Path("results/checkpoints")
+            yield SlurmExecutor(served, store.study, resources, slurm_folder(root, store.study), checkpoints, retries)
+        elif kind == "ray":
             from studybench.executors.pool import cpu_count
             from studybench.executors.ray import RayExecutor
 
