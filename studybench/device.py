@@ -11,7 +11,7 @@ schemes and the loaders ask one object (``Placement``) instead of each testing
   ``channels_last`` inputs and weights with ``train.channels_last``;
 - ``train.compile``: ``torch.compile`` of the networks' training forward (evaluation runs the plain
   module: native-size evaluation images have many shapes, each would be a recompilation);
-- backend switches, recorded as tags: TF32 matmuls/convolutions (``train.tf32``) and
+- backend switches, recorded as tags: TF32 for convolutions and/or matmuls (``train.tf32``) and
   ``cudnn.benchmark`` (on unless ``train.deterministic``, which needs it off).
 """
 
@@ -115,16 +115,18 @@ def backend_switches(train: TrainCfg) -> Iterator[dict[str, str]]:
     have one shape); with ``train.deterministic`` it stays off (``rng.deterministic_mode`` turns
     it off, since autotuning may pick a different algorithm from one process to the next). TF32
     (10-bit mantissa products on Ampere and later) is explicit rather than PyTorch's default of
-    the day: ``train.tf32`` switches it for matmuls and convolutions alike.
+    the day: ``train.tf32`` is ``conv`` (convolutions only: PyTorch's defaults, what runs used
+    before the setting existed, so their keys and results stand), ``all`` (matmuls too: faster
+    attention and linear layers) or ``none`` (IEEE float32 everywhere).
     """
     outer = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
-    torch.backends.cuda.matmul.allow_tf32 = train.tf32
-    torch.backends.cudnn.allow_tf32 = train.tf32
+    torch.backends.cuda.matmul.allow_tf32 = train.tf32 == "all"
+    torch.backends.cudnn.allow_tf32 = train.tf32 in ("conv", "all")
     if not train.deterministic:
         torch.backends.cudnn.benchmark = True
     try:
         yield {
-            TAG_TF32: str(train.tf32).lower(),
+            TAG_TF32: train.tf32,
             TAG_CUDNN_BENCHMARK: str(torch.backends.cudnn.benchmark).lower(),
             TAG_CHANNELS_LAST: str(train.channels_last).lower(),
             TAG_COMPILE: str(train.compile).lower(),

@@ -119,7 +119,7 @@ class TrainCfg(Section):
     eval_every: StrictInt = Field(default=1, ge=1)  # epochs between evaluations (the last epoch always)
     channels_last: bool = False  # NHWC images and weights (faster convolutions on tensor cores)
     compile: bool = False  # torch.compile the networks' training forward
-    tf32: bool = True  # TF32 matmuls and convolutions on CUDA (PyTorch's default for convolutions)
+    tf32: Literal["none", "conv", "all"] = "conv"  # TF32 on CUDA for convolutions (PyTorch's default), all, none
 
 
 class RunConfig(Section):

@@ -141,23 +141,33 @@ def test_eval_every_evaluates_when_due_and_always_after_the_last_epoch():
         result = trainer.execute(run_spec(train_images=4, epochs=3, eval_every=2), recorder)
     assert ["val/miou" in recorder.by_step[e] for e in range(3)] == [False, True, True]
     assert recorder.by_step[2]["val/miou"] == result.metrics["miou"]
-    assert recorder.tags["studybench.tf32"] == "true" and recorder.tags["studybench.compile"] == "false"
+    assert recorder.tags["studybench.tf32"] == "conv" and recorder.tags["studybench.compile"] == "false"
     assert recorder.tags["studybench.cudnn_benchmark"] == "true"
 
 
 def test_backend_switches_are_restored_and_benchmark_stays_off_when_deterministic():
-    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32)
-    with backend_switches(TrainCfg(deterministic=True, tf32=False)) as tags:
+    before = (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with backend_switches(TrainCfg(deterministic=True, tf32="none")) as tags:
         assert not torch.backends.cudnn.benchmark and not torch.backends.cuda.matmul.allow_tf32
-        assert tags["studybench.cudnn_benchmark"] == "false" and tags["studybench.tf32"] == "false"
-    assert (torch.backends.cudnn.benchmark, torch.backends.cuda.matmul.allow_tf32) == before
+        assert not torch.backends.cudnn.allow_tf32
+        assert tags["studybench.cudnn_benchmark"] == "false" and tags["studybench.tf32"] == "none"
+    with backend_switches(TrainCfg(tf32="all")):
+        assert (
+            torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        )
+    assert (
+        torch.backends.cudnn.benchmark,
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+    ) == before
 
 
 def test_new_train_settings_keep_existing_keys_and_log_every_is_runtime():
     base = run_spec()
     assert run_spec(log_every=7).key == base.key  # when the host reads: not what is computed
-    assert run_spec(eval_every=1, tf32=True, compile=False, channels_last=False).key == base.key  # the defaults
+    assert run_spec(eval_every=1, tf32="conv", compile=False, channels_last=False).key == base.key  # the defaults
     assert run_spec(channels_last=True).key != base.key and run_spec(compile=True).key != base.key
+    assert run_spec(tf32="all").key != base.key and run_spec(eval_every=2).key != base.key
 
 
 def test_default_workers_follow_the_cpus_and_yield_to_the_setting():
