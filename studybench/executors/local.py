@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from studybench.checkpoint import Checkpoints
+from studybench.errors import first_line
 from studybench.spec import RunSpec
 from studybench.store import StudyWriter, local_path
 from studybench.store.claims import claim, claims_folder
@@ -30,19 +31,6 @@ class RunOutcome:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     attempts: int = 1
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message ('' if it has none): what summaries and tags show.
-
-    An error re-raised from a DataLoader worker starts with "Caught X in DataLoader worker
-    process N." and names the bad file only on its last line: that line is shown instead.
-    """
-    lines = [line for line in str(error).strip().splitlines() if line.strip()] or [""]
-    if lines[0].startswith("Caught ") and "Original Traceback" in str(error):
-        last = lines[-1].strip().removeprefix(f"{type(error).__name__}: ")
-        return f"{last} (in a DataLoader worker)"
-    return lines[0]
 
 
 def is_transient(error: BaseException) -> bool:

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from studybench import __version__
+from studybench.errors import first_line
 from studybench.spec import RunSpec
 from studybench.store import StoreError, local_path, quiet_mlflow
 from studybench.store.layout import (
@@ -298,8 +299,7 @@ class RunLogger:
         try:
             self.log_text(text, ARTIFACT_ERROR)
             bare = "interrupted (Ctrl-C); a rerun resumes it" if isinstance(error, KeyboardInterrupt) else ""
-            first = (str(error).strip().splitlines() or [bare])[0]
-            tags = {TAG_ERROR: f"{type(error).__name__}: {first}"[:500]}
+            tags = {TAG_ERROR: f"{type(error).__name__}: {first_line(error) or bare}"[:500]}
             if retry_note:
                 tags[TAG_RETRY] = retry_note
             self.set_tags(tags)
