@@ -156,9 +156,10 @@ class Timer:
 
     @samples.setter
     def samples(self, values: list[float]) -> None:
-        """Continue from the samples of an earlier process (a resumed run)."""
+        """Continue from the samples of an earlier process (a resumed run). The list is kept, not copied:
+        the caller's list (``TrainState.step_samples``, saved in checkpoints) grows with the timer."""
         self._pending = []
-        self._done = list(values)
+        self._done = values
 
     @property
     def median(self) -> float:

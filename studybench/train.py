@@ -210,7 +210,8 @@ def train_one_epoch(
     scheme.set_train(True)
     loader.sampler.set_epoch(epoch)  # the order and augmentations of this epoch, whatever came before
     placement = scheme.placement
-    meter = LossMeter(spec.config.train.log_every, epoch, state.step, f"loss {spec.config.loss.name!r}", progress)
+    what = f"loss {spec.config.loss.name!r}"
+    meter = LossMeter(spec.config.train.log_every, epoch, state.step, what, progress, (step_timer, scheme.loss_timer))
     for images, target in loader:
         if state.step >= total_steps:
             break
@@ -230,11 +231,21 @@ class LossMeter:
     Each step adds its values (one stack, one add, in float64: the sums equal the Python sums of
     the per-step floats the loop used to read). Each read is one copy to the host: it feeds the
     progress display, and a non-finite sum fails the run naming the steps since the last finite
-    read, which contain the first non-finite step.
+    read, which contain the first non-finite step. The step timers' events are resolved then too
+    (they are complete by then, so it costs no wait, and none piles up over a long epoch).
     """
 
-    def __init__(self, every: int, epoch: int, first_step: int, what: str, progress: Progress | None) -> None:
+    def __init__(
+        self,
+        every: int,
+        epoch: int,
+        first_step: int,
+        what: str,
+        progress: Progress | None,
+        timers: tuple[Timer, ...] = (),
+    ) -> None:
         self.every, self.epoch, self.first_step, self.what, self.progress = every, epoch, first_step, what, progress
+        self.timers = timers
         self.names: tuple[str, ...] = ()
         self.sums: torch.Tensor | None = None
         self.steps = 0  # steps added this epoch
@@ -264,6 +275,8 @@ class LossMeter:
             previous = self.read_sums[0] if self.read_sums else 0.0
             self.progress.step_done((host[0] - previous) / new, new)
         self.read_sums, self.read_steps = host, self.steps
+        for timer in self.timers:
+            timer.resolve()
         return host
 
     def means(self) -> dict[str, float]:

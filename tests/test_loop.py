@@ -176,8 +176,8 @@ def test_default_workers_follow_the_cpus_and_yield_to_the_setting():
 
 
 def test_timer_joins_sections_into_one_sample_and_resumes_from_saved_samples():
-    timer = Timer(CPU)
-    timer.samples = [1.0]
+    timer, saved = Timer(CPU), [1.0]
+    timer.samples = saved
     with timer:
         pass
     with timer.more():
@@ -185,6 +185,18 @@ def test_timer_joins_sections_into_one_sample_and_resumes_from_saved_samples():
     with timer:
         pass
     assert len(timer.samples) == 3 and timer.samples[0] == 1.0 and all(s < 1.0 for s in timer.samples[1:])
+    assert saved is timer.samples  # what a checkpoint saves grows with the timer
+
+
+def test_checkpointed_state_holds_every_timed_step():
+    """The timers are resolved at each read of the losses, so the state a checkpoint saves has them all."""
+    spec = run_spec(train_images=12, log_every=4)
+    data = trainer.build_data(spec, Placement.for_run(spec.config.train, CPU))
+    scheme = build_scheme(spec.config, 3, CPU, data.total_steps, seed=0)
+    state, timer = trainer.TrainState(), Timer(CPU)
+    timer.samples, scheme.loss_timer.samples = state.step_samples, state.loss_samples
+    trainer.train_one_epoch(spec, scheme, data.train_loader, 0, state, data.total_steps, timer)
+    assert len(state.step_samples) == len(state.loss_samples) == 6
 
 
 def test_channels_last_reaches_the_network_and_its_input():
