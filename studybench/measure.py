@@ -1,4 +1,8 @@
-"""Cost measurement: wall clocks, step timers, peak memory and parameter counts.
+"""Cost measurement: wall clocks, step timers, peak memory, parameter counts and host syncs.
+
+Step timers never stop the host: on CUDA they record events that are read when the loop reads
+its losses anyway (``Timer``). ``count_host_reads`` counts the host syncs of a block (PyTorch's
+sync debug mode on CUDA; tensor -> Python conversions on CPU), for tests and ``bench --harness``.
 
 Peak memory: on CUDA the allocator's own peak (``max_memory_allocated``, reset per run);
 on CPU the process RSS sampled by a background thread, because ``ru_maxrss`` is a

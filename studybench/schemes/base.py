@@ -1,8 +1,10 @@
 """The scheme contract: how a training batch becomes a loss, an update, and what is evaluated.
 
 The trainer's loop is the same for every scheme: it calls ``train_step`` per batch and
-evaluates every network in ``networks`` after each epoch (the one named ``headline`` gives
-the run's unprefixed metrics). A scheme owns its networks, losses, optimisers and
+evaluates every network in ``networks`` every ``train.eval_every`` epochs and after the last
+(the one named ``headline`` gives the run's unprefixed metrics). ``train_step`` returns
+detached tensors and reads nothing on the host: the loop sums them on the device and checks
+them for NaN/Inf when it reads them (``train.LossMeter``). A scheme owns its networks, losses, optimisers and
 schedulers, so schemes with two networks and alternating updates (DML) or multi-exit
 training (SR) plug in without touching the loop.
 
