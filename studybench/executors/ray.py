@@ -5,11 +5,17 @@ Ray places it, the task trains with ``cpus`` torch threads and logs to the track
 is given, which every node must reach (an ``mlflow server``; see docs/scale-out.md).
 Checkpoints go to a folder every node must reach too. Task retries are ours, not Ray's
 (``run_tracked`` knows which errors are worth retrying), so Ray's own retries are off.
+
+A local instance (no ``--ray-address``) has no dashboard and a loopback node address, so its
+agents listen on 127.0.0.0/8. Ray 2.60's gRPC servers (gcs_server, raylet, every worker and
+the driver's core worker) still listen on all interfaces (``::``/``0.0.0.0``) whatever the
+node address: Ray offers no option for it (measured; tests/test_ray_loopback.py records it).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from studybench.checkpoint import Checkpoints
@@ -19,6 +25,10 @@ from studybench.store import StudyWriter
 
 #: Environment variables forwarded to the tasks (a cluster's workers do not share the driver's).
 FORWARDED_ENV = ("STUDYBENCH_DATA", "STUDYBENCH_CHECKPOINTS", "STUDYBENCH_FAULT", "MLFLOW_TRACKING_TOKEN")
+#: Node address of a local instance on Linux. ``ray.init`` rewrites 127.0.0.1 into the machine's
+#: external address (so that other nodes could join), and its agents then listen there; another
+#: address of the loopback network is taken as given. macOS configures 127.0.0.1 alone: default there.
+LOCAL_NODE_IP = "127.0.0.2" if sys.platform.startswith("linux") else None
 
 
 class RayNotInstalled(RuntimeError):
@@ -60,8 +70,8 @@ class RayExecutor:
         if started_here:
             env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
             options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-            if self.address is None:  # a local instance, sized to this machine
-                options.update(num_cpus=self.local_cpus, object_store_memory=100 * 2**20)
+            if self.address is None:  # a local instance, sized to this machine, reachable from it alone
+                options.update(local_options(self.local_cpus, self.gpus))
             ray.init(address=self.address, runtime_env={"env_vars": env} if env else None, **options)
         try:
             task = ray.remote(_task).options(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=0)
@@ -91,6 +101,20 @@ class RayExecutor:
         finally:
             if started_here:
                 ray.shutdown()
+
+
+def local_options(cpus: int | None, gpus: float = 0) -> dict[str, Any]:
+    """``ray.init`` options of a local instance: this machine's CPUs, its GPUs if runs ask for them, loopback.
+
+    GPUs are Ray's own ``num_gpus``: Ray sets ``CUDA_VISIBLE_DEVICES`` for each task to the
+    GPUs it assigned, so runs never share a GPU unless they ask for fractions.
+    """
+    options: dict[str, Any] = {"num_cpus": cpus, "object_store_memory": 100 * 2**20}
+    if gpus == 0:
+        options["num_gpus"] = 0  # no CUDA probe at start, nothing to place
+    if LOCAL_NODE_IP:
+        options["_node_ip_address"] = LOCAL_NODE_IP
+    return options
 
 
 def _task(spec: RunSpec, uri: str, study: str, checkpoints: Checkpoints | None, retries: int) -> RunOutcome:
