@@ -372,7 +372,9 @@ def bench(
     out: Path | None = typer.Option(
         None, "--out", help="Output folder (default: reports/bench; with --quick: results/bench-quick, git-ignored)."
     ),
-    quick: bool = typer.Option(False, "--quick", help="Tiny grid (seconds): for tests and a first look."),
+    quick: bool = typer.Option(
+        False, "--quick", help="Tiny grid, under a minute on 2 cores: timings, sweeps, loaders (no memory, no harness)."
+    ),
     repeats: int | None = typer.Option(None, "--repeats", min=1, help="Timed rounds (default 3; 1 with --quick)."),
     threads: int = typer.Option(2, "--threads", min=1, help="torch threads."),
     skip: str | None = typer.Option(
