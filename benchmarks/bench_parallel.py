@@ -1,12 +1,14 @@
 """Parallel speed-up of ``studybench run --workers 2`` against sequential, end to end.
 
-A 4-run CPU grid (two losses x two seeds, one torch thread per run) is run twice by the real
-CLI into fresh stores: once sequentially, once with two workers (which includes starting the
-local MLflow server and spawning the workers). Prints the wall time of each command, the
-speed-up (goal >= 1.7x on 2 cores) and the load average, since other processes on the
-machine distort it.
+A 4-run CPU grid (two losses x two seeds, one torch thread per run) is run by the real CLI
+into fresh stores: sequentially, with two workers (the process pool: starting the local MLflow
+server and spawning the workers included) and, with ``--ray``, on a local Ray instance with
+the same two runs at once (the engine ``--workers`` could have been built on). Prints the wall
+time of each command, the time to the first run (command start to the first MLflow run's
+start), the speed-up (goal >= 1.7x on 2 cores) and the load average, since other processes on
+the machine distort it.
 
-    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2]
+    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2] [--ray]
 """
 
 from __future__ import annotations
@@ -31,37 +33,53 @@ grid:
 """
 
 
-def timed_run(folder: Path, *extra: str) -> float:
+def timed_run(folder: Path, *extra: str) -> tuple[float, float]:
+    """(wall seconds of the whole command, seconds from its start to the first run's start)."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     env.pop("MLFLOW_TRACKING_URI", None)
     cmd = [sys.executable, "-m", "studybench.cli", "run", "study.yaml", *extra]
+    started_at = time.time()
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")
-    return elapsed
+    return elapsed, first_run_start(folder) - started_at
+
+
+def first_run_start(folder: Path) -> float:
+    """Unix time at which the first training run of the study started (its MLflow start time)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'results' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("parallel-bench")
+    return min(run.info.start_time for run in client.search_runs([exp.experiment_id])) / 1000
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--ray", action="store_true", help="also a local Ray instance running --workers runs at once")
     args = parser.parse_args()
+    modes = [("sequential", ()), (f"--workers {args.workers}", ("--workers", str(args.workers)))]
+    if args.ray:  # N runs at once: N CPUs for the instance, 1 CPU per run
+        cpus = max(1, (os.cpu_count() or 1) // args.workers)
+        modes.append((f"ray, {args.workers} at once", ("--executor", "ray", "--resources", f"cpus={cpus}")))
     with tempfile.TemporaryDirectory() as tmp:
         times = {}
-        for mode, extra in (("sequential", ()), (f"--workers {args.workers}", ("--workers", str(args.workers)))):
+        for mode, extra in modes:
             folder = Path(tmp) / mode.replace(" ", "").replace("-", "")
             folder.mkdir()
             (folder / "study.yaml").write_text(STUDY.format(epochs=args.epochs))
             load = os.getloadavg()[0]
-            times[mode] = (timed_run(folder, *extra), load)
+            times[mode] = (*timed_run(folder, *extra), load)
     seq = times["sequential"][0]
     print(f"4 runs x {args.epochs} epochs, 1 torch thread per run, {os.cpu_count()} CPUs\n")
-    print("| mode | wall s (whole command) | speed-up | load avg at start |")
-    print("|---|---:|---:|---:|")
-    for mode, (seconds, load) in times.items():
-        print(f"| {mode} | {seconds:.1f} | {seq / seconds:.2f}x | {load:.2f} |")
+    print("| mode | wall s (whole command) | speed-up | first run starts after s | load avg at start |")
+    print("|---|---:|---:|---:|---:|")
+    for mode, (seconds, first, load) in times.items():
+        print(f"| {mode} | {seconds:.1f} | {seq / seconds:.2f}x | {first:.1f} | {load:.2f} |")
 
 
 if __name__ == "__main__":

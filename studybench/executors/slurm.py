@@ -133,8 +133,8 @@ class RunJob:
 def arm_time_limit_signal(delay_s: float) -> threading.Timer | None:
     """Send ourselves USR2 ``delay_s * 2/3`` before this job's end time; None if the end is unknown.
 
-    ``--signal`` is sent once per job: Slurm (22.05) does not send it again to a requeued job,
-    which would then be killed at its next time limit instead of requeued. This timer gives
+    Slurm (22.05) did not always send ``--signal`` again to a requeued job in our runs; such a
+    job would be killed at its next time limit instead of requeued. This timer gives
     every incarnation its own warning, a little after the latest moment Slurm's own would come
     (so in the first incarnation Slurm's comes first and the job is gone when the timer fires).
     """
