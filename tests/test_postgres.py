@@ -118,14 +118,15 @@ def wait_healthy(url: str, server: subprocess.Popen, log: Path, timeout_s: float
     raise AssertionError(f"the MLflow server on PostgreSQL did not answer within {timeout_s:.0f} s")
 
 
-def write_runs(args: tuple[str, str, int]) -> int:
-    """One writer process: log its share of the grid (every WRITERS-th run), STEPS steps of each metric."""
-    uri, study_file, index = args
-    from studybench.config import load_study
-    from studybench.grid import expand
+def write_runs(args: tuple[str, list, int]) -> int:
+    """One writer process: log its share of the grid, STEPS steps of each metric per run.
+
+    The specs come expanded from the parent (unpickling a RunSpec imports no torch), so the
+    eight processes start in seconds and write at the same time.
+    """
+    uri, specs, index = args
     from studybench.store import StudyWriter
 
-    specs = expand(load_study(study_file), check_data=False)[index::WRITERS]
     store = StudyWriter(uri, "pgmany")
     for spec in specs:
         logger = store.start_run(spec)
@@ -138,11 +139,14 @@ def write_runs(args: tuple[str, str, int]) -> int:
 def test_eight_writers_on_postgresql_lose_no_run_and_no_metric_step(postgres_server, tmp_path):
     study_file = tmp_path / "many.yaml"
     study_file.write_text(GRID_STUDY)
+    from studybench.config import load_study
+    from studybench.grid import expand
     from studybench.store import StudyWriter
 
+    specs = expand(load_study(study_file), check_data=False)
     StudyWriter(postgres_server, "pgmany").ensure_experiment()  # as `run` does before its workers start
     with multiprocessing.get_context("spawn").Pool(WRITERS) as pool:
-        written = pool.map(write_runs, [(postgres_server, str(study_file), i) for i in range(WRITERS)])
+        written = pool.map(write_runs, [(postgres_server, specs[i::WRITERS], i) for i in range(WRITERS)])
     assert sum(written) == 16
 
     client = MlflowClient(tracking_uri=postgres_server)
