@@ -213,7 +213,8 @@ class SlurmExecutor:
 
     def _outcome(self, item: _Pending, state: str | None) -> RunOutcome | None:
         """The run's outcome once its job is over; None while it is queued or running."""
-        from studybench.executors.local import RunOutcome, first_line
+        from studybench.errors import first_line
+        from studybench.executors.local import RunOutcome
 
         if item.job.paths.result_pickle.exists():
             try:
