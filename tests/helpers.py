@@ -58,3 +58,12 @@ def invoke(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
+#: The smallest real training run (32 px, 4 images, one epoch: seconds): the ``base`` of store tests.
+SMALL_BASE = """\
+base:
+  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
+  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
+  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+"""

@@ -11,22 +11,23 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import REPO, run_cli
+from helpers import REPO, SMALL_BASE, run_cli
 from mlflow.tracking import MlflowClient
 
 from studybench.store import StudyWriter
 from studybench.store.layout import TAG_KEY
 
-STUDY = """\
+STUDY = (
+    """\
 study: twice
 seeds: [0, 1]
-base:
-  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
-  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
-  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+"""
+    + SMALL_BASE
+    + """\
 grid:
   method: [ce, dice]
 """
+)
 
 
 def launch(study: Path, cwd: Path) -> subprocess.Popen:

@@ -7,19 +7,20 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import run_cli
+from helpers import SMALL_BASE, run_cli
 from mlflow.tracking import MlflowClient
 
-STUDY = """\
+STUDY = (
+    """\
 study: full
 seeds: [0]
-base:
-  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
-  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
-  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+"""
+    + SMALL_BASE
+    + """\
 grid:
   method: [ce, dice]
 """
+)
 
 
 def can_mount() -> bool:

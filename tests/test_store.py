@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import invoke, run_cli
+from helpers import SMALL_BASE, invoke, run_cli
 from mlflow.tracking import MlflowClient
 
 from studybench.store.layout import TAG_KEY, records_experiment
 
-STUDY = """\
+STUDY = (
+    """\
 study: scope
 description: the scope of a report
 seeds: [0, 1]
 baseline: ce
-base:
-  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
-  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
-  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+"""
+    + SMALL_BASE
+    + """\
 grid:
   method: [ce, {name: focal2, loss: {name: focal, gamma: 2}}]
 """
+)
 
 
 def training_runs(uri: str, study: str) -> list:
