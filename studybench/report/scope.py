@@ -66,8 +66,10 @@ def unequal_cells(frame: pd.DataFrame, cell: list[str]) -> list[str]:
         return []
     counts = frame.groupby(cell, dropna=False).size()
     usual = counts.mode().iloc[0]
-    return [
-        f"{' / '.join(map(str, idx if isinstance(idx, tuple) else (idx,)))}: n={n}"
-        for idx, n in counts.items()
-        if n != usual
-    ]
+    return [f"{_cell_name(idx)}: n={n}" for idx, n in counts.items() if n != usual]
+
+
+def _cell_name(idx: Any) -> str:
+    """``synthetic / ce / unet``: the cell's values, without empty axes or repeats of the method and dataset."""
+    values = [str(v) for v in (idx if isinstance(idx, tuple) else (idx,)) if not pd.isna(v)]
+    return " / ".join(dict.fromkeys(v for v in values if v not in ("null", "None", "")))
