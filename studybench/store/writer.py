@@ -94,7 +94,6 @@ def ensure_store(uri: str) -> None:
         from mlflow.tracking import MlflowClient
 
         MlflowClient(tracking_uri=f"sqlite:///{temp}").search_experiments(max_results=1)  # builds the schema
-        _dispose_engines(temp)
         os.replace(temp, path)
 
 
@@ -106,17 +105,6 @@ def _locked(lock_path: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _dispose_engines(db: Path) -> None:
-    """Close MLflow's cached SQLAlchemy engine of ``db`` before the file is renamed."""
-    try:
-        from mlflow.store.db import utils as db_utils
-
-        for engine in getattr(db_utils, "_engines", {}).values():  # pragma: no cover - version-dependent
-            engine.dispose()
-    except Exception:  # noqa: BLE001 - best effort; SQLite keeps working after a rename
-        pass
 
 
 class StudyWriter(StudyReader):
