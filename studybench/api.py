@@ -95,8 +95,7 @@ class StatusRow:
 
 def study_status(view: StudyView, reader: StudyReader, checkpoints: Any | None = None) -> list[StatusRow]:
     """One row per run of the view's grid, from the newest MLflow run of its key."""
-    latest = reader.latest_by_key()
-    finished = reader.latest_by_key(finished_only=True)
+    latest, finished = reader.newest_runs()
     rows = []
     for entry in view.manifest["runs"]:
         key = entry["key"]

@@ -38,8 +38,7 @@ class RunPlan:
 def plan_runs(store: StudyWriter, specs: list[RunSpec], checkpoints: Checkpoints | None) -> RunPlan:
     """What a ``run`` of ``specs`` does with each: skip (done), leave (alive elsewhere) or run."""
     plan = RunPlan(reaped=store.reap_dead_runs())
-    latest = store.latest_by_key()
-    finished = store.latest_by_key(finished_only=True)
+    latest, finished = store.newest_runs()
     for spec in specs:
         state = run_state(latest.get(spec.key))
         if spec.key in finished:  # a later failed duplicate never hides a finished result

@@ -50,8 +50,8 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
     study = view.study
     out_dir = Path(out_dir)
     keys = view.keys
-    finished = store.latest_by_key(finished_only=True)
-    scope = grid_scope(view.manifest, store.latest_by_key(), finished)
+    latest, finished = store.newest_runs()
+    scope = grid_scope(view.manifest, latest, finished)
     frame = collect_runs(store, keys)
     result = ReportResult(out_dir=out_dir, runs=len(frame))
     if frame.empty:

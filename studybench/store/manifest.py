@@ -9,6 +9,7 @@ the method order and, for every run of the grid, its key, readable name, groups 
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,11 @@ def build_manifest(study: Any, specs: list[Any], profile: str | None, study_file
             for s in specs
         ],
     }
+
+
+def manifest_hash(manifest: dict[str, Any]) -> str:
+    """Content hash of a manifest: one record per distinct grid."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:

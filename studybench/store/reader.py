@@ -67,12 +67,20 @@ class StudyReader:
         With ``finished_only`` a later duplicate that is still running, failed or was killed
         neither hides a finished result nor enters a report.
         """
+        return self.newest_runs()[1 if finished_only else 0]
+
+    def newest_runs(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(newest run per key, newest FINISHED run per key)`` from one pass over the runs."""
         latest: dict[str, Any] = {}
+        finished: dict[str, Any] = {}
         for run in self.runs():  # newest first
             key = run.data.tags.get(TAG_KEY)
-            if key and key not in latest and (not finished_only or run.info.status == "FINISHED"):
-                latest[key] = run
-        return latest
+            if not key:
+                continue
+            latest.setdefault(key, run)
+            if run.info.status == "FINISHED":
+                finished.setdefault(key, run)
+        return latest, finished
 
     def finished_run(self, key: str) -> Any | None:
         """The newest FINISHED run of ``key``, or None."""

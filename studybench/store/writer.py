@@ -65,6 +65,7 @@ from studybench.store.layout import (
     records_experiment,
 )
 from studybench.store.liveness import HEARTBEAT_S, STALE_AFTER_S, run_is_alive
+from studybench.store.manifest import manifest_hash
 from studybench.store.reader import StudyReader
 
 _MAX_PARAM_LEN = 6000
@@ -215,12 +216,6 @@ class StudyWriter(StudyReader):
         self.client.log_artifacts(run_id, str(out_dir), ARTIFACT_REPORT_DIR)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
-
-
-def manifest_hash(manifest: dict[str, Any]) -> str:
-    import hashlib
-
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
 
 
 class RunLogger:
