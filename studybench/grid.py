@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import inspect
 import itertools
+import json
 import math
 import os
 from typing import Any
@@ -24,7 +25,7 @@ from pydantic import ValidationError
 
 from studybench.checks import check_runs
 from studybench.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
-from studybench.spec import DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg
+from studybench.spec import NAMED_ALWAYS, DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg, axis_leaves, run_name
 
 
 def expand(study: Study, profile: str | None = None, source: str = "<study>", check_data: bool = True) -> list[RunSpec]:
@@ -80,7 +81,12 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
         for seed in seeds:
             spec = RunSpec(
-                study=study.study, method=method["name"], seed=seed, config=config, axes=axes_named, groups=groups
+                study=study.study,
+                method=method["name"],
+                seed=seed,
+                config=config,
+                axes=axes_named,
+                groups=groups,
             )
             if spec.key in specs:
                 old = specs[spec.key]
@@ -90,6 +96,8 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     result = list(specs.values())
     if not result:
         raise StudyError(f"{source}: the study expands to no runs")
+    named_by = _named_by(result, source)
+    result = [s.model_copy(update={"named_by": named_by}) for s in result]
     _check_components(result, source, check_data)
     return result
 
@@ -146,6 +154,42 @@ def _check_grid_size(
         )
 
 
+def _named_by(specs: list[RunSpec], source: str) -> tuple[tuple[str, ...], ...]:
+    """The axis values run names show, as paths into ``RunSpec.axes`` (see ``spec.run_name``).
+
+    Every axis whose value differs between runs (absent counts as a value): one all runs share
+    tells none apart, and MLflow's runs table cuts long names. Of a mapping-valued axis
+    (``model: [{arch: unet, options: ...}, ...]``) only the leaves still needed to tell runs
+    apart, so the quick start's runs read ``ce · fpn · s0``, not their decoder channels.
+    """
+    leaves = [axis_leaves(s.axes) for s in specs]
+    axes = list(dict.fromkeys(key for spec in specs for key in spec.axes))  # grid order, then ablations
+    paths = sorted(
+        dict.fromkeys(p for found in leaves for p in found if p not in NAMED_ALWAYS), key=lambda p: axes.index(p[0])
+    )
+    named = [p for p in paths if len({(p in f, json.dumps(f.get(p), sort_keys=True, default=str)) for f in leaves}) > 1]
+
+    def clash(shown: list[tuple[str, ...]]) -> tuple[RunSpec, RunSpec] | None:
+        seen: dict[str, RunSpec] = {}
+        for spec in specs:
+            other = seen.setdefault(run_name(spec.method, spec.arch, spec.seed, spec.axes, tuple(shown)), spec)
+            if other is not spec:
+                return other, spec
+        return None
+
+    same = clash(named)
+    if same:
+        raise StudyError(
+            f"{source}: two different runs (keys {same[0].key} and {same[1].key}) would both be named "
+            f"{same[0].name!r}; spell their axis values differently"
+        )
+    for path in reversed([p for p in named if len(p) > 1]):
+        fewer = [p for p in named if p != path]
+        if clash(fewer) is None:
+            named = fewer
+    return tuple(named)
+
+
 def _check_baseline(baseline: str | None, methods: list[dict[str, Any]], source: str) -> None:
     names = [m["name"] for m in methods]
     if baseline is not None and baseline not in names:
@@ -175,8 +219,11 @@ def _datasets(values: list[Any] | None, prof, source: str) -> list[dict[str, Any
         values = [prof.dataset] if isinstance(prof.dataset, str) else list(prof.dataset)
     if values is None:
         return [{"name": None, "sections": {}}]
-    out = []
+    out: list[dict[str, Any]] = []
     for i, value in enumerate(values):
+        named = value if isinstance(value, str) else value.get("name") if isinstance(value, dict) else None
+        if named is not None and named in (d["name"] for d in out):
+            raise StudyError(f"{source}: grid.dataset[{i}]: duplicate dataset name {named!r}")
         if isinstance(value, str):
             _safe_name(value, source, f"grid.dataset[{i}]")
             out.append({"name": value, "sections": {"data": {"dataset": value}}})

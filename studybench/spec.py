@@ -132,6 +132,11 @@ class RunConfig(Section):
     train: TrainCfg = Field(default_factory=TrainCfg)
 
 
+#: Between the parts of a run name (``ce · unet · s0``).
+NAME_SEPARATOR = " · "
+#: Axis values every run name shows anyway (method and arch lead it), never repeated as ``key=value``.
+NAMED_ALWAYS = (("method",), ("model.arch",), ("model", "arch"))
+
 #: Dotted keys that change how a run executes but not what it computes; left out of the run key.
 RUNTIME_KEYS = (
     "data.root",
@@ -152,6 +157,9 @@ class RunSpec(Section):
     config: RunConfig
     axes: dict[str, Any] = Field(default_factory=dict)  # grid/ablation values that name this run
     groups: tuple[str, ...] = ("main",)  # "main" (the grid) and/or the names of its ablations
+    #: The axis values that tell this study's runs apart (set by ``grid.expand``), as paths into
+    #: ``axes``: only these are worth a place in the run name, which MLflow's runs table cuts.
+    named_by: tuple[tuple[str, ...], ...] = ()
 
     @field_validator("axes")
     @classmethod
@@ -169,13 +177,8 @@ class RunSpec(Section):
 
     @property
     def name(self) -> str:
-        """Readable run name, e.g. ``synthetic/unet-rmi/radius=3/seed0``."""
-        extra = [
-            f"{k.rsplit('.', 1)[-1]}={_short(v)}"
-            for k, v in sorted(self.axes.items())
-            if k not in ("dataset", "method")
-        ]
-        return "/".join([self.dataset, self.method, *extra, f"seed{self.seed}"])
+        """Short readable run name, e.g. ``ce+dice · unet · s0`` or ``rmi · deeplabv3 · radius=3 · s1``."""
+        return run_name(self.method, self.arch, self.seed, self.axes, self.named_by)
 
     @property
     def key(self) -> str:
@@ -197,6 +200,45 @@ class RunSpec(Section):
         return flat
 
 
+def run_name(method: str, arch: str, seed: int, axes: dict[str, Any], named_by: tuple[tuple[str, ...], ...]) -> str:
+    """Method, arch, the ``named_by`` values of ``axes``, seed, joined by ``NAME_SEPARATOR``.
+
+    What tells runs apart comes first, so that a name cut by MLflow's runs table still shows
+    it. Names are for people only: the key identifies a run, and no file is named after one.
+    """
+    leaves = axis_leaves(axes)
+    labels = [_label(path) for path in named_by]
+    parts = [method, arch]
+    for path, label in zip(named_by, labels):
+        if path in leaves and path not in NAMED_ALWAYS:
+            shown = ".".join(path) if labels.count(label) > 1 else label  # two "radius": say whose
+            parts.append(_short(leaves[path]) if path == ("dataset",) else f"{shown}={_short(leaves[path])}")
+    return NAME_SEPARATOR.join([*parts, f"s{seed}"])
+
+
+def axis_leaves(axes: dict[str, Any]) -> dict[tuple[str, ...], Any]:
+    """Every value of a run's axes by its path; a mapping value (``model: {arch: fpn, ...}``) by its leaves."""
+    out: dict[tuple[str, ...], Any] = {}
+
+    def walk(path: tuple[str, ...], value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk((*path, str(key)), inner)
+        else:
+            out[path] = value
+
+    for key, value in axes.items():
+        walk((key,), value)
+    return out
+
+
+def _label(path: tuple[str, ...]) -> str:
+    """What a value is called in a run name: ``loss.radius`` -> ``radius``, ``(loss, name)`` -> ``loss``."""
+    if len(path) > 1 and path[-1] == "name":
+        return path[-2].rsplit(".", 1)[-1]
+    return path[-1].rsplit(".", 1)[-1]
+
+
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}} -> {"a.b": 1}``; lists and empty dicts stay leaves."""
     out: dict[str, Any] = {}
@@ -210,7 +252,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _short(value: Any) -> str:
-    """Axis value as it appears in a run name: a mapping shows its ``name`` (or ``arch``)."""
-    if isinstance(value, dict):
-        return str(value.get("name") or value.get("arch") or json.dumps(value, sort_keys=True))
+    """A value as it appears in a run name: lists without spaces (``[234,234]``)."""
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_short(v) for v in value) + "]"
     return str(value)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from studybench.config import load_study
+import pytest
+
+from studybench.config import StudyError, load_study
 from studybench.grid import expand, select
 
 STUDY = """\
@@ -62,18 +64,58 @@ def test_keys_are_stable_and_ignore_runtime_flags(write_study):
     assert a == b
     changed = STUDY.replace("lr: 0.01", "lr: 0.03")
     c = {s.name: s.key for s in specs_of(write_study, changed)}
-    assert c["synthetic/ce/arch=unet/seed0"] != a["synthetic/ce/arch=unet/seed0"]
+    assert c["ce · unet · s0"] != a["ce · unet · s0"]
 
 
 def test_names_and_only_filter(write_study):
     specs = specs_of(write_study)
     names = {s.name for s in specs}
-    assert "synthetic/fl/gamma=3.0/arch=fpn/seed1" in names
-    assert "synthetic/ce/arch=unet/seed0" in names
+    assert len(names) == len(specs)  # distinct: method, arch, the varying values, seed
+    # the one dataset is in no name, arch only once (not again as arch=), ablation values only where set
+    assert {"fl · fpn · gamma=3.0 · s1", "ce · unet · s0", "fl · unet · s0"} <= names
+    assert [s.name for s in select(specs, "fl · fpn,gamma=3.0")] == [
+        "fl · fpn · gamma=3.0 · s0",
+        "fl · fpn · gamma=3.0 · s1",
+    ]
     picked = select(specs, "method=fl,arch=fpn,seed=1")
     assert len(picked) == 3 and all(s.method == "fl" and s.arch == "fpn" and s.seed == 1 for s in picked)
     assert len(select(specs, "gamma=3.0")) == 4
     assert select(specs, "no-such-thing") == []
+
+
+def test_names_show_what_tells_runs_apart(write_study):
+    """A mapping-valued axis shows only the leaves still needed (the quick start's decoder widths
+    are implied by the arch; two encoders of one arch are not); datasets show when they vary."""
+    text = """\
+    study: names
+    seeds: [0]
+    base: {model: {encoder: resnet18}}
+    grid:
+      dataset: [synthetic, camvid]
+      model:
+        - {arch: unet, options: {decoder_channels: [32, 16, 16, 8, 8]}}
+        - {arch: fpn, encoder: resnet18, options: {decoder_segmentation_channels: 32}}
+        - {arch: fpn, encoder: resnet34, options: {decoder_segmentation_channels: 32}}
+      loss.gamma: [1.0, 2.0]
+      method: [focal]
+    """
+    path = write_study(text)
+    specs = expand(load_study(path), source=str(path), check_data=False)
+    names = sorted(s.name for s in specs)
+    assert len(set(names)) == len(specs) == 12
+    assert names[:2] == [
+        "focal · fpn · camvid · encoder=resnet18 · gamma=1.0 · s0",
+        "focal · fpn · camvid · encoder=resnet18 · gamma=2.0 · s0",
+    ]
+    assert "focal · unet · synthetic · gamma=2.0 · s0" in names  # unet's entry names no encoder
+    assert all("decoder" not in n for n in names)
+
+
+def test_two_datasets_of_one_name_are_rejected(write_study):
+    """They would share run names and report rows; before, two same-named entries were silently merged."""
+    text = "study: d\ngrid: {dataset: [synthetic, {name: synthetic, options: {image_size: 32}}]}\n"
+    with pytest.raises(StudyError, match=r"grid\.dataset\[1\]: duplicate dataset name 'synthetic'"):
+        specs_of(write_study, text)
 
 
 def test_method_shorthand_and_no_grid(write_study):
