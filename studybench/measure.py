@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import psutil
 import torch
 
@@ -169,6 +170,23 @@ class Timer:
     def median(self) -> float:
         samples = self.samples
         return statistics.median(samples) if samples else float("nan")
+
+    @property
+    def iqr(self) -> float:
+        """Interquartile range of the samples: how much one run's steps vary around ``median``."""
+        return interquartile_range(self.samples)
+
+
+def interquartile_range(values: list[float]) -> float:
+    """Q3 - Q1 (linear interpolation between samples); 0 for one value, NaN for none.
+
+    The spread that goes with a median: like the median, a few slow steps (a page fault, another
+    process on the machine) barely move it, unlike a standard deviation.
+    """
+    if not values:
+        return float("nan")
+    q1, q3 = np.percentile(np.asarray(values, dtype=np.float64), [25, 75])
+    return float(q3 - q1)
 
 
 def count_params(*modules: torch.nn.Module) -> int:

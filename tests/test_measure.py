@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import sys
 import time
 
@@ -10,7 +11,7 @@ import psutil
 import pytest
 import torch
 
-from studybench.measure import PeakMemory, _malloc_trim
+from studybench.measure import PeakMemory, Timer, _malloc_trim, interquartile_range
 
 
 def _rss_mb() -> float:
@@ -38,3 +39,17 @@ def test_peak_memory_sees_an_allocation_inside():
         time.sleep(0.1)  # several sampling intervals
         del big
     assert peak.peak_mb - peak.start_mb > 50
+
+
+def test_interquartile_range_goes_with_the_median_and_ignores_a_few_stalls():
+    assert interquartile_range([1.0, 2.0, 3.0, 4.0, 5.0]) == 2.0  # Q1 = 2, Q3 = 4
+    assert interquartile_range([0.5]) == 0.0 and math.isnan(interquartile_range([]))
+    steady = [0.010 + 0.001 * (i % 5) for i in range(40)]
+    stalled = steady[:-2] + [5.0, 9.0]  # two steps stalled by another process
+    assert interquartile_range(stalled) == pytest.approx(interquartile_range(steady), abs=0.001)
+    timer = Timer(torch.device("cpu"))
+    timer.samples = [1.0, 2.0, 3.0, 4.0, 5.0]
+    with timer:
+        pass
+    assert len(timer.samples) == 6 and timer.median == pytest.approx(2.5, abs=1e-3)  # a ~0 s sample added
+    assert timer.iqr == pytest.approx(3.75 - 1.25, abs=1e-3)

@@ -62,6 +62,27 @@ PARAM_AXIS_PREFIX = "axis."  # grid/ablation values that name a run: axis.<dotte
 # ---------------------------------------------------------------- metrics
 METRIC_MIOU = "miou"
 METRIC_WALL = "wall_s"
+#: Per-step costs: medians of a run's timed steps (machine noise moves them little, unlike ``wall_s``),
+#: their interquartile range within the run, and the memory a run adds to its process.
+METRIC_STEP = "step_s"
+METRIC_STEP_IQR = "step_s_iqr"
+METRIC_LOSS = "loss_ms"
+METRIC_LOSS_IQR = "loss_ms_iqr"
+METRIC_EXTRA_MEM = "peak_extra_mb"
+#: Final metrics that depend on the machine and its load, not on what a run computes.
+TIMING_METRICS = (
+    METRIC_WALL,
+    "train_s",
+    "eval_s",
+    METRIC_STEP,
+    METRIC_STEP_IQR,
+    METRIC_LOSS,
+    METRIC_LOSS_IQR,
+    "loss_share",
+    "peak_mem_mb",
+    METRIC_EXTRA_MEM,
+    "infer_ms_per_image",
+)
 CURVE_TRAIN_PREFIX = "train/"
 CURVE_VAL_PREFIX = "val/"
 
@@ -70,6 +91,9 @@ ARTIFACT_SPEC = "spec.yaml"
 ARTIFACT_ERROR = "error.txt"
 ARTIFACT_SAMPLES = "samples.npz"
 ARTIFACT_CONFUSION = "confusion_matrix.csv"
+#: The same as images MLflow's UI shows (``run_images``): sample predictions and the row-normalised matrix.
+ARTIFACT_SAMPLES_PNG = "samples.png"
+ARTIFACT_CONFUSION_PNG = "confusion_matrix.png"
 ARTIFACT_MANIFEST = "manifest.json"
 ARTIFACT_REPORT_DIR = "report"
 
