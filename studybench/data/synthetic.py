@@ -26,6 +26,23 @@ _COLOURS = {
     "ring": (0.70, 0.40, 0.35),
 }
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+#: Display colour per class (figures only; the pixels above and the run key never use it). Blob and ring
+#: pixels look alike on purpose, so their colours in figures must not: the Okabe-Ito colours (distinct
+#: for colour-blind readers too), then four more; every pair is > 60 apart in RGB. Cycled beyond 12 classes.
+_PALETTE = (
+    (0, 0, 0),  # background
+    (213, 94, 0),  # blob: vermillion
+    (0, 158, 115),  # small: bluish green
+    (0, 114, 178),  # line: blue
+    (240, 228, 66),  # ring: yellow
+    (230, 159, 0),
+    (86, 180, 233),
+    (204, 121, 167),
+    (120, 120, 120),
+    (110, 50, 150),
+    (150, 220, 120),
+    (130, 60, 40),
+)
 
 
 class SyntheticSegmentation(SegDataset):
@@ -135,7 +152,4 @@ def _shape(kind: str, rng: np.random.Generator, xx, yy, size: int, scale: float)
 
 
 def _palette_colour(cls: int) -> tuple[int, int, int]:
-    if cls == 0:
-        return (0, 0, 0)
-    kind = _SHAPES[(cls - 1) % len(_SHAPES)]
-    return tuple(int(255 * c) for c in _COLOURS[kind])
+    return _PALETTE[cls % len(_PALETTE)]
