@@ -88,6 +88,9 @@ def test_cells_over_two_seeds_have_a_ci_containing_the_mean(store):
     assert math.isclose(focal["diff"], focal["miou"] - base["miou"], abs_tol=1e-6)  # same seeds on both sides
     abl = pd.read_csv(store["out"] / "ablation_focal-gamma.csv")
     assert sorted(abl["loss.gamma"]) == [1.0, 2.0] and (abl["n"] == 2).all()
+    costs = pd.read_csv(store["out"] / "costs.csv")  # per-step medians, their spread and extra memory; no wall time
+    assert {"step_s", "step_s_iqr", "loss_ms", "loss_ms_iqr", "peak_extra_mb"} <= set(costs.columns)
+    assert not {"wall_s", "peak_mem_mb"} & set(costs.columns) and (costs["step_s_iqr"] >= 0).all()
     ref = pd.read_csv(store["out"] / "reference.csv")
     assert (ref["n"] == 2).all() and ref["paper_miou"].tolist() == [0.5, 0.4]
 
@@ -247,7 +250,7 @@ def test_cost_scatter_tells_architectures_apart_and_wide_heatmaps_stack():
 
     rows = [
         {"dataset": "d", "arch": arch, "method": m, "miou": 0.3 + 0.01 * i, "miou_lo": math.nan, "miou_hi": math.nan,
-         "wall_s": 10.0 + i, "peak_mem_mb": 100.0 + i}
+         "step_s": 0.01 + 0.001 * i, "loss_ms": 1.0 + i, "peak_extra_mb": 100.0 + i, "n": 1}
         for i, (arch, m) in enumerate([("fpn", "ce"), ("fpn", "focal"), ("unet", "ce"), ("unet", "focal")])
     ]  # fmt: skip
     fig = plots.cost_scatter(pd.DataFrame(rows), ["ce", "focal"], ["arch"])

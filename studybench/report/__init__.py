@@ -154,8 +154,9 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
             fill = f" (marker: method, fill: {' / '.join(c.removeprefix('axis.') for c in other)})" if other else ""
             yield (
                 "accuracy_vs_cost",
-                f"mIoU against wall time and peak memory{fill}, Pareto front dashed; "
-                f"whiskers: {stats.interval_caption(main.data['n'])}",
+                f"mIoU against the cost per training step (median step time, median loss time, memory above the "
+                f"run's start; wall times are in the runs table){fill}, Pareto front dashed; "
+                f"{plots.cost_whiskers(both['n'])}",
                 lambda: plots.cost_scatter(both, methods, other),
             )
     for name, abl in study.ablations.items():

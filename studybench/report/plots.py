@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from studybench.report import stats  # noqa: E402
+from studybench.store.layout import METRIC_EXTRA_MEM, METRIC_LOSS, METRIC_STEP  # noqa: E402
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 LINES = ["-", "--", ":", "-."]
@@ -90,9 +91,11 @@ def bars(summary: pd.DataFrame, methods: list[str], series: list[str]) -> plt.Fi
         ax.set_title(f"dataset: {ds}")
         ax.set_ylabel("mIoU (%, val)")
         ax.grid(axis="y", alpha=0.3)
-        if series:
-            ax.legend(title=" / ".join(c.removeprefix("axis.") for c in series), fontsize=7)
-    fig.suptitle(f"mIoU per method (mean over seeds; {stats.interval_caption(summary['n'])})", fontsize=9)
+    fig.suptitle(f"mIoU per method, mean over seeds\n{stats.interval_caption(summary['n'])}", fontsize=9)
+    if series:  # below the panels, in a row: inside an axes it covers the tallest bars, beside one the title
+        what = " / ".join(c.removeprefix("axis.") for c in series)
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), title=what, fontsize=7)
     return fig
 
 
@@ -144,32 +147,42 @@ def _is_number(text: str) -> bool:
 FILLS = ["full", "left", "none", "bottom", "right", "top"]
 
 
-def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | None = None) -> plt.Figure:
-    """mIoU against wall time and peak memory per cell; the Pareto front (cheaper and better) is a step line.
+#: Cost axes of ``cost_scatter``: (column, axis label, scale to the unit shown).
+COST_AXES = [
+    (METRIC_STEP, "training step (ms, median per run)", 1000.0),
+    (METRIC_LOSS, "loss forward+backward (ms, median per run)", 1.0),
+    (METRIC_EXTRA_MEM, "extra memory (MB, peak above run start)", 1.0),
+]
 
-    Methods differ by marker and colour; the values of ``series`` (e.g. arch) by marker fill.
+
+def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | None = None) -> plt.Figure:
+    """mIoU against the per-step costs of each cell; the Pareto front (cheaper and better) is a step line.
+
+    Costs are per-step medians and extra memory, never wall time (which follows the machine's
+    load). With two or more seeds the whiskers are the mIoU's t interval and the costs' std over
+    seeds; with one seed there are none. Methods differ by marker and colour, the values of
+    ``series`` (e.g. arch) by marker fill.
     """
-    costs = [
-        (c, name)
-        for c, name in (("wall_s", "wall time per run (s)"), ("peak_mem_mb", "peak memory (MB)"))
-        if c in summary
-    ]
+    costs = [axis for axis in COST_AXES if axis[0] in summary and summary[axis[0]].notna().any()]
+    if not costs:
+        raise ValueError(f"no per-step costs ({', '.join(c for c, _, _ in COST_AXES)}) in the runs")
     series = [c for c in (series or []) if c in summary]
-    keys = [_series_label(r, series) for _, r in summary.iterrows()] if series else [""] * len(summary)
+    keys = np.array([_series_label(r, series) for _, r in summary.iterrows()] if series else [""] * len(summary))
     fills = {k: f for k, f in zip(dict.fromkeys(keys), cycle(FILLS))}
-    fig, axes = plt.subplots(1, len(costs), figsize=(4.0 * len(costs), 3.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(1, len(costs), figsize=(3.6 * len(costs), 3.2), squeeze=False, layout="constrained")
     style = {m: (mk, c) for m, mk, c in zip(methods, cycle(MARKERS), _colors(len(methods)))}
-    for ax, (col, name) in zip(axes[0], costs):
+    for ax, (col, name, scale) in zip(axes[0], costs):
         labelled: set[str] = set()
         for method in methods:
             for key, fill in fills.items():
-                sub = summary[(summary["method"] == method).to_numpy() & (np.array(keys) == key)]
+                sub = summary[(summary["method"] == method).to_numpy() & (keys == key)]
                 if sub.empty:
                     continue
                 mk, c = style[method]
                 ax.errorbar(
-                    sub[col],
+                    scale * sub[col],
                     100 * sub["miou"],
+                    xerr=_xerr(sub, col, scale),
                     yerr=_yerr(sub, "miou"),
                     fmt=mk,
                     color=c,
@@ -185,18 +198,40 @@ def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | 
             what = " / ".join(c.removeprefix("axis.") for c in series)
             for key, fill in fills.items():
                 ax.plot([], [], "o", color="grey", mec="black", mfcalt="white", fillstyle=fill, label=f"{what}: {key}")
-        front = stats.pareto_front(summary[col], summary["miou"])
-        pts = summary[front].sort_values(col)
-        ax.step(
-            pts[col], 100 * pts["miou"], where="post", color="black", linestyle="--", linewidth=1, label="Pareto front"
-        )
-        ax.scatter(pts[col], 100 * pts["miou"], s=120, facecolors="none", edgecolors="black", linewidths=1)
+        _pareto(ax, summary, col, scale)
         ax.set_xlabel(name)
         ax.set_ylabel("mIoU (%, val)")
         ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.suptitle("accuracy against cost (each point: one cell, mean over seeds)", fontsize=9)
+    fig.suptitle(
+        f"accuracy against cost per step (each point: one cell, mean over seeds)\n{cost_whiskers(summary['n'])}"
+    )
     return fig
+
+
+def cost_whiskers(ns: pd.Series) -> str:
+    """What ``cost_scatter``'s whiskers are, for its title and caption (none with one seed)."""
+    counts = [int(n) for n in ns if not pd.isna(n)]
+    if not counts or max(counts) < stats.MIN_N:
+        return stats.interval_caption(counts)
+    return f"whiskers: mIoU {stats.interval_caption(counts)}, costs ± std over seeds"
+
+
+def _xerr(summary: pd.DataFrame, col: str, scale: float) -> np.ndarray | None:
+    """± the std over seeds of a cost (None where every cell has one seed: nothing is drawn)."""
+    std = summary.get(f"{col}_std")
+    if std is None or std.isna().all():
+        return None
+    return scale * std.fillna(0).to_numpy()
+
+
+def _pareto(ax: plt.Axes, summary: pd.DataFrame, col: str, scale: float) -> None:
+    """The cells no other cell beats on both cost and mIoU, joined by a dashed step line and circled."""
+    front = stats.pareto_front(summary[col], summary["miou"])
+    pts = summary[front].sort_values(col)
+    x, y = scale * pts[col], 100 * pts["miou"]
+    ax.step(x, y, where="post", color="black", linestyle="--", linewidth=1, label="Pareto front")
+    ax.scatter(x, y, s=120, facecolors="none", edgecolors="black", linewidths=1)
 
 
 # --------------------------------------------------------------------------- per class
@@ -248,41 +283,100 @@ def per_class(means: pd.DataFrame, row_cols: list[str], baseline: str | None) ->
 
 # --------------------------------------------------------------------------- curves
 def curves(hist: pd.DataFrame, runs: pd.DataFrame, series: list[str]) -> plt.Figure:
-    """Per-epoch val mIoU and training loss parts, mean over seeds with a 95 % t interval band, a line per ``series``."""
-    keys = ["val/miou", *sorted(k for k in hist["key"].unique() if k.startswith("train/"))]
+    """Per-epoch val mIoU (one panel, a line per ``series``) and each method's training loss on its own panel.
+
+    Losses of different methods live on different scales (CE starts near ln C, Dice below 1, RMI
+    may be negative), so no two methods share a loss axis; a method's loss parts (``train/<part>``)
+    share its panel, thinner and named at their ends, since they add up to its total. Lines are the
+    mean over seeds with a t interval band where there are two seeds or more.
+    """
     merged = hist.merge(runs[["run_id", *series]], on="run_id")
     merged["series"] = [_series_label(r, series) for _, r in merged.iterrows()]
     names = list(dict.fromkeys(_series_label(r, series) for _, r in runs.iterrows()))
-    all_steps = sorted(int(x) + 1 for x in merged["step"].unique())
-    ncols = min(3, len(keys))
-    nrows = -(-len(keys) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.3 * ncols, 2.5 * nrows), squeeze=False, layout="constrained")
-    for ax, key in zip(axes.flat, keys):
-        for name, marker, line, color in zip(names, cycle(MARKERS), cycle(LINES), _colors(len(names))):
-            sub = merged[(merged["key"] == key) & (merged["series"] == name)]
-            if sub.empty:
-                continue
-            steps = sorted(sub["step"].unique())
-            by = [sub[sub["step"] == s]["value"].to_numpy() for s in steps]
-            scale = 100.0 if key == "val/miou" else 1.0
-            mean = np.array([v.mean() for v in by]) * scale
-            ci = np.array([stats.t_interval(v) for v in by]) * scale
-            x = np.array(steps) + 1
-            ax.plot(x, mean, marker=marker, linestyle=line, color=color, ms=3, label=name)
-            if np.isfinite(ci).any():
-                ax.fill_between(x, ci[:, 0], ci[:, 1], color=color, alpha=0.2, linewidth=0)
-        ax.set_title(key)
-        ax.set_xlabel("epoch")
-        if len(all_steps) <= 12:
-            ax.set_xticks(all_steps)
-        else:
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel("mIoU (%)" if key == "val/miou" else "loss (per-step mean)")
-        ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(keys) :]:
+    styles = {
+        n: dict(marker=m, linestyle=ls, color=c)
+        for n, m, ls, c in zip(names, cycle(MARKERS), cycle(LINES), _colors(len(names)))
+    }
+    methods = list(dict.fromkeys(runs["method"])) if "method" in runs else [None]
+    ncols = min(3, 1 + len(methods))
+    nrows = -(-(1 + len(methods)) // ncols)
+    fig, axes = plt.subplots(
+        nrows, ncols, figsize=(3.3 * ncols, 2.5 * nrows + 0.3), squeeze=False, layout="constrained"
+    )
+    val = merged[merged["key"] == "val/miou"]
+    for name in names:
+        _curve(axes.flat[0], val[val["series"] == name], 100.0, styles[name])
+    _epoch_axis(axes.flat[0], merged, "val/miou", "mIoU (%)")
+    lo, hi = axes.flat[0].get_ylim()
+    axes.flat[0].set_ylim(max(lo, -2.0), min(hi, 102.0))  # bands (2 seeds) reaching past what mIoU can be: cut
+    train = merged[merged["key"].str.startswith("train/")]
+    for ax, method in zip(axes.flat[1:], methods):
+        mine = train if method is None else train[train["run_id"].isin(runs.loc[runs["method"] == method, "run_id"])]
+        _loss_panel(ax, mine, styles)
+        _epoch_axis(ax, merged, f"training loss: {method}" if method else "training loss", "loss (raw, own axis)")
+    for ax in list(axes.flat)[1 + len(methods) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=6)
+    seeds = runs.groupby(series).size() if series else [len(runs)]
+    fig.suptitle(f"per epoch, mean over seeds; {stats.interval_caption(seeds)}")
     return fig
+
+
+def _loss_panel(ax: plt.Axes, train: pd.DataFrame, styles: dict[str, dict]) -> None:
+    """The ``train/loss`` of each series in ``train`` and, thin, its parts, each part named once."""
+    ends: dict[str, tuple[float, float]] = {}  # part -> end of its first line, where its name goes
+    for name in dict.fromkeys(train["series"]):
+        for key in sorted(train["key"].unique(), key=lambda k: (k != "train/loss", k)):
+            sub = train[(train["series"] == name) & (train["key"] == key)]
+            end = _curve(ax, sub, 1.0, styles[name], thin=key != "train/loss")
+            if key != "train/loss" and end is not None:
+                ends.setdefault(key.removeprefix("train/"), end)
+    if ends:
+        _name_ends(ax, ends)
+
+
+def _name_ends(ax: plt.Axes, ends: dict[str, tuple[float, float]]) -> None:
+    """Write each name right of its line's end, moved up where it would sit on the one below it."""
+    lo, hi = ax.get_ylim()
+    gap, last = 0.07 * (hi - lo), -np.inf
+    for name, (x, y) in sorted(ends.items(), key=lambda kv: kv[1][1]):
+        last = max(y, last + gap)
+        ax.annotate(name, (x, last), xytext=(4, 0), textcoords="offset points", fontsize=6, va="center")
+    left, right = ax.get_xlim()
+    ax.set_xlim(left, right + 0.15 * (right - left))  # room for the names
+
+
+def _epoch_axis(ax: plt.Axes, merged: pd.DataFrame, title: str, ylabel: str) -> None:
+    steps = sorted(int(x) + 1 for x in merged["step"].unique())
+    if len(steps) <= 12:
+        ax.set_xticks(steps)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_title(title)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+
+
+def _curve(ax: plt.Axes, sub: pd.DataFrame, scale: float, style: dict, thin: bool = False) -> tuple | None:
+    """One series: the mean over its runs per epoch and, with ≥ 2 runs, the t interval band.
+
+    ``thin`` (a loss part): a thin line, no band, no legend entry. Returns the line's last point.
+    """
+    if sub.empty:
+        return None
+    steps = sorted(sub["step"].unique())
+    by = [sub[sub["step"] == s]["value"].to_numpy() for s in steps]
+    mean = np.array([v.mean() for v in by]) * scale
+    x = np.array(steps) + 1
+    if thin:
+        ax.plot(x, mean, linewidth=0.8, alpha=0.8, ms=2, **style)
+        return float(x[-1]), float(mean[-1])
+    ax.plot(x, mean, ms=3, label=sub["series"].iloc[0], **style)
+    ci = np.array([stats.t_interval(v) for v in by]) * scale
+    if np.isfinite(ci).any():
+        ax.fill_between(x, ci[:, 0], ci[:, 1], color=style["color"], alpha=0.2, linewidth=0)
+    return float(x[-1]), float(mean[-1])
 
 
 # --------------------------------------------------------------------------- qualitative

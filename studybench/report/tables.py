@@ -27,6 +27,7 @@ import pandas as pd
 from studybench.report import stats
 from studybench.report.collect import in_group, label, main_axes, param_values
 from studybench.report.reference import match_reference
+from studybench.store.layout import METRIC_EXTRA_MEM, METRIC_LOSS, METRIC_LOSS_IQR, METRIC_STEP, METRIC_STEP_IQR
 
 ACCURACY = {"miou": "mIoU", "pixel_acc": "aAcc", "mean_acc": "mAcc"}
 #: Cost metric -> (display name, scale applied to the logged value).
@@ -34,13 +35,19 @@ COSTS = {
     "wall_s": ("wall (s)", 1.0),
     "train_s": ("train (s)", 1.0),
     "step_s": ("step (ms)", 1000.0),
+    "step_s_iqr": ("step IQR (ms)", 1000.0),
     "loss_ms": ("loss (ms)", 1.0),
+    "loss_ms_iqr": ("loss IQR (ms)", 1.0),
     "loss_share": ("loss share (%)", 100.0),
     "peak_mem_mb": ("peak mem (MB)", 1.0),
     "peak_extra_mb": ("extra mem (MB)", 1.0),
     "params_m": ("params (M)", 1.0),
     "infer_ms_per_image": ("infer (ms/img)", 1.0),
 }
+#: What the costs table compares: per-step medians, their within-run spread and the memory a run adds.
+#: Totals (wall, train and eval time) and the process's absolute memory follow the machine's load and
+#: what else the process held; they stay in the runs table.
+COST_TABLE = [METRIC_STEP, METRIC_STEP_IQR, METRIC_LOSS, METRIC_LOSS_IQR, "loss_share", METRIC_EXTRA_MEM, "params_m"]
 
 
 @dataclass
@@ -317,9 +324,10 @@ def _pivot(
 
 
 def costs_table(frame: pd.DataFrame, study: Any) -> Table:
+    """Per-step costs per cell: mean ± std over seeds of each run's median, and the mean within-run IQR."""
     main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
     cell = _axis_cols(frame)
-    metrics = [m for m in COSTS if m in main]
+    metrics = [m for m in COST_TABLE if m in main]
     summary = _sort_methods(
         stats.summarise(main, [*cell, "method"], metrics), method_order(study, list(main["method"].unique())), cell
     )
@@ -328,14 +336,16 @@ def costs_table(frame: pd.DataFrame, study: Any) -> Table:
     disp["n"] = summary["n"]
     for m in metrics:
         name, scale = COSTS[m]
-        digits = 0 if m.startswith("peak") else 2 if m in ("params_m", "loss_ms", "infer_ms_per_image") else 1
-        disp[name] = [mean_std(v, s, scale, digits) for v, s in zip(summary[m], summary[f"{m}_std"])]
+        digits = 0 if m == METRIC_EXTRA_MEM else 2
+        spread = summary[f"{m}_std"] if not m.endswith("_iqr") else [math.nan] * len(summary)  # IQR: its mean alone
+        disp[name] = [mean_std(v, s, scale, digits) for v, s in zip(summary[m], spread)]
     note = (
-        "Training: wall = whole run incl. data and evaluation, step = median optimiser step, loss = median forward+backward of the loss "
-        "alone, loss share = loss / step; peak mem = CUDA allocator peak on GPU, sampled process RSS on CPU (extra = above the "
-        "process's memory at run start). Inference: eval time per validation image. Mean ± std over seeds; timings depend on the machine."
+        "Per optimiser step: step = median time of a training step, loss = median time of the loss's forward+backward "
+        "alone (both over the run's timed steps), IQR = their interquartile range within a run (mean over seeds), "
+        "loss share = loss / step; extra mem = peak memory above what the process held at run start (CUDA allocator "
+        "on GPU, sampled RSS on CPU). Mean ± std over seeds; timings depend on the machine. Wall times are in the runs table."
     )
-    return Table("costs", "Costs in training and inference", summary, disp, note)
+    return Table("costs", "Costs per training step", summary, disp, note)
 
 
 def per_class_table(frame: pd.DataFrame, study: Any) -> Table | None:
@@ -395,15 +405,20 @@ RUN_COLUMNS = {
     "mAcc": "mean_acc",
     "wall s": "wall_s",
     "peak MB": "peak_mem_mb",
+    "step ms": "step_ms",
+    "loss ms": METRIC_LOSS,
+    "extra MB": METRIC_EXTRA_MEM,
 }
 
 
 def runs_table(frame: pd.DataFrame, study: Any = None) -> Table:
+    """One row per run; the only table with wall time (the whole run: data, training, evaluation)."""
+    if METRIC_STEP in frame:
+        frame = frame.assign(step_ms=1000 * frame[METRIC_STEP])
     data = pd.DataFrame({name: frame[col] if col in frame else pd.NA for name, col in RUN_COLUMNS.items()})
     data = data.sort_values("run", kind="stable").reset_index(drop=True)
-    return Table(
-        "runs", "All finished runs", data, data.round({"mIoU": 4, "aAcc": 4, "mAcc": 4, "wall s": 1, "peak MB": 0})
-    )
+    digits = {"mIoU": 4, "aAcc": 4, "mAcc": 4, "wall s": 1, "peak MB": 0, "step ms": 2, "loss ms": 3, "extra MB": 0}
+    return Table("runs", "All finished runs", data, data.round(digits))
 
 
 # --------------------------------------------------------------------------- writing
