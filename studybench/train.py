@@ -47,13 +47,21 @@ from studybench.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_cs
 from studybench.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
 from studybench.measure import PeakMemory, Timer, count_params
 from studybench.rng import deterministic_mode, seed_method_stream, torch_generator
+from studybench.run_images import log_run_images
 from studybench.schemes import NonFiniteLossError, Scheme, StepStats, build_scheme
 from studybench.spec import RunSpec
 from studybench.store.layout import (
     ARTIFACT_CONFUSION,
+    ARTIFACT_CONFUSION_PNG,
     ARTIFACT_SAMPLES,
+    ARTIFACT_SAMPLES_PNG,
     EVAL_CROP,
     EVAL_NATIVE,
+    METRIC_EXTRA_MEM,
+    METRIC_LOSS,
+    METRIC_LOSS_IQR,
+    METRIC_STEP,
+    METRIC_STEP_IQR,
     TAG_EVAL_LABELS,
     TAG_RESUMED_EPOCH,
     TAG_RESUMED_RUN,
@@ -351,6 +359,8 @@ def finish(
             per_class = dict(zip(names, metrics.iou))
         recorder.log_text(matrix_csv(matrix, names), f"{prefix}{ARTIFACT_CONFUSION}")
         recorder.log_bytes(samples_npz(samples, data.val_set), f"{prefix}{ARTIFACT_SAMPLES}")
+        pngs = (f"{prefix}{ARTIFACT_SAMPLES_PNG}", f"{prefix}{ARTIFACT_CONFUSION_PNG}")
+        log_run_images(recorder, samples, matrix.matrix.numpy(), names, data.val_set.palette, pngs)
     final.update(run_costs(scheme, data, state, step_timer, start_mb))
     recorder.log_metrics(final)
     faults.inject("final", None, spec.name)
@@ -358,18 +368,21 @@ def finish(
 
 
 def run_costs(scheme: Scheme, data: RunData, state: TrainState, step_timer: Timer, start_mb: float) -> dict[str, float]:
-    """Time, memory and size of the run (medians of the timed steps; see ``measure.Timer``)."""
+    """Time, memory and size of the run: medians of the timed steps and their interquartile range
+    (``measure.Timer``), which the report compares; the wall clocks follow the machine's load."""
     step_s, loss_s = step_timer.median, scheme.loss_timer.median
     images = max(1, state.evaluations * len(data.val_set) * len(scheme.networks))
     return {
         "wall_s": state.wall_s,
         "train_s": state.train_s,
         "eval_s": state.eval_s,
-        "step_s": step_s,
-        "loss_ms": loss_s * 1000,
+        METRIC_STEP: step_s,
+        METRIC_STEP_IQR: step_timer.iqr,
+        METRIC_LOSS: loss_s * 1000,
+        METRIC_LOSS_IQR: scheme.loss_timer.iqr * 1000,
         "loss_share": loss_s / step_s if step_timer.samples else float("nan"),
         "peak_mem_mb": state.peak_mb,
-        "peak_extra_mb": state.peak_mb - start_mb,  # above what the process held before the run
+        METRIC_EXTRA_MEM: state.peak_mb - start_mb,  # above what the process held before the run
         "params_m": count_params(scheme.networks[scheme.headline]) / 1e6,
         "infer_ms_per_image": 1000 * state.eval_s / images,
         "steps": float(state.step),

@@ -1,0 +1,86 @@
+"""What a researcher finds in the MLflow UI after `run` and `report` (real CLI, real MLflow store).
+
+The experiment opens as model training, each run carries images the UI can show, run names tell
+runs apart even where the runs table cuts them, and the report's provenance is not listed among
+the training runs.
+"""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from helpers import invoke, run_cli
+from mlflow.tracking import MlflowClient
+from PIL import Image
+
+from studybench.store.layout import (
+    ARTIFACT_CONFUSION_PNG,
+    ARTIFACT_SAMPLES_PNG,
+    EXPERIMENT_KIND_TRAINING,
+    KIND_REPORT,
+    TAG_EXPERIMENT_KIND,
+    TAG_KIND,
+    records_experiment,
+)
+
+STUDY = """\
+study: ui
+seeds: [0]
+base:
+  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}
+  model: {encoder: resnet18}
+  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  model:
+    - {arch: unet, options: {decoder_channels: [16, 16, 8, 8, 8]}}
+    - {arch: fpn, options: {decoder_pyramid_channels: 32, decoder_segmentation_channels: 32}}
+  method: [ce]
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("ui")
+    study = root / "study.yaml"
+    study.write_text(STUDY)
+    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
+    ran = run_cli("run", str(study), "--tracking-uri", uri, cwd=root)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    built = invoke("report", str(study), "--tracking-uri", uri, "--out", str(root / "report"), cwd=root)
+    assert built.returncode == 0, built.stderr
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("ui")
+    return {"client": client, "exp": exp, "runs": client.search_runs([exp.experiment_id], max_results=100)}
+
+
+def test_the_study_opens_as_model_training(store):
+    assert store["exp"].tags.get(TAG_EXPERIMENT_KIND) == EXPERIMENT_KIND_TRAINING
+
+
+def test_every_finished_run_has_png_images_the_ui_shows(store, tmp_path):
+    client = store["client"]
+    finished = [r for r in store["runs"] if r.info.status == "FINISHED"]
+    assert len(finished) == 2
+    for run in finished:
+        listed = {f.path for f in client.list_artifacts(run.info.run_id)}
+        assert {ARTIFACT_SAMPLES_PNG, ARTIFACT_CONFUSION_PNG} <= listed, listed
+        for name, least in ((ARTIFACT_SAMPLES_PNG, (400, 300)), (ARTIFACT_CONFUSION_PNG, (250, 250))):
+            path = client.download_artifacts(run.info.run_id, name, str(tmp_path))
+            with open(path, "rb") as handle:
+                image = Image.open(io.BytesIO(handle.read()))
+                image.load()
+            assert image.format == "PNG" and image.mode in ("RGB", "RGBA"), (name, image.format, image.mode)
+            assert least[0] <= image.width <= 3000 and least[1] <= image.height <= 3000, (name, image.size)
+
+
+def test_the_report_record_is_not_a_run_of_the_study(store):
+    assert not [r.info.run_name for r in store["runs"] if TAG_KIND in r.data.tags]
+    records = store["client"].get_experiment_by_name(records_experiment("ui"))
+    kinds = [r.data.tags.get(TAG_KIND) for r in store["client"].search_runs([records.experiment_id])]
+    assert KIND_REPORT in kinds
+
+
+def test_run_names_are_distinct_and_say_method_arch_and_seed(store):
+    names = sorted(r.info.run_name for r in store["runs"])
+    assert names == ["ce · fpn · s0", "ce · unet · s0"]
