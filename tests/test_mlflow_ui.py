@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 from helpers import invoke, run_cli
 from mlflow.tracking import MlflowClient
@@ -84,3 +85,37 @@ def test_the_report_record_is_not_a_run_of_the_study(store):
 def test_run_names_are_distinct_and_say_method_arch_and_seed(store):
     names = sorted(r.info.run_name for r in store["runs"])
     assert names == ["ce · fpn · s0", "ce · unet · s0"]
+
+
+def test_run_images_of_any_size_and_class_count():
+    """Samples of different native sizes (one 1024 x 2048) and matrices of 3 to 150 classes, an absent
+    class's empty row included, all give PNGs of a size the UI can show."""
+    from studybench.run_images import confusion_png, samples_png
+
+    rng = np.random.default_rng(0)
+    sizes = [(1024, 2048), (40, 60)]
+    samples = {
+        "image": [rng.normal(size=(3, h, w)).astype(np.float32) for h, w in sizes],
+        "target": [np.full((h, w), 255) for h, w in sizes],
+        "pred": [rng.integers(0, 19, (h, w)) for h, w in sizes],
+    }
+    names = [f"class {i}" for i in range(19)]
+    for png in (samples_png(samples, names, None), samples_png(samples, names, [(i, 2 * i, 3 * i) for i in range(19)])):
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG" and 600 <= image.width <= 1000 and image.height < 1000, image.size
+    for n in (3, 20, 150):
+        matrix = rng.integers(0, 100, (n, n))
+        matrix[1] = 0  # a class absent from the labels
+        image = Image.open(io.BytesIO(confusion_png(matrix, [f"c{i}" for i in range(n)])))
+        assert image.format == "PNG" and 250 <= image.width <= 1600 and 250 <= image.height <= 1600, (n, image.size)
+
+
+def test_a_drawing_error_never_fails_the_run(capsys):
+    from studybench.run_images import log_run_images
+
+    class Recorder:
+        def log_bytes(self, data: bytes, name: str) -> None:
+            raise AssertionError("nothing to log")
+
+    log_run_images(Recorder(), {"image": [], "target": [], "pred": []}, None, [], None, ("a.png", "b.png"))
+    assert "warning: run images not logged (ValueError: no samples to draw)" in capsys.readouterr().err
