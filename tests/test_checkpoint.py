@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from helpers import run_cli
+from helpers import invoke
 
 from studybench.checkpoint import FORMAT, Checkpoints, rng_state, set_rng_state, to_plain
 from studybench.config import load_study
@@ -82,20 +82,26 @@ def test_bad_checkpoints_are_set_aside_and_their_runs_finish_from_scratch(tmp_pa
     folder = checkpoints.path(specs[0]).parent
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
+    # status and run go through this process (``invoke``): the writer of the live file is another one
+    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     abandoned = folder / f"{specs[0].key}.tmp{dead.pid}"
-    live = folder / f"{specs[1].key}.tmp{os.getpid()}"
+    live = folder / f"{specs[1].key}.tmp{writer.pid}"
     abandoned.write_bytes(b"partial")
     live.write_bytes(b"being written")
 
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
     ensure_store(uri)  # status reads an existing store only (as after a first, interrupted run)
     StudyWriter(uri, "bad-ckpt").ensure_experiment()
-    status = run_cli("status", str(study), cwd=tmp_path)
-    assert status.returncode == 0, status.stdout + status.stderr
-    assert " ".join(status.stdout.split()).count("checkpoint unreadable; restarts from scratch") == unreadable
+    try:
+        status = invoke("status", str(study), cwd=tmp_path)
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert " ".join(status.stdout.split()).count("checkpoint unreadable; restarts from scratch") == unreadable
 
-    done = run_cli("run", str(study), cwd=tmp_path)
-    assert done.returncode == 0, done.stdout + done.stderr
+        done = invoke("run", str(study), cwd=tmp_path)
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        writer.kill()
+        writer.wait()
     assert not marker.exists()  # the pickled os.system never ran
     warnings = " ".join(done.stderr.split())
     for spec in specs:
