@@ -5,6 +5,14 @@ the CPU threads and logs over HTTP to a tracking server (see ``server``): worker
 write the SQLite file themselves. Progress events travel back through a queue so the
 driver shows one bar per running run. Ctrl-C stops the study: running runs are marked
 KILLED by their workers, queued ones never start, and a rerun resumes from checkpoints.
+
+The queue and the stop flag are plain ``multiprocessing`` objects handed to each worker
+when it is spawned (the pool's ``initargs``), not proxies of a ``SyncManager``: a manager
+is one more spawned process that imports the whole CLI before the first worker may start
+(measured: 5 s of CPU on the critical path to the first run on a 2-core machine). Neither
+can block a run when a worker dies mid-write: ``Queue.put`` hands the message to a feeder
+thread (a lock left held by a killed worker stalls progress messages, never training) and
+the stop flag is a lock-free shared byte.
 """
 
 from __future__ import annotations
@@ -15,7 +23,6 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
-from multiprocessing.managers import SyncManager
 from typing import Any
 
 from studybench.checkpoint import Checkpoints
@@ -45,36 +52,33 @@ class PoolExecutor:
 
     def run(self, specs: list[RunSpec], display) -> list[RunOutcome]:
         context = get_context("spawn")  # no fork of a process that holds torch threads
-        manager = SyncManager(ctx=context)
-        manager.start(_ignore_sigint)  # Ctrl-C is for the workers, not for the queue they report through
-        events, stop = manager.Queue(), manager.Event()
+        events, stop = context.Queue(), context.RawValue("b", 0)
         by_key = {spec.key: spec for spec in specs}
         pump = threading.Thread(target=_pump, args=(events, display, by_key), daemon=True)
         pump.start()
         outcomes: list[RunOutcome] = []
         try:
             workers = min(self.workers, len(specs))
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init) as pool:
+            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(events, stop))
+            with pool:
                 futures = {
                     pool.submit(
-                        _work, spec.with_threads(self.threads), self.uri, self.study, self.checkpoints,
-                        self.retries, events, stop,
+                        _work, spec.with_threads(self.threads), self.uri, self.study, self.checkpoints, self.retries
                     ): spec
                     for spec in specs
-                }  # fmt: skip
+                }
                 try:
                     for future in as_completed(futures):
                         outcome = _outcome(future, futures[future])
                         display.run_done(outcome)
                         outcomes.append(outcome)
                 except KeyboardInterrupt:
-                    stop.set()  # queued runs return without starting
+                    stop.value = 1  # queued runs return without starting
                     pool.shutdown(wait=True, cancel_futures=True)
                     raise
         finally:
             events.put(None)
             pump.join(timeout=10)
-            manager.shutdown()
         return outcomes
 
 
@@ -88,12 +92,6 @@ def _outcome(future: Any, spec: RunSpec) -> RunOutcome:
         return RunOutcome(spec, "KILLED", error=f"worker: {type(err).__name__}: {first}; a rerun resumes it")
 
 
-def _ignore_sigint() -> None:
-    """Manager process: deaf to Ctrl-C, and gone with the driver (kill -9 included)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    die_with_parent(_parent_pid())
-
-
 def _parent_pid() -> int | None:
     import multiprocessing
 
@@ -102,11 +100,16 @@ def _parent_pid() -> int | None:
 
 
 _in_run = False  # set by a worker while it trains a run
+_events: Any = None  # the driver's progress queue and stop flag, handed over once per worker
+_stop: Any = None
 
 
-def _worker_init() -> None:
+def _worker_init(events: Any, stop: Any) -> None:
     """Ctrl-C interrupts a worker's run (marked KILLED), never an idle worker (that would break the pool);
     a worker does not outlive the driver (kill -9 of the driver: nothing left training or holding the store)."""
+    global _events, _stop
+    _events, _stop = events, stop
+    events.cancel_join_thread()  # exiting never waits on progress messages the driver no longer reads
     die_with_parent(_parent_pid())
 
     def on_sigint(signum: int, frame: Any) -> None:
@@ -122,20 +125,18 @@ def _work(
     study: str,
     checkpoints: Checkpoints | None,
     retries: int,
-    events: Any,
-    stop: Any,
 ) -> RunOutcome:
     """One run in a worker process (module-level: spawned workers import it by name)."""
-    if stop.is_set():
+    if _stop.value:
         return RunOutcome(spec, "KILLED", error="not started: the study was interrupted")
     global _in_run
     _spread_over_gpus()
     if uri.startswith("http://127.0.0.1:"):  # our local server, started beside the workers (both take seconds)
         wait_for_server(uri)
-    events.put((spec.key, "run_started", ()))
+    _events.put((spec.key, "run_started", ()))
     _in_run = True
     try:
-        return run_tracked(spec, StudyWriter(uri, study), QueueProgress(events, spec.key), checkpoints, retries)
+        return run_tracked(spec, StudyWriter(uri, study), QueueProgress(_events, spec.key), checkpoints, retries)
     finally:
         _in_run = False
 
@@ -156,7 +157,7 @@ class QueueProgress:
     """``train.Progress`` that forwards events to the driver (best effort: never fails a run).
 
     Steps are batched (at most one message per ``every_s``): a message per training step
-    would cost the worker, the manager and the driver CPU that the runs need.
+    would cost the worker and the driver CPU that the runs need.
     """
 
     def __init__(self, events: Any, key: str, every_s: float = 0.5) -> None:
