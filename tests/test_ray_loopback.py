@@ -1,11 +1,9 @@
 """Where a local Ray study listens: every listener of the driver and its Ray processes, sampled while it runs.
 
-The runtime-env agent and the dashboard agent's HTTP port follow the node address, which
-``executors.ray.local_options`` sets to the loopback network (without it they listen on the
-machine's external address). Ray 2.60's gRPC servers (gcs_server, raylet, workers, the
-driver's core worker, the dashboard agent's gRPC and metrics ports) bind all interfaces
-whatever the node address; that test is a strict xfail, so it turns red the day Ray allows
-better and the executor can be tightened.
+Ray binds each of its servers to loopback only when the node address is 127.0.0.1 (or ``::1``,
+``localhost``), to all interfaces otherwise; ``executors.ray.import_ray`` makes a local instance
+take 127.0.0.1 (see its module docstring). The unit tests below check what reaches ``ray.init``,
+so that a cluster (``--ray-address`` or ``RAY_ADDRESS``) gets none of the local options.
 """
 
 from __future__ import annotations
@@ -15,18 +13,20 @@ import os
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import psutil
 import pytest
 from helpers import TINY_STUDY
 
-from studybench.executors.ray import LOCAL_NODE_IP, local_options
+from studybench.executors import ray as ray_executor
+from studybench.executors.ray import RayExecutor, check_loopback, local_options
 
 pytest.importorskip("ray")
 
 
 def listeners(root: psutil.Process) -> set[tuple[str, str, int]]:
-    """(process name, ip, port) of every listening TCP socket of ``root`` and its descendants."""
+    """(process name, ip, port) of every listening TCP socket of ``root`` ("driver") and its descendants."""
     found = set()
     try:
         procs = [root, *root.children(recursive=True)]
@@ -36,7 +36,7 @@ def listeners(root: psutil.Process) -> set[tuple[str, str, int]]:
         try:
             args = proc.cmdline()
             serves = ("mlflow" in args and "server" in args) or "uvicorn" in args  # the local tracking server
-            name = "mlflow-server" if serves else proc.name()
+            name = "driver" if proc.pid == root.pid else "mlflow-server" if serves else proc.name()
             for conn in proc.net_connections(kind="inet"):
                 if conn.status == psutil.CONN_LISTEN:
                     found.add((name, conn.laddr.ip, conn.laddr.port))
@@ -57,7 +57,8 @@ def ray_study_listeners(tmp_path_factory) -> set[tuple[str, str, int]]:
     tmp = tmp_path_factory.mktemp("ray_loopback")
     (tmp / "tiny.yaml").write_text(TINY_STUDY)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", ray_executor.SINGLE_MACHINE[0]):
+        env.pop(name, None)
     cmd = [sys.executable, "-m", "studybench.cli", "run", "tiny.yaml", "--executor", "ray"]
     cmd += ["--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
     driver = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -68,31 +69,89 @@ def ray_study_listeners(tmp_path_factory) -> set[tuple[str, str, int]]:
         time.sleep(0.5)
     out, _ = driver.communicate(timeout=60)
     assert driver.returncode == 0, out
-    assert any(name == "gcs_server" for name, _, _ in seen), f"no Ray process seen listening: {seen}"
     return seen
 
 
-def test_local_ray_options_put_the_node_on_loopback():
-    options = local_options(2)
-    assert options["num_cpus"] == 2 and options["num_gpus"] == 0
-    assert "num_gpus" not in local_options(2, gpus=1)  # Ray detects the GPUs and assigns them per task
-    if sys.platform.startswith("linux"):
-        assert is_loopback(options["_node_ip_address"]) and options["_node_ip_address"] == LOCAL_NODE_IP
-
-
-def test_tracking_server_and_agent_http_listen_on_loopback_only(ray_study_listeners):
-    """What follows the node address: the runtime-env agent, the dashboard agent's HTTP port; and our server."""
-    ours = {e for e in ray_study_listeners if e[0] in ("mlflow-server", "ray::RuntimeEnvAgent") or e[2] == 52365}
-    assert {"mlflow-server", "ray::RuntimeEnvAgent", "ray::DashboardAgent"} <= {n for n, _, _ in ours}, ours
-    outside = {entry for entry in ours if not is_loopback(entry[1])}
-    assert not outside, f"listening outside 127.0.0.0/8: {sorted(outside)}"
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="Ray 2.60 binds its gRPC servers (gcs_server, raylet, workers, driver, agents' gRPC) to all "
-    "interfaces whatever the node address; no ray.init option changes it",
-)
-def test_no_ray_listener_outside_loopback(ray_study_listeners):
+def test_no_listener_of_a_local_ray_study_outside_loopback(ray_study_listeners):
+    names = {name for name, _, _ in ray_study_listeners}
+    expected = {"driver", "gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "mlflow-server"}
+    assert expected <= names, f"not all of {sorted(expected)} seen listening: {sorted(ray_study_listeners)}"
+    workers = names - expected - {"python"}  # "python": the dashboard head and the autoscaler monitor
+    assert any(name.startswith("ray::") for name in workers), f"no worker seen listening: {sorted(names)}"
     outside = {entry for entry in ray_study_listeners if not is_loopback(entry[1])}
     assert not outside, f"listening outside 127.0.0.0/8: {sorted(outside)}"
+
+
+class FakeRay:
+    """What ``RayExecutor.run`` passes to ``ray.init``; stops it right there."""
+
+    class Stop(Exception):
+        pass
+
+    def __init__(self, node_ip: str = "127.0.0.1") -> None:
+        self.init_kwargs: dict | None = None
+        self.shut_down = False
+        self.util = SimpleNamespace(get_node_ip_address=lambda: node_ip)
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs) -> None:
+        self.init_kwargs = kwargs
+
+    def remote(self, fn):
+        raise self.Stop
+
+    def shutdown(self) -> None:
+        self.shut_down = True
+
+
+@pytest.mark.parametrize(
+    ("address", "ray_address", "local"),
+    [
+        (None, None, True),
+        ("10.0.0.1:6379", None, False),
+        (None, "10.0.0.1:6379", False),
+        ("ray://head:10001", "", False),
+    ],
+)
+def test_only_a_new_local_instance_gets_the_local_options(monkeypatch, address, ray_address, local):
+    fake = FakeRay()
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    if ray_address is None:
+        monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    else:
+        monkeypatch.setenv("RAY_ADDRESS", ray_address)
+    with pytest.raises(FakeRay.Stop):
+        RayExecutor("http://127.0.0.1:5000", "tiny", address=address, local_cpus=2).run([], display=None)
+    kwargs = fake.init_kwargs
+    assert kwargs is not None and kwargs["include_dashboard"] is False
+    if local:
+        assert kwargs["address"] == "local" and kwargs["num_cpus"] == 2 and kwargs["num_gpus"] == 0
+    else:
+        assert kwargs["address"] == address and not {"num_cpus", "num_gpus", "object_store_memory"} & set(kwargs)
+
+
+def test_local_options_gpus_are_rays_own():
+    assert local_options(2)["num_gpus"] == 0  # no CUDA probe at start
+    assert "num_gpus" not in local_options(2, gpus=1)  # Ray detects the GPUs and assigns them per task
+
+
+def test_a_local_instance_off_loopback_is_refused():
+    fake = FakeRay(node_ip="192.0.2.2")
+    with pytest.raises(RuntimeError, match="all interfaces.*RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0"):
+        check_loopback(fake)
+    assert fake.shut_down
+    check_loopback(FakeRay(node_ip="::1"))
+
+
+def test_import_ray_switches_ray_to_one_machine_for_the_import_alone():
+    """In a fresh process: Ray's multi-node switch is off after ``import_ray``, and the environment is as it was."""
+    code = (
+        "import os; from studybench.executors.ray import import_ray, SINGLE_MACHINE; import_ray(); "
+        "from ray._private import ray_constants; "
+        "print(ray_constants.ENABLE_RAY_CLUSTER, SINGLE_MACHINE[0] in os.environ)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != ray_executor.SINGLE_MACHINE[0]}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr
