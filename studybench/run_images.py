@@ -26,7 +26,7 @@ from studybench import IGNORE_INDEX
 #: Above this many classes the confusion heatmap carries no per-cell numbers (they would not fit).
 MAX_ANNOTATED = 20
 #: Width of one sample panel and the gap between panels (pixels), classes per legend row, resolution.
-PANEL_PX = 240
+PANEL_PX = 180
 GAP = 4
 LEGEND_COLUMNS = 5
 DPI = 100
@@ -72,18 +72,20 @@ def samples_png(
     )
     present = _present(samples)
     legend_rows = -(-len(present) // LEGEND_COLUMNS)
-    top, bottom = 22, 14 + 16 * legend_rows  # pixels: column titles above, legend below
+    legend_h = 8 + 15 * legend_rows  # pixels; the legend comes first: MLflow shows an image at its size,
+    top, bottom = legend_h + 20, 2  # so what lies below the first rows needs scrolling
     height, width = mosaic.shape[0] + top + bottom, mosaic.shape[1]
     fig = _figure(width, height)
     fig.figimage(mosaic, xo=0, yo=bottom, origin="upper")
     panel = width / 3
     for j, title in enumerate(("image", "ground truth", "prediction")):
-        fig.text((j + 0.5) * panel / width, 1 - 6 / height, title, ha="center", va="top", fontsize=9)
+        fig.text((j + 0.5) * panel / width, 1 - (legend_h + 2) / height, title, ha="center", va="top", fontsize=9)
     handles = [
         Patch(facecolor=lut[c] / 255, edgecolor="black", linewidth=0.4, label=_class_name(c, class_names))
         for c in present
     ]
-    fig.legend(handles=handles, loc="lower center", ncol=-(-len(handles) // legend_rows), fontsize=7, frameon=False)
+    columns = -(-len(handles) // legend_rows)
+    fig.legend(handles=handles, loc="upper center", ncol=columns, fontsize=7, frameon=False, borderaxespad=0.2)
     return _png(fig)
 
 
@@ -91,7 +93,7 @@ def _scale(masks: list[np.ndarray]) -> tuple[int, int]:
     """Integer ``(up, down)`` factors that bring the largest mask to about ``PANEL_PX`` wide
     (and at most twice that tall): small samples drawn bigger, big ones subsampled."""
     h, w = max(m.shape[0] for m in masks), max(m.shape[1] for m in masks)
-    return max(1, PANEL_PX // w), max(1, -(-w // PANEL_PX), -(-h // (2 * PANEL_PX)))
+    return max(1, round(PANEL_PX / w)), max(1, -(-w // PANEL_PX), -(-h // (2 * PANEL_PX)))
 
 
 def _mosaic(rows: list[tuple[np.ndarray, ...]], up: int) -> np.ndarray:
