@@ -154,6 +154,8 @@ def run(
 
     study, grid, specs = _load(study_path, profile, only)
     uri = _uri(tracking_uri)
+    if executor.value == "ray" and not ray_address:  # Ray joins RAY_ADDRESS: a cluster, like --ray-address
+        ray_address = os.environ.get("RAY_ADDRESS") or None
     try:
         request = parse_resources(resources, study.resources)
         check_options(executor.value, workers, ray_address, uri, request)
@@ -171,6 +173,7 @@ def run(
 
     from studybench.api import record_manifest
     from studybench.console import RunDisplay, progress_every_s, summary_table
+    from studybench.executors.ray import RayNotLocal
     from studybench.runner import executor_for, plan_runs
     from studybench.store import StoreError, StudyWriter
 
@@ -205,6 +208,8 @@ def run(
         store.reap_dead_runs()
         _print_resume_hint(store, specs, checkpoints)
         raise typer.Exit(130) from None
+    except RayNotLocal as err:  # refused before any run started
+        raise _fail("local Ray instance refused", err) from None
     for dead in store.reap_dead_runs():  # runs of workers that died without a word
         console.print(f"[yellow]{dead.info.run_name}[/]: its worker died; marked KILLED")
     order = {s.key: i for i, s in enumerate(specs)}

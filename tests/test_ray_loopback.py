@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import psutil
 import pytest
-from helpers import TINY_STUDY
+from helpers import TINY_STUDY, invoke
 
 from studybench.executors import ray as ray_executor
 from studybench.executors.ray import RayExecutor, check_loopback, local_options
@@ -155,3 +155,13 @@ def test_import_ray_switches_ray_to_one_machine_for_the_import_alone():
     env = {k: v for k, v in os.environ.items() if k != ray_executor.SINGLE_MACHINE[0]}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stderr
+
+
+def test_ray_address_in_the_environment_is_a_cluster_and_needs_a_server_store(tmp_path, monkeypatch):
+    """``RAY_ADDRESS`` sends runs to a cluster like ``--ray-address``: a local SQLite store is refused (exit 2, nothing written)."""
+    (tmp_path / "tiny.yaml").write_text(TINY_STUDY)
+    monkeypatch.setenv("RAY_ADDRESS", "ray://head.invalid:10001")
+    done = invoke("run", "tiny.yaml", "--executor", "ray", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "cannot write the local store" in done.stderr
+    assert not list(tmp_path.rglob("*.db"))

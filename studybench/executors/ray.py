@@ -43,6 +43,10 @@ class RayNotInstalled(RuntimeError):
     pass
 
 
+class RayNotLocal(RuntimeError):
+    """A local instance came up on a non-loopback node address (its servers would listen on every interface)."""
+
+
 def import_ray() -> Any:
     """Ray, imported with ``SINGLE_MACHINE`` unless the environment says otherwise.
 
@@ -151,7 +155,7 @@ def check_loopback(ray: Any) -> None:
     node_ip = ray.util.get_node_ip_address()
     if not ipaddress.ip_address(node_ip).is_loopback:
         ray.shutdown()
-        raise RuntimeError(
+        raise RayNotLocal(
             f"the local Ray instance took {node_ip} as its node address, so it would listen on all interfaces: "
             f"set {SINGLE_MACHINE[0]}={SINGLE_MACHINE[1]} before Ray is imported"
         )
