@@ -116,6 +116,8 @@ def confusion_png(matrix: np.ndarray, class_names: Sequence[str]) -> bytes:
     Laid out in pixels from the number of classes and the longest name (no ``tight_layout``,
     which draws the figure twice): cells of 60 px for a few classes down to 7 px for 150.
     """
+    from matplotlib.ticker import PercentFormatter
+
     counts = np.asarray(matrix, dtype=np.float64)
     n = counts.shape[0]
     totals = counts.sum(axis=1, keepdims=True)
@@ -132,7 +134,7 @@ def confusion_png(matrix: np.ndarray, class_names: Sequence[str]) -> bytes:
     ax = fig.add_axes((left / width, bottom / height, side / width, side / height))
     image = ax.imshow(share, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest", aspect="auto")
     cax = fig.add_axes(((left + side + 12) / width, bottom / height, 12 / width, side / height))
-    fig.colorbar(image, cax=cax)
+    fig.colorbar(image, cax=cax, format=PercentFormatter(1.0, decimals=0))  # as the cells: percent
     cax.tick_params(labelsize=7)
     ax.set_xticks(range(n), labels, rotation=90, fontsize=size)
     ax.set_yticks(range(n), labels, fontsize=size)
