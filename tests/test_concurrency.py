@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from helpers import REPO, SMALL_BASE, run_cli
+from helpers import REPO, SMALL_BASE, invoke
 from mlflow.tracking import MlflowClient
 
 from studybench.store import StudyWriter
@@ -84,7 +84,7 @@ def test_a_kill_while_the_store_is_created_leaves_a_usable_store(delay_s, tmp_pa
     assert writer.runs() is not None
     assert not list(results.glob("mlflow.db.creating-*")), leftovers  # a half-made store is cleaned, not used
     if delay_s == 1.5:
-        again = run_cli("run", str(study), cwd=tmp_path)
+        again = invoke("run", str(study), cwd=tmp_path)  # the next run, in this process
         assert again.returncode == 0, again.stdout + again.stderr
         assert "1 runs" in again.stdout
 
