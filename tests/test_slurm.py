@@ -1,9 +1,13 @@
 """``--executor slurm`` against a real single-node Slurm (tests/services/slurm.sh; .ci/run installs it).
 
-One scenario test covers a 4-run grid as a job array, ``scancel`` of a running job and the
+One scenario test covers a 2-run grid as a job array, ``scancel`` of a running job and the
 rerun that resumes it from its epoch checkpoint (same final metrics as an uninterrupted run),
 ``status`` listing the jobs by id, and a job that reaches its 1-minute time limit, is
 requeued by submitit and finishes. A second, cheap test checks the install hint.
+
+The drivers of the first launches are real processes (the test kills and inspects them); the
+``status``, the rerun and the reference run go through ``invoke`` (in this process, no fresh
+imports); the reference trains while the rerun's job waits for Slurm.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, invoke
 from mlflow.tracking import MlflowClient
 
 from studybench.config import Resources
@@ -29,10 +33,12 @@ from studybench.store.layout import TAG_KEY, TAG_RESUMED_EPOCH
 
 SCRIPT = REPO / "tests" / "services" / "slurm.sh"
 
-#: Four runs of ten short epochs: long enough to cancel one between two checkpoints.
+#: Two runs (an array of two jobs) of ten short epochs: long enough to cancel one between two checkpoints.
+#: The node has a CPU for each of the three jobs (slurm.sh), so the second array task runs beside the
+#: first and is still running (ten epochs) when the first is cancelled after its first.
 GRID_STUDY = """\
 study: slurmgrid
-seeds: [0, 1]
+seeds: [0]
 base:
   data: {dataset: synthetic, options: {num_classes: 4, image_size: 32, train_images: 8, val_images: 4}}
   model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
@@ -157,41 +163,42 @@ def test_slurm_grid_cancel_resume_status_and_time_limit(slurm, tmp_path):
 
 
 def check_grid_and_cancel(tmp_path: Path, grid: subprocess.Popen, grid_uri: str) -> None:
-    """4-run array; the first job cancelled after an epoch; status by job id; the rerun resumes it exactly."""
+    """2-run array; the first job cancelled after an epoch; status by job id; the rerun resumes it exactly."""
     folder = tmp_path / "grid" / "slurm" / "slurmgrid"
-    key, job_id = wait_for(lambda: first_job(folder / "jobs.json"), 120, "the grid's jobs file")
+    key, job_id = wait_for(lambda: first_job(folder / "jobs.json"), 300, "the grid's jobs file")
     checkpoint = tmp_path / "grid" / "checkpoints" / "slurmgrid" / f"{key}.json"
     wait_for(lambda: checkpoint_epoch(checkpoint) >= 1, 180, "the first job's first epoch checkpoint")
     subprocess.run(["scancel", job_id], check=True, timeout=30)
-    status = subprocess.run(
-        [sys.executable, "-m", "studybench.cli", "status", "grid.yaml", "--tracking-uri", grid_uri],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"},
-    )  # fmt: skip
+    status = invoke("status", "grid.yaml", "--tracking-uri", grid_uri, cwd=tmp_path)
     array = job_id.split("_")[0]
-    assert re.search(rf"^  {array}_[123] (RUNNING|PENDING) synthetic/", status.stdout, re.M), status.stdout
+    (other,) = [job for job in json.loads((folder / "jobs.json").read_text()).values() if job["job_id"] != job_id]
+    assert other["job_id"] == f"{array}_1", other  # one array, task by task
+    line = rf"^  {re.escape(other['job_id'])} (RUNNING|PENDING) {re.escape(other['name'])}$"
+    assert re.search(line, status.stdout, re.M), status.stdout
     assert f"logs in {folder}" in status.stdout
     code, out = finish(grid)
-    assert code == 1, out  # the cancelled run did not finish; the three others did
+    assert code == 1, out  # the cancelled run did not finish; the other did
     assert f"Slurm job {job_id} ended CANCELLED without a result" in out or f"Slurm job {job_id} left" in out, out
     finished = {r.data.tags[TAG_KEY] for r in runs_of(grid_uri, "slurmgrid") if r.info.status == "FINISHED"}
-    assert len(finished) == 3 and key not in finished
+    assert len(finished) == 1 and key not in finished
 
-    # the rerun resumes the cancelled run from its checkpoint and equals an uninterrupted run
-    code, out = finish(studybench("run", "grid.yaml", "--executor", "slurm", "--tracking-uri", grid_uri, cwd=tmp_path))
-    assert code == 0, out
-    assert "1 of them from a checkpoint" in out, out
+    # the rerun resumes the cancelled run from its checkpoint and equals an uninterrupted run, trained
+    # meanwhile in a store of its own (the cancelled run is the array's first: the study's first run)
+    ref_uri = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
+    only = "method=ce,seed=0"
+    reference_run = studybench("run", "grid.yaml", "--only", only, "--tracking-uri", ref_uri, cwd=tmp_path)
+    rerun = invoke("run", "grid.yaml", "--executor", "slurm", "--tracking-uri", grid_uri, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "1 of them from a checkpoint" in rerun.stdout, rerun.stdout
     runs = runs_of(grid_uri, "slurmgrid")
     finished = {r.data.tags[TAG_KEY]: r for r in runs if r.info.status == "FINISHED"}
-    assert len(finished) == 4 and len(runs) == 5  # + the cancelled one, reaped as KILLED
+    assert len(finished) == 2 and len(runs) == 3  # + the cancelled one, reaped as KILLED
     resumed = finished[key]
     assert int(resumed.data.tags[TAG_RESUMED_EPOCH]) >= 1
-    name = resumed.info.run_name
-    ref_uri = f"sqlite:///{tmp_path / 'ref' / 'mlflow.db'}"
-    _, method, seed = name.split("/")  # synthetic/ce/seed0
-    only = f"method={method},seed={seed.removeprefix('seed')}"
-    code, out = finish(studybench("run", "grid.yaml", "--only", only, "--tracking-uri", ref_uri, cwd=tmp_path))
+    code, out = finish(reference_run)
     assert code == 0, out
     (reference,) = runs_of(ref_uri, "slurmgrid")
+    assert reference.info.run_name == resumed.info.run_name
     assert reference.data.tags[TAG_KEY] == key
     for metric in FINAL_KEYS:
         assert resumed.data.metrics[metric] == reference.data.metrics[metric], metric

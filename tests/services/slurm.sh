@@ -8,27 +8,37 @@
 # (printed by `start`); nothing under /etc is changed. Needs root (slurmd starts jobs as their user)
 # and Debian's slurm-wlm and munge packages. Daemons bind to 127.0.0.1 (NoInAddrAny/NoCtldInAddrAny).
 # cred_expire=10: a requeued job may start again after 10 s (Slurm's default is 120 s).
+# sched_interval=1/bf_interval=1: a job that becomes eligible without an event (a requeued job
+# once its begin time passes) starts within a second, not at the next 60 s main scheduling pass.
+# The node declares one CPU more than the host has (config_overrides lets slurmd accept that): the
+# tests' one-CPU jobs (a time-limited one and a 2-task array) all run at once, none waits for a CPU.
 set -euo pipefail
 
 action=${1:?usage: slurm.sh start|stop [DIR]}
 dir=${2:-/tmp/studybench-slurm}
 node=$(hostname -s)
 
-stop_pidfile() {  # stop_pidfile FILE: TERM the daemon in FILE, KILL it after 5 s
-    local file=$1 pid
-    [[ -s $file ]] || return 0
-    pid=$(cat "$file")
-    kill "$pid" 2>/dev/null || return 0
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
+stop_pidfiles() {  # stop_pidfiles FILE...: TERM the daemons in FILEs at once, KILL those left after 5 s
+    local file pid pids=()
+    for file in "$@"; do
+        [[ -s $file ]] || continue
+        pid=$(cat "$file")
+        kill "$pid" 2>/dev/null && pids+=("$pid")
+    done
+    for _ in $(seq 50); do
+        local alive=()
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive+=("$pid"); done
+        ((${#alive[@]})) || return 0
+        pids=("${alive[@]}")
+        sleep 0.1
+    done
+    kill -9 "${pids[@]}" 2>/dev/null || true
 }
 
 if [[ $action == stop ]]; then
     export SLURM_CONF=$dir/slurm.conf
     [[ -f $SLURM_CONF ]] && scancel --quiet --user="$(id -un)" 2>/dev/null || true
-    stop_pidfile "$dir/slurmd.pid"
-    stop_pidfile "$dir/slurmctld.pid"
-    stop_pidfile "$dir/munged.pid"
+    stop_pidfiles "$dir/slurmd.pid" "$dir/slurmctld.pid" "$dir/munged.pid"
     rm -rf "$dir"
     exit 0
 fi
@@ -46,7 +56,7 @@ socket=$dir/munge/munge.socket
 munged --force --key-file="$dir/munge/munge.key" --socket="$socket" --pid-file="$dir/munged.pid" \
     --log-file="$dir/log/munged.log" --seed-file="$dir/munge/munge.seed"
 
-cpus=$(nproc)
+cpus=$(( $(nproc) + 1 ))
 mem_mb=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 ))
 cat > "$dir/slurm.conf" <<CONF
 ClusterName=studybench
@@ -72,6 +82,8 @@ MpiDefault=none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+SlurmdParameters=config_overrides
 JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
