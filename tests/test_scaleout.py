@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO
+from helpers import REPO, invoke
 from mlflow.tracking import MlflowClient
 
 from studybench.executors import is_transient
@@ -32,6 +32,11 @@ grid:
   method: [ce]
 """
 FINAL_KEYS = ("miou", "pixel_acc", "mean_acc", "iou/background", "steps")
+
+
+def named(seed: int) -> str:
+    """The run name of RESUME_STUDY's seed ``seed`` (what STUDYBENCH_FAULT's ``#RUN`` is matched against)."""
+    return f"ce · unet · s{seed}"
 
 
 def studybench(*args: str, cwd: Path, fault: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -72,15 +77,15 @@ def test_kill_9_at_any_moment_then_rerun_loses_and_duplicates_nothing(tmp_path, 
     """Each launch is killed (SIGKILL) at another moment of another run; each rerun resumes the dead run."""
     (tmp_path / "crash.yaml").write_text(RESUME_STUDY)
     kills = [  # (fault, the run it hits, epochs its checkpoint holds when the process dies)
-        ("kill@train:1#seed0", "synthetic/ce/seed0", 1),  # during an epoch
-        ("kill@eval:2#seed1", "synthetic/ce/seed1", 2),  # during evaluation
-        ("kill@log:1#seed2", "synthetic/ce/seed2", 1),  # between logging an epoch and its checkpoint
-        ("kill@final#seed3", "synthetic/ce/seed3", 3),  # after the final metrics, before FINISHED
+        ("kill@train:1#s0", named(0), 1),  # during an epoch
+        ("kill@eval:2#s1", named(1), 2),  # during evaluation
+        ("kill@log:1#s2", named(2), 1),  # between logging an epoch and its checkpoint
+        ("kill@final#s3", named(3), 3),  # after the final metrics, before FINISHED
     ]
     for fault, _, _ in kills:  # the default store: results/mlflow.db under the working directory
         killed = studybench("run", "crash.yaml", cwd=tmp_path, fault=fault)
         assert killed.returncode == -9, killed.stdout + killed.stderr
-    status = studybench("status", "crash.yaml", cwd=tmp_path)
+    status = invoke("status", "crash.yaml", cwd=tmp_path)  # reads the store: no need for a fresh process
     assert "its process died" in status.stdout and "resumes after epoch 3" in status.stdout, status.stdout
     final = studybench("run", "crash.yaml", cwd=tmp_path)
     assert final.returncode == 0, final.stdout + final.stderr
@@ -104,33 +109,33 @@ def test_kill_9_at_any_moment_then_rerun_loses_and_duplicates_nothing(tmp_path, 
 def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(tmp_path, reference):
     (tmp_path / "crash.yaml").write_text(RESUME_STUDY)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    stopped = studybench("run", "crash.yaml", "--tracking-uri", uri, cwd=tmp_path, fault="interrupt@train:2#seed1")
+    stopped = studybench("run", "crash.yaml", "--tracking-uri", uri, cwd=tmp_path, fault="interrupt@train:2#s1")
     assert stopped.returncode == 130, stopped.stdout + stopped.stderr
     assert "1 of 4 runs finished" in stopped.stdout
-    assert "synthetic/ce/seed1: KILLED; resumes after epoch 2" in stopped.stdout
+    assert f"{named(1)}: KILLED; resumes after epoch 2" in stopped.stdout
     assert f"Resume with: studybench run crash.yaml --tracking-uri {uri}" in stopped.stdout
-    killed = runs_by_name(uri, "crash")["synthetic/ce/seed1"]
+    killed = runs_by_name(uri, "crash")[named(1)]
     assert [r.info.status for r in killed] == ["KILLED"]
-    resumed = studybench("run", "crash.yaml", "--tracking-uri", uri, "--only", "seed=1", cwd=tmp_path)
+    resumed = invoke("run", "crash.yaml", "--tracking-uri", uri, "--only", "seed=1", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    run = runs_by_name(uri, "crash")["synthetic/ce/seed1"][-1]
+    run = runs_by_name(uri, "crash")[named(1)][-1]
     assert run.data.tags["studybench.resumed_from_epoch"] == "2"
-    assert run.data.metrics["miou"] == reference["synthetic/ce/seed1"][0].data.metrics["miou"]
+    assert run.data.metrics["miou"] == reference[named(1)][0].data.metrics["miou"]
 
 
 def test_retries_a_transient_failure_from_its_checkpoint_but_not_a_deterministic_one(tmp_path, write_study):
     study = write_study(RESUME_STUDY.replace("seeds: [0, 1, 2, 3]", "seeds: [0, 1]"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    fault = "oom@train:1#seed0,nan@train:0#seed1"
+    fault = "oom@train:1#s0,nan@train:0#s1"
     done = studybench("run", str(study), "--tracking-uri", uri, "--retries", "2", cwd=tmp_path, fault=fault)
     assert done.returncode == 1, done.stdout + done.stderr
     runs = runs_by_name(uri, "crash")
-    oom_first, oom_retry = runs["synthetic/ce/seed0"]
+    oom_first, oom_retry = runs[named(0)]
     assert (oom_first.info.status, oom_retry.info.status) == ("FAILED", "FINISHED")
     assert oom_first.data.tags["studybench.retry"].startswith("transient error (OutOfMemoryError): retried")
     assert oom_retry.data.tags["studybench.attempt"] == "2"
     assert oom_retry.data.tags["studybench.resumed_from_epoch"] == "1"
-    (nan_run,) = runs["synthetic/ce/seed1"]  # not retried: a NaN comes back every time
+    (nan_run,) = runs[named(1)]  # not retried: a NaN comes back every time
     assert nan_run.info.status == "FAILED"
     assert nan_run.data.tags["studybench.retry"] == "deterministic error (NonFiniteLossError): not retried"
 
@@ -160,16 +165,16 @@ def test_ray_executor_on_a_local_instance_records_a_failed_task_and_finishes_the
     study = write_study(RESUME_STUDY.replace("seeds: [0, 1, 2, 3]", "seeds: [0, 1, 2]"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     done = studybench(
-        "run", str(study), "--executor", "ray", "--tracking-uri", uri, cwd=tmp_path, fault="error@train:0#seed1"
+        "run", str(study), "--executor", "ray", "--tracking-uri", uri, cwd=tmp_path, fault="error@train:0#s1"
     )
     assert done.returncode == 1, done.stdout + done.stderr
     runs = runs_by_name(uri, "crash")
     assert {name: [r.info.status for r in rs] for name, rs in runs.items()} == {
-        "synthetic/ce/seed0": ["FINISHED"],
-        "synthetic/ce/seed1": ["FAILED"],
-        "synthetic/ce/seed2": ["FINISHED"],
+        named(0): ["FINISHED"],
+        named(1): ["FAILED"],
+        named(2): ["FINISHED"],
     }
-    assert "RuntimeError: injected" in runs["synthetic/ce/seed1"][0].data.tags["studybench.error"]
+    assert "RuntimeError: injected" in runs[named(1)][0].data.tags["studybench.error"]
 
 
 def test_bad_option_combinations_exit_2_before_anything_is_written(tmp_path, write_study):
@@ -181,7 +186,7 @@ def test_bad_option_combinations_exit_2_before_anything_is_written(tmp_path, wri
         (["--executor", "ray", "--ray-address", "10.0.0.1:6379"], "start an MLflow tracking server"),
         (["--resources", "cpus=two"], "cpus must be a number"),
     ]:
-        out = studybench("run", str(study), "--tracking-uri", f"sqlite:///{db}", *args, cwd=tmp_path)
+        out = invoke("run", str(study), "--tracking-uri", f"sqlite:///{db}", *args, cwd=tmp_path)  # checks only
         assert out.returncode == 2, (args, out.stdout + out.stderr)
         assert message in " ".join(out.stderr.split()), (args, out.stderr)  # rich wraps long lines
     assert not db.exists()
