@@ -74,7 +74,7 @@ def test_the_report_of_a_grown_study_warns_about_pending_runs_and_unequal_n(scop
     built = invoke("report", str(more), "--tracking-uri", uri, "--out", str(root / "more"), cwd=root)
     assert built.returncode == 0, built.stderr
     warnings = " ".join(built.stderr.split())
-    assert "1 run(s) of the study pending" in warnings and "synthetic/focal2/seed2" in warnings
+    assert "1 run(s) of the study pending" in warnings and "focal2 · unet · s2" in warnings
     assert "unequal number of seeds per cell" in warnings
     main = pd.read_csv(root / "more" / "main.csv").set_index("method")
     assert main.loc["ce", "n"] == 3 and main.loc["focal2", "n"] == 2
