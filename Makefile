@@ -15,10 +15,12 @@ install: $(BIN)/studybench
 
 ## demo: run the quickstart study (results/mlflow.db) and build its report in results/reports/quickstart/
 ## (git-ignored: the demo never rewrites the committed reports/; `make reports` does that on purpose)
+## (DEMO_FLAGS="--profile smoke": the same in seconds, as tests/test_demo.py runs it)
 DEMO_REPORT := results/reports/quickstart
+DEMO_FLAGS ?=
 demo: install
-	$(BIN)/studybench run studies/quickstart.yaml
-	$(BIN)/studybench report studies/quickstart.yaml --out $(DEMO_REPORT)
+	$(BIN)/studybench run studies/quickstart.yaml $(DEMO_FLAGS)
+	$(BIN)/studybench report studies/quickstart.yaml --out $(DEMO_REPORT) $(DEMO_FLAGS)
 	@echo "report: $(DEMO_REPORT)/README.md (and index.html); browse the runs with: $(BIN)/studybench ui"
 
 ## reports: rebuild the committed reports/<study>/ folders: the quickstart as in `make demo`, the
