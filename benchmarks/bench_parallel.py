@@ -8,7 +8,7 @@ time of each command, the time to the first run (command start to the first MLfl
 start), the speed-up (goal >= 1.7x on 2 cores) and the load average, since other processes on
 the machine distort it.
 
-    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2] [--ray]
+    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2] [--rounds 3] [--ray] [--figure F.png]
 """
 
 from __future__ import annotations
@@ -56,30 +56,70 @@ def first_run_start(folder: Path) -> float:
     return min(run.info.start_time for run in client.search_runs([exp.experiment_id])) / 1000
 
 
+def measure(args: argparse.Namespace, modes: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[tuple]]:
+    """(wall s, first run s, load) per mode and round; rounds interleave the modes so drifting load hits each alike."""
+    times: dict[str, list[tuple]] = {mode: [] for mode, _ in modes}
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(args.rounds):
+            for mode, extra in modes:
+                folder = Path(tmp) / f"{round_}-{mode.replace(' ', '').replace('-', '').replace(',', '')}"
+                folder.mkdir()
+                (folder / "study.yaml").write_text(STUDY.format(epochs=args.epochs))
+                load = os.getloadavg()[0]
+                times[mode].append((*timed_run(folder, *extra), load))
+                print(f"round {round_ + 1} {mode}: {times[mode][-1][0]:.1f} s", file=sys.stderr, flush=True)
+    return times
+
+
+def plot(times: dict[str, list[tuple]], path: Path, title: str) -> None:
+    """Two panels: median wall time (with its first-run delay) and speed-up over sequential, per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    modes = list(times)
+    wall = np.array([np.median([t[0] for t in times[m]]) for m in modes])
+    first = np.array([np.median([t[1] for t in times[m]]) for m in modes])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(8, 3), layout="constrained")
+    left.barh(modes, wall, color="#bbbbbb", label="whole command")
+    left.barh(modes, first, color="#0072B2", label="until the first run starts")
+    left.set_xlabel("seconds (median over rounds)")
+    left.invert_yaxis()
+    left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
+    right.barh(modes, wall[0] / wall, color="#009E73")
+    right.axvline(1.7, color="black", linestyle="--", linewidth=1, label="goal 1.7x")
+    right.set_xlabel("speed-up over sequential")
+    right.invert_yaxis()
+    right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are reported")
     parser.add_argument("--ray", action="store_true", help="also a local Ray instance running --workers runs at once")
+    parser.add_argument("--figure", type=Path, help="also draw the medians into this PNG")
     args = parser.parse_args()
     modes = [("sequential", ()), (f"--workers {args.workers}", ("--workers", str(args.workers)))]
     if args.ray:  # N runs at once: N CPUs for the instance, 1 CPU per run
         cpus = max(1, (os.cpu_count() or 1) // args.workers)
         modes.append((f"ray, {args.workers} at once", ("--executor", "ray", "--resources", f"cpus={cpus}")))
-    with tempfile.TemporaryDirectory() as tmp:
-        times = {}
-        for mode, extra in modes:
-            folder = Path(tmp) / mode.replace(" ", "").replace("-", "")
-            folder.mkdir()
-            (folder / "study.yaml").write_text(STUDY.format(epochs=args.epochs))
-            load = os.getloadavg()[0]
-            times[mode] = (*timed_run(folder, *extra), load)
-    seq = times["sequential"][0]
-    print(f"4 runs x {args.epochs} epochs, 1 torch thread per run, {os.cpu_count()} CPUs\n")
-    print("| mode | wall s (whole command) | speed-up | first run starts after s | load avg at start |")
-    print("|---|---:|---:|---:|---:|")
-    for mode, (seconds, first, load) in times.items():
-        print(f"| {mode} | {seconds:.1f} | {seq / seconds:.2f}x | {first:.1f} | {load:.2f} |")
+    times = measure(args, modes)
+    seq = [t[0] for t in times["sequential"]]
+    print(f"4 runs x {args.epochs} epochs, 1 torch thread per run, {os.cpu_count()} CPUs, {args.rounds} round(s)\n")
+    print("| mode | round | wall s (whole command) | speed-up | first run starts after s | load avg at start |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for mode, rounds in times.items():
+        for i, (seconds, first, load) in enumerate(rounds):
+            print(f"| {mode} | {i + 1} | {seconds:.1f} | {seq[i] / seconds:.2f}x | {first:.1f} | {load:.2f} |")
+    if args.figure:
+        title = f"--workers {args.workers} vs sequential: 4 runs x {args.epochs} epochs, {os.cpu_count()} CPUs"
+        plot(times, args.figure, title)
 
 
 if __name__ == "__main__":
