@@ -60,6 +60,19 @@ def invoke(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
 
 
+def run_study(root: Path, text: str) -> tuple[Path, str]:
+    """Write ``text`` as ``root/study.yaml`` and run it (a real process) into a fresh store under ``root``.
+
+    Returns the study file and the store's tracking URI; fails the calling test if the run fails.
+    """
+    study = root / "study.yaml"
+    study.write_text(text)
+    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
+    ran = run_cli("run", str(study), "--tracking-uri", uri, cwd=root)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return study, uri
+
+
 #: The smallest real training run (32 px, 4 images, one epoch: seconds): the ``base`` of store tests.
 SMALL_BASE = """\
 base:

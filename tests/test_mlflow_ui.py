@@ -11,7 +11,7 @@ import io
 
 import numpy as np
 import pytest
-from helpers import invoke, run_cli
+from helpers import invoke, run_study
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
@@ -43,11 +43,7 @@ grid:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("ui")
-    study = root / "study.yaml"
-    study.write_text(STUDY)
-    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
-    ran = run_cli("run", str(study), "--tracking-uri", uri, cwd=root)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    study, uri = run_study(root, STUDY)
     built = invoke("report", str(study), "--tracking-uri", uri, "--out", str(root / "report"), cwd=root)
     assert built.returncode == 0, built.stderr
     client = MlflowClient(tracking_uri=uri)

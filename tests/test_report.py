@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers import run_cli
+from helpers import run_cli, run_study
 from scipy import stats as sps
 
 from studybench.api import make_report, open_view
@@ -47,11 +47,7 @@ FIGURES = ["miou_bars", "accuracy_vs_cost", "ablation_focal-gamma", "per_class_i
 def store(tmp_path_factory) -> dict:
     """Train the study once (a process), then build its report (another process)."""
     root = tmp_path_factory.mktemp("report")
-    study = root / "study.yaml"
-    study.write_text(STUDY)
-    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
-    ran = run_cli("run", str(study), "--tracking-uri", uri, cwd=root)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    study, uri = run_study(root, STUDY)
     built = run_cli("report", str(study), "--tracking-uri", uri, "--out", str(root / "report"), cwd=root)
     assert built.returncode == 0, built.stdout + built.stderr
     return {"root": root, "study": study, "uri": uri, "out": root / "report", "stderr": built.stderr}

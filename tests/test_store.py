@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from helpers import SMALL_BASE, invoke, run_cli
+from helpers import SMALL_BASE, invoke, run_cli, run_study
 from mlflow.tracking import MlflowClient
 
 from studybench.store.layout import TAG_KEY, records_experiment
@@ -34,11 +34,7 @@ def training_runs(uri: str, study: str) -> list:
 def scoped(tmp_path_factory) -> dict:
     """The study, run once; then a changed-epochs run and an extra seed of one method under the same name."""
     root = tmp_path_factory.mktemp("scope")
-    study = root / "study.yaml"
-    study.write_text(STUDY)
-    uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
-    ran = run_cli("run", str(study), "--tracking-uri", uri, cwd=root)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    study, uri = run_study(root, STUDY)
     first = invoke("report", str(study), "--tracking-uri", uri, "--out", str(root / "before"), cwd=root)
     assert first.returncode == 0, first.stderr
     changed = root / "changed.yaml"
