@@ -90,6 +90,7 @@ def plot(times: dict[str, list[tuple]], path: Path, title: str) -> None:
     left.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2)
     right.barh(modes, wall[0] / wall, color="#009E73")
     right.axvline(1.7, color="black", linestyle="--", linewidth=1, label="goal 1.7x")
+    right.set_xlim(0, max(2.0, 1.1 * float((wall[0] / wall).max())))
     right.set_xlabel("speed-up over sequential")
     right.invert_yaxis()
     right.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.22))
