@@ -83,8 +83,9 @@ def _fail(title: str, err: Exception | str) -> typer.Exit:
     """Print ``title: err`` on stderr; the caller raises the returned exit 2."""
     from rich.markup import escape
 
-    # escaped: an install hint such as pip install 'studybench[slurm]' is not a style tag
-    err_console.print(f"[red]{title}[/]\n{escape(str(err))}", markup=True, highlight=False)
+    # escaped: an install hint such as pip install 'studybench[slurm]' is not a style tag; soft-wrapped:
+    # a path or command in the message stays on one line to copy, however narrow the terminal or log
+    err_console.print(f"[red]{title}[/]\n{escape(str(err))}", markup=True, highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import torch
 from helpers import REPO, TINY_STUDY, run_cli  # noqa: F401 - re-exported for tests that import conftest
 
 torch.set_num_threads(1)  # tests run beside each other on 2 cores
+# pytest-xdist's workers get COLUMNS=80 and LINES=24: the CLI under test would wrap its tables
+# and messages at 80 columns there and at its log width (160) in a plain pytest run
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 
 @pytest.fixture

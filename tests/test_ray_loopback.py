@@ -18,9 +18,11 @@ from types import SimpleNamespace
 import psutil
 import pytest
 from helpers import TINY_STUDY, invoke
+from mlflow.tracking import MlflowClient
 
 from studybench.executors import ray as ray_executor
 from studybench.executors.ray import RayExecutor, check_loopback, local_options
+from studybench.store.layout import TAG_ERROR
 
 pytest.importorskip("ray")
 
@@ -52,15 +54,15 @@ def is_loopback(ip: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def ray_study_listeners(tmp_path_factory) -> set[tuple[str, str, int]]:
-    """Run a two-run study on a local Ray instance; sample the listeners of its processes until it ends."""
+def ray_study(tmp_path_factory) -> dict:
+    """Run a two-run study on a local Ray instance, one run failing; sample the listeners of its processes until it ends."""
     tmp = tmp_path_factory.mktemp("ray_loopback")
     (tmp / "tiny.yaml").write_text(TINY_STUDY)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "STUDYBENCH_FAULT": "error@train:0#dice"}
     for name in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", ray_executor.SINGLE_MACHINE[0]):
         env.pop(name, None)
-    cmd = [sys.executable, "-m", "studybench.cli", "run", "tiny.yaml", "--executor", "ray"]
-    cmd += ["--tracking-uri", f"sqlite:///{tmp / 'mlflow.db'}"]
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "studybench.cli", "run", "tiny.yaml", "--executor", "ray", "--tracking-uri", uri]
     driver = subprocess.Popen(cmd, cwd=tmp, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     root, seen = psutil.Process(driver.pid), set()
     deadline = time.monotonic() + 600
@@ -68,18 +70,30 @@ def ray_study_listeners(tmp_path_factory) -> set[tuple[str, str, int]]:
         seen |= listeners(root)
         time.sleep(0.5)
     out, _ = driver.communicate(timeout=60)
-    assert driver.returncode == 0, out
-    return seen
+    return {"listeners": seen, "uri": uri, "returncode": driver.returncode, "out": out}
 
 
-def test_no_listener_of_a_local_ray_study_outside_loopback(ray_study_listeners):
-    names = {name for name, _, _ in ray_study_listeners}
+def test_no_listener_of_a_local_ray_study_outside_loopback(ray_study):
+    found = ray_study["listeners"]
+    names = {name for name, _, _ in found}
     expected = {"driver", "gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent", "mlflow-server"}
-    assert expected <= names, f"not all of {sorted(expected)} seen listening: {sorted(ray_study_listeners)}"
+    assert expected <= names, f"not all of {sorted(expected)} seen listening: {sorted(found)}\n{ray_study['out']}"
     workers = names - expected - {"python"}  # "python": the dashboard head and the autoscaler monitor
     assert any(name.startswith("ray::") for name in workers), f"no worker seen listening: {sorted(names)}"
-    outside = {entry for entry in ray_study_listeners if not is_loopback(entry[1])}
+    outside = {entry for entry in found if not is_loopback(entry[1])}
     assert not outside, f"listening outside 127.0.0.0/8: {sorted(outside)}"
+
+
+def test_a_failed_ray_task_is_recorded_and_the_other_runs_finish(ray_study):
+    assert ray_study["returncode"] == 1, ray_study["out"]  # 1: a run failed, the others ran
+    client = MlflowClient(tracking_uri=ray_study["uri"])
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert {r.info.run_name: r.info.status for r in runs} == {
+        "ce · unet · s0": "FINISHED",
+        "dice · unet · s0": "FAILED",
+    }
+    failed = next(r for r in runs if r.info.status == "FAILED")
+    assert "RuntimeError: injected" in failed.data.tags[TAG_ERROR]
 
 
 class FakeRay:

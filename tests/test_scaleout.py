@@ -1,5 +1,5 @@
 """Crash safety and scale-out with real processes: kill -9 and resume, Ctrl-C, retries,
-parallel workers over a local MLflow server, and a real local Ray instance."""
+parallel workers over a local MLflow server (a real local Ray instance: tests/test_ray_loopback.py)."""
 
 from __future__ import annotations
 
@@ -158,23 +158,6 @@ def test_two_workers_on_the_sqlite_default_track_every_run_and_metric(tmp_path, 
         assert run.data.metrics["miou"] == reference[name][0].data.metrics["miou"]
         pids.add(run.data.tags[TAG_PID])
     assert len(pids) == 2  # really two worker processes
-
-
-def test_ray_executor_on_a_local_instance_records_a_failed_task_and_finishes_the_others(tmp_path, write_study):
-    pytest.importorskip("ray")
-    study = write_study(RESUME_STUDY.replace("seeds: [0, 1, 2, 3]", "seeds: [0, 1, 2]"))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    done = studybench(
-        "run", str(study), "--executor", "ray", "--tracking-uri", uri, cwd=tmp_path, fault="error@train:0#s1"
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
-    runs = runs_by_name(uri, "crash")
-    assert {name: [r.info.status for r in rs] for name, rs in runs.items()} == {
-        named(0): ["FINISHED"],
-        named(1): ["FAILED"],
-        named(2): ["FINISHED"],
-    }
-    assert "RuntimeError: injected" in runs[named(1)][0].data.tags["studybench.error"]
 
 
 def test_bad_option_combinations_exit_2_before_anything_is_written(tmp_path, write_study):
