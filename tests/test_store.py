@@ -136,3 +136,15 @@ def test_runs_scored_on_cropped_labels_are_flagged():
     frame = pd.DataFrame({"eval_labels": ["native", "centre-crop", "centre-crop"]})
     assert _deviations(frame) and _deviations(frame)[0].startswith("2 run(s) were scored on resized, centre-cropped")
     assert _deviations(frame.iloc[:1]) == []
+
+
+def test_a_cpu_run_records_the_vector_isa_its_kernels_used():
+    """One run key gives other float results on another ISA (AVX2 vs AVX512): the device tag says which."""
+    import torch
+
+    from studybench.store.layout import TAG_DEVICE
+    from studybench.store.writer import environment_tags
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU run records the GPU")
+    assert torch.backends.cpu.get_cpu_capability() in environment_tags()[TAG_DEVICE]

@@ -326,7 +326,7 @@ def git_commit() -> str:
 
 @lru_cache(maxsize=1)
 def environment_tags() -> dict[str, str]:
-    """What the costs were measured on: torch version and the device (GPU name or CPU model, cores)."""
+    """What the run was computed and timed on: torch version and the device (GPU name, or CPU model, cores and ISA)."""
     import platform
 
     import torch
@@ -340,5 +340,8 @@ def environment_tags() -> dict[str, str]:
                 device = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
         except (OSError, StopIteration):
             pass
-        device = f"{device} ({os.cpu_count()} CPUs)"
+        capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "")()
+        # the vector ISA torch's CPU kernels use (AVX2, AVX512...): one run key gives other float
+        # results on another ISA, and this is how a report tells the two machines apart
+        device = f"{device} ({os.cpu_count()} CPUs{', ' + capability if capability else ''})"
     return {TAG_TORCH: torch.__version__, TAG_DEVICE: device}
