@@ -438,7 +438,11 @@ StudyArgs = typer.Argument(None, help="Study YAML files (or give --study NAME, r
 @app.command("rank")
 def rank_methods(
     study_paths: list[Path] | None = StudyArgs,
-    study_names: list[str] | None = typer.Option(None, "--study", help="A study name in the store (repeatable)."),
+    study_names: list[str] | None = typer.Option(
+        None,
+        "--study",
+        help="A study name in the store (repeatable); NAME@PROFILE for its own profile, NAME@ for none.",
+    ),
     profile: str | None = ProfileOpt,
     metric: str = typer.Option("miou", "--metric", help="Final metric to rank by (costs rank lowest first)."),
     methods: str | None = typer.Option(
@@ -455,7 +459,7 @@ def rank_methods(
 
     uri = _uri(tracking_uri)
     views = [_view(p, None, profile, uri) for p in study_paths or []]
-    views += [_view(None, n, profile, uri) for n in study_names or []]
+    views += [_view(None, *study_and_profile(n, profile), uri) for n in study_names or []]
     if not views:
         raise _fail("invalid arguments", "give study files and/or --study NAME")
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
@@ -474,6 +478,15 @@ def rank_methods(
     if out is not None:
         files = write_ranking(result, tables, out)
         console.print(f"{len(files)} files written to {out}/")
+
+
+def study_and_profile(text: str, default: str | None) -> tuple[str, str | None]:
+    """``NAME@PROFILE`` -> (NAME, PROFILE), ``NAME@`` -> (NAME, None), ``NAME`` -> (NAME, ``default``).
+
+    So one ranking can join a study reported without a profile and others at smoke scale.
+    """
+    name, at, own = text.partition("@")
+    return (name, own or None) if at else (name, default)
 
 
 def _print_entries(family: str, name: str | None) -> None:

@@ -193,3 +193,17 @@ def test_rank_studies_pools_the_cells_of_several_studies(monkeypatch, tmp_path):
         ranking.rank_studies([view("a"), view("a")])
     with pytest.raises(ranking.RankError, match="no finished run"):
         ranking.rank_studies([view("a")], methods=["ce", "lovasz"])
+
+
+@pytest.mark.parametrize(
+    ("text", "default", "expected"),
+    [
+        ("quickstart", "smoke", ("quickstart", "smoke")),
+        ("quickstart@", "smoke", ("quickstart", None)),
+        ("zhao2019@smoke", None, ("zhao2019", "smoke")),
+    ],
+)
+def test_a_ranked_study_may_name_its_own_profile(text, default, expected):
+    from studybench.cli import study_and_profile
+
+    assert study_and_profile(text, default) == expected
