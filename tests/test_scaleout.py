@@ -256,3 +256,13 @@ def test_local_server_starts_without_mlflow_job_runner(tmp_path):
                 pass
         assert any("mlflow" in cmd and "server" in cmd for cmd in commands), commands
         assert not [cmd for cmd in commands if "_job_runner" in cmd or "huey" in cmd], commands
+
+
+def test_workers_that_lower_a_runs_threads_say_so(tmp_path, write_study):
+    """Threads are not in the run key but change CPU float results: --workers warns when it lowers them."""
+    study = write_study(RESUME_STUDY.replace("threads: 1}", "threads: 256}"))
+    out = invoke("run", str(study), "--workers", "2", "--dry-run", cwd=tmp_path)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "4 run(s) ask for train.threads=256" in " ".join(out.stdout.split())
+    quiet = invoke("run", str(write_study(RESUME_STUDY, "one.yaml")), "--workers", "2", "--dry-run", cwd=tmp_path)
+    assert "train.threads" not in quiet.stdout
