@@ -489,9 +489,9 @@ def _warn_fewer_threads(specs: list, workers: int) -> None:
     run's numbers differ in the last digits from a sequential run of the same key (measured:
     quickstart ``ce · fpn · s0`` mIoU 0.308211 with 2 threads, 0.307689 with 1).
     """
-    from studybench.executors.pool import cpu_count
+    from studybench.executors.pool import cpu_count, threads_per_worker
 
-    threads = max(1, cpu_count() // workers)
+    threads = threads_per_worker(workers)
     fewer = [s for s in specs if (s.config.train.threads or 0) > threads]
     if fewer:
         asked = sorted({s.config.train.threads for s in fewer})

@@ -40,6 +40,11 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+def threads_per_worker(workers: int) -> int:
+    """Torch threads each of ``workers`` runs gets: this machine's CPUs shared out, at least one."""
+    return max(1, cpu_count() // workers)
+
+
 class PoolExecutor:
     """``workers`` runs at once, each in its own process with ``cpu_count() // workers`` threads."""
 
@@ -48,7 +53,7 @@ class PoolExecutor:
     ) -> None:
         self.uri, self.study, self.workers = uri, study, workers
         self.checkpoints, self.retries = checkpoints, retries
-        self.threads = max(1, cpu_count() // workers)
+        self.threads = threads_per_worker(workers)
 
     def run(self, specs: list[RunSpec], display) -> list[RunOutcome]:
         context = get_context("spawn")  # no fork of a process that holds torch threads
