@@ -15,7 +15,7 @@ from helpers import REPO, SMALL_BASE, invoke
 from mlflow.tracking import MlflowClient
 
 from studybench.store import StudyWriter
-from studybench.store.layout import TAG_KEY
+from studybench.store.layout import TAG_KEY, TAG_LAST_USED, TAG_MANIFEST_HASH
 
 STUDY = (
     """\
@@ -112,3 +112,42 @@ def test_a_held_claim_skips_the_run_and_a_dead_holder_releases_it(tmp_path):
     holder.wait(timeout=30)
     with claim(folder, "k") as mine:
         assert mine is True
+
+
+
+RECORDER = """
+import sys, time
+from pathlib import Path
+from studybench.store import StudyWriter
+writer = StudyWriter(sys.argv[1], "twice")
+go = Path(sys.argv[2])
+Path(f"{go}.ready{sys.argv[3]}").touch()
+while not go.exists():
+    time.sleep(0.001)
+for grid in range(30):
+    writer.record_manifest({"schema": 1, "profile": "", "runs": [], "grid": grid})
+"""
+
+
+def test_two_launches_recording_one_manifest_at_once_both_succeed(tmp_path):
+    """Two launches of one study record one manifest at the same moment: neither may fail.
+
+    MLflow inserts a tag after reading it absent, so two writers of one record's tag collided on
+    the unique constraint (CI of stop 21); before the fix, 4 trials of this test in 4 failed.
+    """
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    go = tmp_path / "go"
+    StudyWriter(uri, "twice")
+    writers = [
+        subprocess.Popen([sys.executable, "-c", RECORDER, uri, str(go), str(n)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        for n in range(2)
+    ]
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{go}.ready{n}").exists() for n in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    go.touch()
+    errors = [w.communicate(timeout=300)[1] for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    records = StudyWriter(uri, "twice").manifests("")
+    assert len({r.data.tags[TAG_MANIFEST_HASH] for r in records}) == 30
+    assert all(TAG_LAST_USED in r.data.tags for r in records)

@@ -200,7 +200,7 @@ class StudyWriter(StudyReader):
             run_id = self.client.create_run(exp_id, run_name=name, tags=tags).info.run_id
             self.client.log_text(run_id, json.dumps(manifest, indent=1, sort_keys=True), ARTIFACT_MANIFEST)
             self.client.set_terminated(run_id, "FINISHED")
-        self.client.set_tag(run_id, TAG_LAST_USED, f"{time.time():.3f}")
+        _shared_write(lambda: self.client.set_tag(run_id, TAG_LAST_USED, f"{time.time():.3f}"))
         return run_id
 
     def log_report(self, out_dir: Path, profile: str | None) -> str:
@@ -216,6 +216,24 @@ class StudyWriter(StudyReader):
         self.client.log_artifacts(run_id, str(out_dir), ARTIFACT_REPORT_DIR)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+
+def _shared_write(write: Any, attempts: int = 4) -> Any:
+    """Do ``write`` on a record other processes may write at the same moment, retrying a conflict.
+
+    MLflow writes a tag as "read, then insert or update": two processes that both read "absent"
+    both insert, and the second fails on the unique constraint (SQLite and PostgreSQL alike).
+    The write is idempotent and, on a retry, finds the row and updates it.
+    """
+    from mlflow.exceptions import MlflowException
+
+    for attempt in range(attempts):
+        try:
+            return write()
+        except MlflowException:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
 
 
 class RunLogger:
