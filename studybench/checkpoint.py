@@ -26,9 +26,13 @@ import hashlib
 import json
 import os
 import random
+import signal
 import socket
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +48,9 @@ ENV = "STUDYBENCH_CHECKPOINTS"
 REQUIRED = {"format": int, "key": str, "epoch": int, "state": dict, "scheme": dict, "rng": dict}
 #: A temporary file of another host is only taken for abandoned after this long (its pid means nothing here).
 FOREIGN_TMP_AGE_S = 24 * 3600
+#: Signals whose Python handlers raise: Ctrl-C, and submitit's USR2 (time limit or preemption: it
+#: requeues the job, then calls sys.exit). Held back while a checkpoint is written; see signals_deferred.
+DEFERRED_SIGNALS = (signal.SIGINT, signal.SIGUSR2)
 
 
 def disk_error(err: BaseException, partial: Path) -> BaseException:
@@ -70,6 +77,31 @@ def disk_error(err: BaseException, partial: Path) -> BaseException:
     )
 
 
+@contextmanager
+def signals_deferred(signums: tuple[int, ...] = DEFERRED_SIGNALS) -> Iterator[None]:
+    """Hold back ``signums`` for the block, then give those that came to their own handlers.
+
+    torch.save turns an exception raised inside its file writes into ``RuntimeError: unexpected
+    pos A vs B``. A Slurm job warned of its time limit while saving was therefore recorded FAILED
+    (and never resumed) instead of requeued; a Ctrl-C while saving, FAILED instead of KILLED.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield  # Python handlers run (and are set) in the main thread only
+        return
+    caught: list[int] = []
+    previous = {}
+    for signum in signums:
+        if callable(signal.getsignal(signum)):  # SIG_DFL / SIG_IGN act in C and raise nothing
+            previous[signum] = signal.signal(signum, lambda number, _frame: caught.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum in dict.fromkeys(caught):
+            signal.raise_signal(signum)
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be used: unreadable, not ours, or of the wrong structure."""
 
@@ -93,20 +125,24 @@ class Checkpoints:
         return self.root / spec.study / f"{spec.key}.pt"
 
     def save(self, spec: RunSpec, payload: dict[str, Any]) -> None:
-        """Write atomically (temporary file, then rename); the JSON beside it lets ``status`` check it cheaply."""
+        """Write atomically (temporary file, then rename); the JSON beside it lets ``status`` check it cheaply.
+
+        A Ctrl-C or Slurm's time-limit warning that comes meanwhile acts once the checkpoint is whole.
+        """
         path = self.path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{spec.key}.tmp{os.getpid()}.{socket.gethostname()}")
-        try:
-            with open(tmp, "wb") as handle:  # our handle: closed (its space freed on unlink) even on error
-                torch.save(to_plain({"format": FORMAT, "key": spec.key, **payload}), handle)
-            summary = {"epoch": payload.get("epoch"), "run_id": payload.get("run_id"), **_fingerprint(tmp)}
-            os.replace(tmp, path)
-            path.with_suffix(".json").write_text(json.dumps(summary))
-        except (OSError, RuntimeError) as err:
-            failure = disk_error(err, tmp)
-            tmp.unlink(missing_ok=True)  # a partial checkpoint helps no one and holds the space
-            raise failure from err
+        with signals_deferred():
+            try:
+                with open(tmp, "wb") as handle:  # our handle: closed (its space freed on unlink) even on error
+                    torch.save(to_plain({"format": FORMAT, "key": spec.key, **payload}), handle)
+                summary = {"epoch": payload.get("epoch"), "run_id": payload.get("run_id"), **_fingerprint(tmp)}
+                os.replace(tmp, path)
+                path.with_suffix(".json").write_text(json.dumps(summary))
+            except (OSError, RuntimeError) as err:
+                failure = disk_error(err, tmp)
+                tmp.unlink(missing_ok=True)  # a partial checkpoint helps no one and holds the space
+                raise failure from err
 
     def load(self, spec: RunSpec) -> dict[str, Any] | None:
         """The checkpoint of ``spec``, or None if there is none.

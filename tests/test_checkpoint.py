@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from helpers import invoke
 
+from studybench import checkpoint as checkpoint_module
 from studybench.checkpoint import FORMAT, Checkpoints, rng_state, set_rng_state, to_plain
 from studybench.config import load_study
 from studybench.grid import expand
@@ -125,6 +129,43 @@ def test_a_checkpoint_round_trips_as_plain_data(tmp_path):
     set_rng_state(payload["rng"])
     assert np.array_equal(np.random.rand(3), expected)
     assert payload["state"] == {"step": 5} and torch.equal(payload["scheme"]["w"], torch.ones(2))
+
+
+class Requeued(Exception):
+    """What submitit's USR2 handler does (it requeues the job, then sys.exit), as an exception of our own."""
+
+
+class SignalledMidWrite(io.FileIO):
+    """A checkpoint file that sends this process SIGUSR2 during torch.save's third write to it."""
+
+    def write(self, data):
+        self.writes = getattr(self, "writes", 0) + 1
+        if self.writes == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)  # its Python handler runs before this write returns
+        return super().write(data)
+
+
+def test_a_signal_during_a_save_acts_once_the_checkpoint_is_whole(tmp_path, monkeypatch):
+    """Slurm warns a job of its time limit with USR2 whenever it likes, so also while it saves a checkpoint.
+
+    Raised inside torch.save's writes, the handler's exception came out as ``RuntimeError: unexpected
+    pos A vs B``: the run was recorded FAILED instead of requeued (seen in the Slurm test).
+    """
+    _, specs = _specs(tmp_path)
+    checkpoints = Checkpoints(tmp_path)
+    monkeypatch.setattr(checkpoint_module, "open", lambda path, mode: SignalledMidWrite(path, mode), raising=False)
+
+    def requeue(signum, frame):
+        raise Requeued
+
+    previous = signal.signal(signal.SIGUSR2, requeue)
+    try:
+        with pytest.raises(Requeued):
+            checkpoints.save(specs[0], {"epoch": 2, "state": {}, "scheme": {"w": torch.ones(100_000)}, "rng": {}})
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert checkpoints.load(specs[0])["epoch"] == 2  # written whole, then the handler ran
+    assert [p.name for p in checkpoints.path(specs[0]).parent.iterdir() if ".tmp" in p.name] == []
 
 
 def test_a_changed_file_is_not_promised_to_resume(tmp_path):
