@@ -3,10 +3,11 @@
 Runs are written through ``MlflowClient`` with explicit run ids (no global "active run"),
 so the same code works in a worker process or on a Ray node.
 
-A new SQLite store is created whole or not at all: its schema is built in a temporary file
-under a lock and renamed into place, so two processes starting at once never race on
-MLflow's schema migration, and a kill at any moment of the creation leaves no half-made
-store (the next ``run`` simply creates it again).
+A new SQLite store is created whole or not at all: it is made in a temporary file under a
+lock and renamed into place, so two processes starting at once never race on MLflow's schema
+migration, and a kill at any moment of the creation leaves no half-made store (the next
+``run`` simply creates it again). It is made by copying an empty store that the first
+creation on a machine builds and caches (``empty_store_template``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import socket
+import sqlite3
 import tempfile
 import threading
 import time
 import traceback
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -91,11 +94,58 @@ def ensure_store(uri: str) -> None:
         for stale in path.parent.glob(path.name + ".creating-*"):
             stale.unlink(missing_ok=True)  # left by a process killed while creating (we hold the lock)
         temp = path.with_name(f"{path.name}.creating-{os.getpid()}")
-        quiet_mlflow()
-        from mlflow.tracking import MlflowClient
-
-        MlflowClient(tracking_uri=f"sqlite:///{temp}").search_experiments(max_results=1)  # builds the schema
+        template = empty_store_template()
+        if template is None:
+            _build_schema(temp)
+        else:
+            shutil.copyfile(template, temp)
+            _place_default_experiment(temp, path.parent)
         os.replace(temp, path)
+
+
+def empty_store_template() -> Path | None:
+    """An empty SQLite store of the installed MLflow, built once per machine; None if it cannot be cached.
+
+    MLflow builds a new store's schema by running its ~60 migrations, 2-4 s of CPU that every
+    new store paid (every study folder, every test); copying a finished one takes milliseconds.
+    The file is keyed by MLflow's version, so an upgrade builds a new one.
+    """
+    import mlflow
+
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studybench"
+    template = cache / f"empty-store-mlflow-{mlflow.__version__}.db"
+    if template.is_file():
+        return template
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with _locked(cache / "empty-store.lock"):
+            if not template.is_file():
+                for stale in cache.glob(template.name + ".creating-*"):
+                    stale.unlink(missing_ok=True)  # left by a process killed while building (we hold the lock)
+                temp = template.with_name(f"{template.name}.creating-{os.getpid()}")
+                _build_schema(temp)
+                os.replace(temp, template)
+    except OSError:
+        return None  # no writable cache (a read-only home): each store builds its own schema
+    return template
+
+
+def _build_schema(path: Path) -> None:
+    quiet_mlflow()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+
+
+def _place_default_experiment(store: Path, folder: Path) -> None:
+    """Point MLflow's "Default" experiment of a copied store at the store's own folder.
+
+    MLflow puts it under the working directory of whoever built the schema; studybench never
+    uses it, but someone logging there by hand should find the files beside the store.
+    """
+    location = (folder / "artifacts" / "Default").as_uri()
+    with closing(sqlite3.connect(store)) as db, db:
+        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
 
 
 @contextmanager
