@@ -7,12 +7,15 @@ epoch EPOCH, of runs whose name contains RUN):
 
 - actions: ``kill`` (SIGKILL this process, as ``kill -9`` would), ``interrupt`` (SIGINT, as
   Ctrl-C would), ``oom`` (raise ``torch.OutOfMemoryError``, a transient failure), ``nan``
-  (raise ``NonFiniteLossError``, a deterministic one), ``error`` (raise ``RuntimeError``);
+  (raise ``NonFiniteLossError``, a deterministic one), ``error`` (raise ``RuntimeError``),
+  ``stall`` (sleep ``STALL_S`` seconds, as a slow step or a wait on a shared disk would: a run
+  that takes long without using the CPU, to meet a time limit);
 - points: ``train`` (after the first step of the epoch), ``eval`` (before evaluating the
   epoch), ``log`` (after the epoch's curves are logged, before its checkpoint is written),
   ``final`` (after the final metrics are logged, before the run is marked FINISHED).
 
-Raising actions fire once per process, so a retry in the same process gets past them.
+Raising actions fire once per process, so a retry in the same process gets past them; a
+stall fires every time its point is reached.
 Example: ``STUDYBENCH_FAULT="kill@eval:1" studybench run study.yaml`` dies while
 evaluating the second epoch of the first run; the rerun resumes it from its checkpoint.
 """
@@ -21,9 +24,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 ENV = "STUDYBENCH_FAULT"
-ACTIONS = ("kill", "interrupt", "oom", "nan", "error")
+ACTIONS = ("kill", "interrupt", "oom", "nan", "error", "stall")
+STALL_S = 5.0
 POINTS = ("train", "eval", "log", "final")
 _fired: set[str] = set()
 
@@ -54,6 +59,9 @@ def _parse(item: str) -> tuple[str, str, str]:
 
 
 def _trigger(action: str, item: str, where: str) -> None:
+    if action == "stall":
+        time.sleep(STALL_S)
+        return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "interrupt":

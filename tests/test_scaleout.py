@@ -15,6 +15,7 @@ from helpers import REPO, invoke
 from mlflow.tracking import MlflowClient
 
 from studybench.executors import is_transient
+from studybench import faults
 from studybench.faults import inject
 from studybench.runner import UsageError, parse_resources
 from studybench.store import StudyWriter
@@ -64,11 +65,11 @@ def history(uri: str, run, key: str = "val/miou") -> list[tuple[int, float]]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
-    """The study run once without interruption: what every resumed run must equal."""
+    """The study run once without interruption (in this process): what every resumed run must equal."""
     tmp = tmp_path_factory.mktemp("reference")
     (tmp / "crash.yaml").write_text(RESUME_STUDY)
     uri = f"sqlite:///{tmp / 'ref.db'}"
-    done = studybench("run", "crash.yaml", "--tracking-uri", uri, cwd=tmp)
+    done = invoke("run", "crash.yaml", "--tracking-uri", uri, cwd=tmp)
     assert done.returncode == 0, done.stdout + done.stderr
     return {name: (runs[0], history(uri, runs[0])) for name, runs in runs_by_name(uri, "crash").items()}
 
@@ -87,7 +88,7 @@ def test_kill_9_at_any_moment_then_rerun_loses_and_duplicates_nothing(tmp_path, 
         assert killed.returncode == -9, killed.stdout + killed.stderr
     status = invoke("status", "crash.yaml", cwd=tmp_path)  # reads the store: no need for a fresh process
     assert "its process died" in status.stdout and "resumes after epoch 3" in status.stdout, status.stdout
-    final = studybench("run", "crash.yaml", cwd=tmp_path)
+    final = invoke("run", "crash.yaml", cwd=tmp_path)  # the rerun: in this process
     assert final.returncode == 0, final.stdout + final.stderr
 
     uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
@@ -227,6 +228,13 @@ def test_fault_and_resource_specs_are_checked(monkeypatch):
     with pytest.raises(RuntimeError, match="injected"):
         inject("eval", 3, "synthetic/dice/seed0")
     inject("eval", 3, "synthetic/dice/seed0")  # raising faults fire once per process (a retry gets past)
+    slept: list[float] = []
+    monkeypatch.setattr(faults.time, "sleep", slept.append)
+    monkeypatch.setenv("STUDYBENCH_FAULT", "stall@train#s1")
+    for epoch in (1, 2):
+        inject("train", epoch, "ce · unet · s1")
+    inject("train", 1, "ce · unet · s0")
+    assert slept == [faults.STALL_S, faults.STALL_S]  # a stall: every time its point comes, of its runs only
     assert parse_resources("cpus=4,gpus=1", Resources()) == Resources(cpus=4, gpus=1)
     assert parse_resources(None, Resources(cpus=2)) == Resources(cpus=2)
     with pytest.raises(UsageError, match="keys: cpus, gpus"):

@@ -46,17 +46,19 @@ base:
 grid:
   method: [ce, dice]
 """
-#: One run longer than the 45 s its 1-minute job runs at most before Slurm's warning (USR2), even
-#: on a quiet machine; once requeued, the test raises the job's limit so the rest fits however slow.
+#: One run longer than the 45 s its 1-minute job runs at most before Slurm's warning (USR2), however
+#: fast the machine: each epoch stalls (sleeps) 5 s (LIMIT_FAULT), so the job waits on its time limit
+#: without taking a CPU from the rest of the suite. Once requeued, the test raises the job's limit.
 LIMIT_STUDY = """\
 study: slurmlimit
 resources: {time_min: 1}
 base:
-  data: {dataset: synthetic, options: {num_classes: 4, image_size: 32, train_images: 16, val_images: 4}}
+  data: {dataset: synthetic, options: {num_classes: 4, image_size: 32, train_images: 4, val_images: 4}}
   model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
-  train: {epochs: 80, batch_size: 4, lr: 0.01, threads: 1}
+  train: {epochs: 14, batch_size: 4, lr: 0.01, threads: 1}
 """
-LIMIT_EPOCHS = 80
+LIMIT_EPOCHS = 14
+LIMIT_FAULT = "stall@train"
 FINAL_KEYS = ("miou", "pixel_acc", "mean_acc", "iou/background", "steps")
 
 
@@ -95,10 +97,13 @@ def slurm():
         subprocess.run(["bash", str(SCRIPT), "stop", folder], capture_output=True, timeout=60)
 
 
-def studybench(*args: str, cwd: Path) -> subprocess.Popen:
+def studybench(*args: str, cwd: Path, fault: str | None = None) -> subprocess.Popen:
+    """``studybench ARGS`` in a fresh process; its Slurm jobs inherit its environment, ``fault`` included."""
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     for name in ("MLFLOW_TRACKING_URI", "STUDYBENCH_FAULT", "STUDYBENCH_CHECKPOINTS"):
         env.pop(name, None)
+    if fault:
+        env["STUDYBENCH_FAULT"] = fault
     cmd = [sys.executable, "-m", "studybench.cli", *args]
     return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
@@ -148,7 +153,9 @@ def test_slurm_grid_cancel_resume_status_and_time_limit(slurm, tmp_path):
         f"sqlite:///{tmp_path / 'limit' / 'mlflow.db'}",
     )
     # the time-limited run first, in the background: it spends most of its time waiting for Slurm
-    limit = studybench("run", "limit.yaml", "--executor", "slurm", "--tracking-uri", limit_uri, cwd=tmp_path)
+    limit = studybench(
+        "run", "limit.yaml", "--executor", "slurm", "--tracking-uri", limit_uri, cwd=tmp_path, fault=LIMIT_FAULT
+    )
     grid = studybench("run", "grid.yaml", "--executor", "slurm", "--tracking-uri", grid_uri, cwd=tmp_path)
     watcher = ThreadPoolExecutor(1).submit(extend_after_first_requeue, tmp_path / "limit" / "slurm" / "slurmlimit")
     try:
