@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
+
 import pandas as pd
 import pytest
-from helpers import SMALL_BASE, invoke, run_cli, run_study
+from helpers import SMALL_BASE, invoke, run_study
 from mlflow.tracking import MlflowClient
 
+from studybench.store import StudyWriter
 from studybench.store.layout import TAG_KEY, records_experiment
+from studybench.store.writer import empty_store_template, ensure_store
 
 STUDY = (
     """\
@@ -62,6 +67,7 @@ def test_report_covers_exactly_the_study_and_counts_what_it_left_out(scoped):
     before = pd.read_csv(root / "before" / "main.csv")
     pd.testing.assert_frame_equal(before, main)  # the other runs changed no number
     assert "left out" in (root / "after" / "README.md").read_text()
+    assert "setups" not in warnings  # one machine, one torch, one thread count
 
 
 def test_the_report_of_a_grown_study_warns_about_pending_runs_and_unequal_n(scoped):
@@ -118,7 +124,7 @@ def test_a_missing_store_is_an_error_that_creates_nothing(command, tmp_path, wri
     study = write_study(STUDY)
     empty = tmp_path / "empty"
     empty.mkdir()
-    out = run_cli(command, str(study), cwd=empty)
+    out = invoke(command, str(study), cwd=empty)
     assert out.returncode == 2, out.stdout + out.stderr
     message = " ".join(out.stderr.split())
     assert f"no MLflow store at {empty / 'results' / 'mlflow.db'}" in message and "--tracking-uri" in message
@@ -148,3 +154,47 @@ def test_a_cpu_run_records_the_vector_isa_its_kernels_used():
     if torch.cuda.is_available():
         pytest.skip("a GPU run records the GPU")
     assert torch.backends.cpu.get_cpu_capability() in environment_tags()[TAG_DEVICE]
+
+
+def _schema(db) -> tuple:
+    """Tables with their columns, indexes, and the migration reached (MLflow's own SQL text is not
+    reproducible: the order of a CHECK constraint's values changes from one build to the next)."""
+    with closing(sqlite3.connect(db)) as con:
+        objects = sorted(con.execute("SELECT type, name, tbl_name FROM sqlite_master").fetchall())
+        columns = {t: con.execute(f'PRAGMA table_info("{t}")').fetchall() for kind, t, _ in objects if kind == "table"}
+        return objects, columns, con.execute("SELECT version_num FROM alembic_version").fetchall()
+
+
+def test_a_new_store_is_a_copy_of_the_cached_empty_store_or_built_where_nothing_can_be_cached(tmp_path, monkeypatch):
+    """A copy of the cached empty store has MLflow's own schema; with no writable cache, MLflow builds it."""
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    assert empty_store_template() is None
+    ensure_store(f"sqlite:///{tmp_path / 'built' / 'mlflow.db'}")  # MLflow's migrations, as before
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    copied = tmp_path / "copied" / "mlflow.db"
+    ensure_store(f"sqlite:///{copied}")
+    assert empty_store_template().parent == tmp_path / "cache" / "studybench"
+    assert _schema(copied) == _schema(tmp_path / "built" / "mlflow.db")
+    writer = StudyWriter(f"sqlite:///{copied}", "copy")
+    assert writer.experiment_id("copy") is None and writer.ensure_experiment() == writer.experiment_id("copy")
+    default = MlflowClient(f"sqlite:///{copied}").get_experiment("0").artifact_location
+    assert default == (copied.parent / "artifacts" / "Default").as_uri()  # beside the store, not the cache
+
+
+def test_a_report_over_runs_of_two_thread_counts_says_so(tmp_path):
+    """Threads are not in the run key (a runtime choice, like the device) but change CPU float results."""
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY.replace("method: [ce, {name: focal2, loss: {name: focal, gamma: 2}}]", "method: [ce]"))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = invoke("run", str(study), "--tracking-uri", uri, "--only", "seed=0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    study.write_text(study.read_text().replace("threads: 1", "threads: 2"))  # the same keys
+    rest = invoke("run", str(study), "--tracking-uri", uri, cwd=tmp_path)
+    assert "1 already finished, 1 to run" in rest.stdout, rest.stdout
+    built = invoke("report", str(study), "--tracking-uri", uri, "--out", str(tmp_path / "r"), cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    warnings = " ".join(built.stderr.split())
+    assert "computed on 2 setups" in warnings and "· 1 thread (1 runs)" in warnings and "· 2 threads (1 runs)" in warnings
+    assert "computed on 2 setups" in " ".join((tmp_path / "r" / "index.html").read_text().split())

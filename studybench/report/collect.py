@@ -17,6 +17,7 @@ from studybench.store.layout import (
     CURVE_TRAIN_PREFIX,
     PARAM_AXIS_PREFIX,
     TAG_DATASET,
+    TAG_DEVICE,
     TAG_ERROR,
     TAG_EVAL_LABELS,
     TAG_GIT_COMMIT,
@@ -25,6 +26,7 @@ from studybench.store.layout import (
     TAG_KEY,
     TAG_METHOD,
     TAG_SEED,
+    TAG_TORCH,
     TAG_VERSION,
 )
 
@@ -76,11 +78,30 @@ def _row(key: str, run: Any) -> dict[str, Any]:
         "version": tags.get(TAG_VERSION, ""),
         "host": tags.get(TAG_HOST, ""),
         "eval_labels": tags.get(TAG_EVAL_LABELS, ""),
+        "setup": setup_of(tags, params),
     }
     row.update(run.data.metrics)
     row.update({f"param.{k}": v for k, v in params.items() if not k.startswith(PARAM_AXIS_PREFIX)})
     row.update({k: v for k, v in params.items() if k.startswith(PARAM_AXIS_PREFIX)})
     return row
+
+
+def setup_of(tags: dict[str, str], params: dict[str, str]) -> str:
+    """What a run's float results depend on beyond its key: device, torch and, on a CPU, its thread count.
+
+    One run key gives other numbers on another GPU or CPU vector ISA, another torch, or (on a
+    CPU) another number of threads; on a GPU the threads only feed it. "" for runs that
+    predate the device tag.
+    """
+    device = tags.get(TAG_DEVICE, "")
+    if not device:
+        return ""
+    setup = f"{device} · torch {tags.get(TAG_TORCH, '?')}"
+    on_cpu = " CPUs" in device  # writer.environment_tags: "<model> (<n> CPUs, <ISA>)" on a CPU
+    if not on_cpu:
+        return setup
+    threads = params.get("train.threads", "?")
+    return f"{setup} · {threads} thread{'' if threads == '1' else 's'}"
 
 
 def in_group(frame: pd.DataFrame, group: str) -> pd.Series:
