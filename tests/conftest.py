@@ -32,3 +32,23 @@ def write_study(tmp_path: Path):
         return path
 
     return write
+
+
+#: The longest test files (measured, seconds of wall time on 2 cores), started first: pytest-xdist
+#: hands files out in collection order, and a long file that starts last keeps its worker busy alone.
+LONG_FILES = (
+    "test_scaleout.py",  # 190-215
+    "test_slurm.py",  # 135-195, mostly waiting for Slurm
+    "test_concurrency.py",  # ~100
+    "test_ray_loopback.py",  # 65-85
+    "test_postgres.py",  # ~60
+    "test_server_lifetime.py",  # ~60
+    "test_store.py",  # ~60
+    "test_report.py",  # 40-60
+    "test_disk_full.py",  # 50-65
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order

@@ -61,14 +61,14 @@ def invoke(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def run_study(root: Path, text: str) -> tuple[Path, str]:
-    """Write ``text`` as ``root/study.yaml`` and run it (a real process) into a fresh store under ``root``.
+    """Write ``text`` as ``root/study.yaml`` and run it (in this process) into a fresh store under ``root``.
 
     Returns the study file and the store's tracking URI; fails the calling test if the run fails.
     """
     study = root / "study.yaml"
     study.write_text(text)
     uri = f"sqlite:///{root / 'results' / 'mlflow.db'}"
-    ran = run_cli("run", str(study), "--tracking-uri", uri, cwd=root)
+    ran = invoke("run", str(study), "--tracking-uri", uri, cwd=root)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return study, uri
 

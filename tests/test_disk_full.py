@@ -7,7 +7,7 @@ import shutil
 import subprocess
 
 import pytest
-from helpers import SMALL_BASE, run_cli
+from helpers import SMALL_BASE, invoke
 from mlflow.tracking import MlflowClient
 
 STUDY = (
@@ -47,7 +47,7 @@ def test_full_disk_fails_runs_cleanly_and_a_rerun_after_freeing_space_finishes(s
     study = tmp_path / "study.yaml"
     study.write_text(STUDY)
     uri = f"sqlite:///{small_disk / 'results' / 'mlflow.db'}"
-    full = run_cli("run", str(study), "--tracking-uri", uri, cwd=tmp_path)
+    full = invoke("run", str(study), "--tracking-uri", uri, cwd=tmp_path)
     output = " ".join((full.stdout + full.stderr).split())
     assert full.returncode == 1, output
     assert f"no space left on {small_disk / 'results' / 'checkpoints' / 'full'}" in output
@@ -58,7 +58,7 @@ def test_full_disk_fails_runs_cleanly_and_a_rerun_after_freeing_space_finishes(s
     assert not list(small_disk.rglob("*.tmp*"))
 
     subprocess.run(["mount", "-o", "remount,size=1g", str(small_disk)], check=True)
-    again = run_cli("run", str(study), "--tracking-uri", uri, cwd=tmp_path)
+    again = invoke("run", str(study), "--tracking-uri", uri, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     finished = [r for r in client.search_runs([client.get_experiment_by_name("full").experiment_id])]
     assert sorted(r.info.status for r in finished) == ["FAILED", "FAILED", "FINISHED", "FINISHED"]

@@ -45,7 +45,7 @@ FIGURES = ["miou_bars", "accuracy_vs_cost", "ablation_focal-gamma", "per_class_i
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> dict:
-    """Train the study once (a process), then build its report (another process)."""
+    """Train the study once (in this process), then build its report in a fresh one: it reads the store alone."""
     root = tmp_path_factory.mktemp("report")
     study, uri = run_study(root, STUDY)
     built = run_cli("report", str(study), "--tracking-uri", uri, "--out", str(root / "report"), cwd=root)

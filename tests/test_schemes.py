@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import run_cli
+from helpers import invoke
 from mlflow.tracking import MlflowClient
 
 from studybench.losses import sr
@@ -351,7 +351,7 @@ grid:
 
 
 def test_smoke_study_of_both_schemes_through_the_cli(write_study, tracking_uri):
-    result = run_cli("run", str(write_study(SMOKE)), "--tracking-uri", tracking_uri)
+    result = invoke("run", str(write_study(SMOKE)), "--tracking-uri", tracking_uri)
     assert result.returncode == 0, result.stdout + result.stderr
     client = MlflowClient(tracking_uri=tracking_uri)
     exp = client.get_experiment_by_name("schemes-smoke")
