@@ -54,16 +54,13 @@ def runs_by_key(db: Path, study: str) -> Counter:
     return Counter((r.data.tags[TAG_KEY], r.info.status) for r in runs)
 
 
-@pytest.mark.parametrize("store", ["fresh", "existing"])
-def test_two_launches_of_one_study_train_each_key_once(store, tmp_path):
+def test_two_launches_of_one_study_train_each_key_once(tmp_path):
+    """Two ``run`` of one study at once on one store: each key trains once (the store's creation race:
+    test_two_processes_creating_one_store_and_recording_one_manifest_at_once_both_succeed)."""
     study = tmp_path / "study.yaml"
     study.write_text(STUDY)
-    cache = None
-    if store == "existing":
-        StudyWriter(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", "twice").ensure_experiment()
-    else:
-        cache = tmp_path / "cache"  # both also race to build the empty store they copy
-    first, second = launch(study, tmp_path, cache), launch(study, tmp_path, cache)
+    StudyWriter(f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", "twice").ensure_experiment()
+    first, second = launch(study, tmp_path), launch(study, tmp_path)
     outputs = [p.communicate(timeout=600)[0] for p in (first, second)]
     assert [p.returncode for p in (first, second)] == [0, 0], outputs
     counts = runs_by_key(tmp_path / "results" / "mlflow.db", "twice")
@@ -130,35 +127,50 @@ RECORDER = """
 import sys, time
 from pathlib import Path
 from studybench.store import StudyWriter
-writer = StudyWriter(sys.argv[1], "twice")
-go = Path(sys.argv[2])
-Path(f"{go}.ready{sys.argv[3]}").touch()
-while not go.exists():
-    time.sleep(0.001)
+
+def barrier(stage):
+    Path(f"{sys.argv[2]}.{stage}.ready{sys.argv[3]}").touch()
+    while not Path(f"{sys.argv[2]}.{stage}.go").exists():
+        time.sleep(0.001)
+
+barrier("create")
+writer = StudyWriter(sys.argv[1], "twice")  # creates the store (and the empty store it copies)
+writer.ensure_experiment()
+barrier("record")
 for grid in range(30):
     writer.record_manifest({"schema": 1, "profile": "", "runs": [], "grid": grid})
 """
 
 
-def test_two_launches_recording_one_manifest_at_once_both_succeed(tmp_path):
-    """Two launches of one study record one manifest at the same moment: neither may fail.
+def release(base: Path, stage: str) -> None:
+    """Let both RECORDER processes past ``stage`` once both have reached it."""
+    deadline = time.monotonic() + 120
+    while not all(Path(f"{base}.{stage}.ready{n}").exists() for n in range(2)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    Path(f"{base}.{stage}.go").touch()
+
+
+def test_two_processes_creating_one_store_and_recording_one_manifest_at_once_both_succeed(tmp_path):
+    """Two launches of one study create one store (from nothing: no cached empty store either) and its
+    experiment at the same moment, then record one manifest at the same moment: neither may fail.
 
     MLflow inserts a tag after reading it absent, so two writers of one record's tag collided on
-    the unique constraint (CI of stop 21); before the fix, 4 trials of this test in 4 failed.
+    the unique constraint (CI of stop 21); before the fix, 12 trials of this test in 14 failed.
     """
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    go = tmp_path / "go"
-    StudyWriter(uri, "twice")
+    uri = f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}"
+    base = tmp_path / "barrier"
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     writers = [
-        subprocess.Popen([sys.executable, "-c", RECORDER, uri, str(go), str(n)], cwd=REPO, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", RECORDER, uri, str(base), str(n)], cwd=REPO, stderr=subprocess.PIPE, text=True, env=env
+        )
         for n in range(2)
     ]
-    deadline = time.monotonic() + 120
-    while not all(Path(f"{go}.ready{n}").exists() for n in range(2)) and time.monotonic() < deadline:
-        time.sleep(0.01)
-    go.touch()
+    release(base, "create")
+    release(base, "record")
     errors = [w.communicate(timeout=300)[1] for w in writers]
     assert [w.returncode for w in writers] == [0, 0], errors
     records = StudyWriter(uri, "twice").manifests("")
     assert len({r.data.tags[TAG_MANIFEST_HASH] for r in records}) == 30
     assert all(TAG_LAST_USED in r.data.tags for r in records)
+    assert len(StudyWriter(uri, "twice").client.search_experiments()) == 3  # Default, the study, its records
