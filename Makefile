@@ -15,7 +15,7 @@ install: $(BIN)/studybench
 
 ## demo: run the quickstart study (results/mlflow.db) and build its report in results/reports/quickstart/
 ## (git-ignored: the demo never rewrites the committed reports/; `make reports` does that on purpose)
-## (DEMO_FLAGS="--profile smoke": the same in seconds, as tests/test_demo.py runs it)
+## (DEMO_FLAGS="--profile smoke": the same in seconds, as tests/test_end_to_end.py runs it)
 DEMO_REPORT := results/reports/quickstart
 DEMO_FLAGS ?=
 demo: install

@@ -34,18 +34,18 @@ def write_study(tmp_path: Path):
     return write
 
 
-#: The longest test files (measured, seconds of wall time on 2 cores), started first: pytest-xdist
+#: The longest test files (seconds of wall time measured in a full run on 2 cores), started first: pytest-xdist
 #: hands files out in collection order, and a long file that starts last keeps its worker busy alone.
 LONG_FILES = (
-    "test_scaleout.py",  # 190-215
-    "test_slurm.py",  # 135-195, mostly waiting for Slurm
-    "test_concurrency.py",  # ~100
-    "test_ray_loopback.py",  # 65-85
-    "test_postgres.py",  # ~60
-    "test_server_lifetime.py",  # ~60
-    "test_store.py",  # ~60
-    "test_report.py",  # 40-60
-    "test_disk_full.py",  # 50-65
+    "test_slurm.py",  # ~150, mostly waiting for Slurm
+    "test_scaleout.py",  # ~140
+    "test_concurrency.py",  # ~60
+    "test_ray_loopback.py",  # ~60
+    "test_end_to_end.py",  # ~55 (make demo in a fresh clone)
+    "test_postgres.py",  # ~40
+    "test_server_lifetime.py",  # ~40
+    "test_report.py",  # ~30
+    "test_store.py",  # ~30
 )
 
 

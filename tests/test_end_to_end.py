@@ -1,16 +1,20 @@
-"""The walking skeleton end to end on a real MLflow store: the quickstart trained by a fresh process,
-then rerun, reported on and listed by ``studybench`` in this process (``invoke``: no fresh imports)."""
+"""The walking skeleton end to end on a real MLflow store, as a user meets it: ``make demo`` in a fresh
+clone (the quickstart at smoke size, trained and reported by fresh processes), which must leave
+``git status`` clean; then rerun, reported on and listed by ``studybench`` in this process
+(``invoke``: no fresh imports)."""
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, TINY_STUDY, invoke, run_cli
+from helpers import REPO, TINY_STUDY, invoke
 from mlflow.tracking import MlflowClient
-
-QUICKSTART = REPO / "studies" / "quickstart.yaml"
 
 
 def runs_of(uri: str, study: str):
@@ -21,16 +25,30 @@ def runs_of(uri: str, study: str):
 
 @pytest.fixture(scope="module")
 def quickstart_store(tmp_path_factory):
-    """The quickstart study at smoke size, run once by the real CLI."""
-    tmp = tmp_path_factory.mktemp("quickstart")
-    uri = f"sqlite:///{tmp / 'mlflow.db'}"
-    first = run_cli("run", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri)
-    return tmp, uri, first
+    """``make demo`` (``DEMO_FLAGS=--profile smoke``) in a fresh clone: (clone, its store's URI, make's output)."""
+    if shutil.which("make") is None or shutil.which("git") is None:
+        pytest.skip("needs make and git")
+    clone = tmp_path_factory.mktemp("quickstart") / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    venv = Path(sys.prefix)  # this test's own environment: `-o` keeps make from reinstalling into it
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    make = ["make", "-o", f"{venv}/bin/studybench", "demo", f"VENV={venv}", "DEMO_FLAGS=--profile smoke"]
+    done = subprocess.run(make, cwd=clone, env=env, capture_output=True, text=True, timeout=600)
+    return clone, f"sqlite:///{clone / 'results' / 'mlflow.db'}", done
+
+
+def test_make_demo_in_a_fresh_clone_leaves_the_checkout_clean(quickstart_store):
+    clone, _, done = quickstart_store
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (clone / "results" / "reports" / "quickstart" / "main.csv").is_file()
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=clone, capture_output=True, text=True, check=True)
+    assert status.stdout == "", f"make demo changed the checkout:\n{status.stdout}"
 
 
 def test_quickstart_smoke_runs_and_tracks_everything(quickstart_store):
     _, uri, first = quickstart_store
-    assert first.returncode == 0, first.stdout + first.stderr
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "studybench summary" in first.stdout
     runs = runs_of(uri, "quickstart")
     assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
@@ -62,18 +80,20 @@ def test_quickstart_smoke_runs_and_tracks_everything(quickstart_store):
 
 
 def test_rerun_starts_no_new_runs(quickstart_store):
-    _, uri, _ = quickstart_store
+    clone, uri, _ = quickstart_store
     before = {r.info.run_id for r in runs_of(uri, "quickstart")}
-    again = invoke("run", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri)
+    again = invoke("run", "studies/quickstart.yaml", "--profile", "smoke", "--tracking-uri", uri, cwd=clone)
     assert again.returncode == 0, again.stderr
     assert "8 already finished, 0 to run" in again.stdout
     assert {r.info.run_id for r in runs_of(uri, "quickstart")} == before
 
 
 def test_report_builds_from_the_store_alone(quickstart_store):
-    tmp, uri, _ = quickstart_store
-    out = tmp / "report"
-    result = invoke("report", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri, "--out", str(out))
+    clone, uri, _ = quickstart_store
+    out = clone.parent / "report"
+    result = invoke(
+        "report", "studies/quickstart.yaml", "--profile", "smoke", "--tracking-uri", uri, "--out", str(out), cwd=clone
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     table = (out / "runs.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and " · s" in line]  # `ce · unet · s0`
@@ -83,8 +103,8 @@ def test_report_builds_from_the_store_alone(quickstart_store):
 
 
 def test_status_lists_every_run(quickstart_store):
-    _, uri, _ = quickstart_store
-    result = invoke("status", str(QUICKSTART), "--profile", "smoke", "--tracking-uri", uri)
+    clone, uri, _ = quickstart_store
+    result = invoke("status", "studies/quickstart.yaml", "--profile", "smoke", "--tracking-uri", uri, cwd=clone)
     assert result.returncode == 0, result.stderr
     assert "8 done, 0 failed, 0 running, 0 pending" in result.stdout
 

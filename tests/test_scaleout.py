@@ -124,11 +124,15 @@ def test_ctrl_c_marks_the_run_killed_and_says_how_to_resume(tmp_path, reference)
     assert run.data.metrics["miou"] == reference[named(1)][0].data.metrics["miou"]
 
 
-def test_retries_a_transient_failure_from_its_checkpoint_but_not_a_deterministic_one(tmp_path, write_study):
+def test_retries_a_transient_failure_from_its_checkpoint_but_not_a_deterministic_one(
+    tmp_path, write_study, monkeypatch
+):
+    """Retries happen in the process that failed (in this one here: the faults fire once per process)."""
     study = write_study(RESUME_STUDY.replace("seeds: [0, 1, 2, 3]", "seeds: [0, 1]"))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    fault = "oom@train:1#s0,nan@train:0#s1"
-    done = studybench("run", str(study), "--tracking-uri", uri, "--retries", "2", cwd=tmp_path, fault=fault)
+    monkeypatch.setenv(faults.ENV, "oom@train:1#s0,nan@train:0#s1")
+    monkeypatch.setattr(faults, "_fired", set())
+    done = invoke("run", str(study), "--tracking-uri", uri, "--retries", "2", cwd=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     runs = runs_by_name(uri, "crash")
     oom_first, oom_retry = runs[named(0)]
