@@ -69,7 +69,7 @@ def test_two_launches_of_one_study_train_each_key_once(tmp_path):
     assert sum("running in another process" in out for out in outputs) >= 1  # the second really met the first
 
 
-@pytest.mark.parametrize("delay_s", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("delay_s", [0.0, 1.0])
 def test_a_kill_while_the_store_is_created_leaves_a_usable_store(delay_s, tmp_path, monkeypatch):
     """Killed ``delay_s`` into MLflow's build of the empty store (2-4 s of migrations, in the cache)."""
     study = tmp_path / "study.yaml"
@@ -122,7 +122,6 @@ def test_a_held_claim_skips_the_run_and_a_dead_holder_releases_it(tmp_path):
         assert mine is True
 
 
-
 RECORDER = """
 import sys, time
 from pathlib import Path
@@ -162,7 +161,11 @@ def test_two_processes_creating_one_store_and_recording_one_manifest_at_once_bot
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache")}
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", RECORDER, uri, str(base), str(n)], cwd=REPO, stderr=subprocess.PIPE, text=True, env=env
+            [sys.executable, "-c", RECORDER, uri, str(base), str(n)],
+            cwd=REPO,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
         )
         for n in range(2)
     ]

@@ -14,8 +14,8 @@ import pytest
 from helpers import REPO, invoke
 from mlflow.tracking import MlflowClient
 
-from studybench.executors import is_transient
 from studybench import faults
+from studybench.executors import is_transient
 from studybench.faults import inject
 from studybench.runner import UsageError, parse_resources
 from studybench.store import StudyWriter
@@ -249,25 +249,6 @@ def test_docs_describe_the_cluster_setup():
     text = (REPO / "docs" / "scale-out.md").read_text()
     for needle in ("--ray-address", "mlflow server", "postgresql://", "--checkpoint-dir", "STUDYBENCH_FAULT"):
         assert needle in text, needle
-
-
-def test_local_server_starts_without_mlflow_job_runner(tmp_path):
-    """MLflow 3's server would also start a job runner and several Huey consumers (GenAI jobs
-    we never use), each a process importing MLflow: CPU taken from the runs beside it."""
-    import psutil
-
-    from studybench.executors.server import tracking_server
-
-    with tracking_server(f"sqlite:///{tmp_path / 'mlflow.db'}") as url:
-        assert url.startswith("http://127.0.0.1:")
-        commands = []
-        for child in psutil.Process().children(recursive=True):
-            try:
-                commands.append(" ".join(child.cmdline()))
-            except psutil.Error:  # exited meanwhile
-                pass
-        assert any("mlflow" in cmd and "server" in cmd for cmd in commands), commands
-        assert not [cmd for cmd in commands if "_job_runner" in cmd or "huey" in cmd], commands
 
 
 def test_workers_that_lower_a_runs_threads_say_so(tmp_path, write_study):

@@ -1,4 +1,5 @@
-"""Nothing outlives a killed `run --workers N`: not the local MLflow server, its children, or the workers."""
+"""Nothing outlives a killed `run --workers N`: not the local MLflow server, its children, or the workers;
+and the server starts no process of MLflow's that studybench does not use."""
 
 from __future__ import annotations
 
@@ -58,6 +59,16 @@ def _survivors(processes: list[psutil.Process]) -> list[str]:
     return alive
 
 
+def _commands(processes: list[psutil.Process]) -> list[str]:
+    found = []
+    for proc in processes:
+        try:
+            found.append(" ".join(proc.cmdline()))
+        except psutil.Error:  # exited meanwhile
+            pass
+    return found
+
+
 def _listening(port: int) -> bool:
     return any(c.laddr.port == port and c.status == psutil.CONN_LISTEN for c in psutil.net_connections("tcp"))
 
@@ -77,6 +88,11 @@ def test_kill_9_of_the_driver_takes_the_server_and_workers_with_it(tmp_path):
         checkpoints = tmp_path / "results" / "checkpoints" / "lifetime"
         _wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, 240, "both workers to be training")
         descendants = driver.children(recursive=True)
+        commands = _commands(descendants)
+        assert any("mlflow" in cmd and "server" in cmd for cmd in commands), commands
+        # MLflow 3's server would also start a job runner and Huey consumers (GenAI jobs we never use),
+        # each a process importing MLflow: CPU taken from the runs beside it
+        assert not [cmd for cmd in commands if "_job_runner" in cmd or "huey" in cmd], commands
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone; everything else must follow it
         proc.wait(timeout=10)
 

@@ -196,5 +196,7 @@ def test_a_report_over_runs_of_two_thread_counts_says_so(tmp_path):
     built = invoke("report", str(study), "--tracking-uri", uri, "--out", str(tmp_path / "r"), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     warnings = " ".join(built.stderr.split())
-    assert "computed on 2 setups" in warnings and "· 1 thread (1 runs)" in warnings and "· 2 threads (1 runs)" in warnings
+    assert (
+        "computed on 2 setups" in warnings and "· 1 thread (1 runs)" in warnings and "· 2 threads (1 runs)" in warnings
+    )
     assert "computed on 2 setups" in " ".join((tmp_path / "r" / "index.html").read_text().split())
