@@ -119,8 +119,8 @@ def _deviations(frame: pd.DataFrame) -> list[str]:
         listed = "; ".join(f"{setup} ({n} runs)" for setup, n in setups.items())
         out.append(
             f"the runs were computed on {len(setups)} setups: {listed}. One run gives other float results on another "
-            "device, torch or CPU thread count (the quickstart's ce · fpn · s0: mIoU 0.3082 with 2 threads, 0.3077 "
-            "with 1), so a difference of that size between methods may come from the setups: rerun on one to compare"
+            "device, torch or CPU thread count (in the third decimal of mIoU at smoke scale), so a difference of that "
+            "size between methods may come from the setups: rerun on one to compare"
         )
     return out
 

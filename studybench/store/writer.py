@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from contextlib import closing, contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -88,19 +89,28 @@ def ensure_store(uri: str) -> None:
         raise StoreError(f"the MLflow store {path} is not writable: fix its permissions or pass --tracking-uri")
     if path.exists() or not uri.startswith("sqlite:///"):
         return
+    _create_once(path, lambda temp: _copy_empty_store(temp, path.parent))
+
+
+def _create_once(path: Path, make: Callable[[Path], None]) -> None:
+    """Create ``path`` by ``make(temporary path)`` and a rename, under a lock, unless another process did first."""
     with _locked(path.with_name(path.name + ".lock")):
         if path.exists():
             return  # another process created it while we waited
         for stale in path.parent.glob(path.name + ".creating-*"):
             stale.unlink(missing_ok=True)  # left by a process killed while creating (we hold the lock)
         temp = path.with_name(f"{path.name}.creating-{os.getpid()}")
-        template = empty_store_template()
-        if template is None:
-            _build_schema(temp)
-        else:
-            shutil.copyfile(template, temp)
-            _place_default_experiment(temp, path.parent)
+        make(temp)
         os.replace(temp, path)
+
+
+def _copy_empty_store(temp: Path, folder: Path) -> None:
+    template = empty_store_template()
+    if template is None:
+        _build_schema(temp)
+        return
+    shutil.copyfile(template, temp)
+    _place_default_experiment(temp, folder)
 
 
 def empty_store_template() -> Path | None:
@@ -114,19 +124,12 @@ def empty_store_template() -> Path | None:
 
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studybench"
     template = cache / f"empty-store-mlflow-{mlflow.__version__}.db"
-    if template.is_file():
-        return template
-    try:
-        cache.mkdir(parents=True, exist_ok=True)
-        with _locked(cache / "empty-store.lock"):
-            if not template.is_file():
-                for stale in cache.glob(template.name + ".creating-*"):
-                    stale.unlink(missing_ok=True)  # left by a process killed while building (we hold the lock)
-                temp = template.with_name(f"{template.name}.creating-{os.getpid()}")
-                _build_schema(temp)
-                os.replace(temp, template)
-    except OSError:
-        return None  # no writable cache (a read-only home): each store builds its own schema
+    if not template.is_file():
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+            _create_once(template, _build_schema)
+        except OSError:
+            return None  # no writable cache (a read-only home): each store builds its own schema
     return template
 
 
