@@ -27,9 +27,9 @@ from collections.abc import Callable
 import torch
 
 from studybench.bench.cases import make_batch
+from studybench.engine.measure import reset_peak_rss, status_kib
 from studybench.losses import build_loss
 from studybench.losses.lad import locally_adaptive_loss
-from studybench.measure import reset_peak_rss, status_kib
 
 CASES = {
     "ce": {"name": "ce"},

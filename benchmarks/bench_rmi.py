@@ -25,8 +25,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from studybench.engine.measure import peak_rss_kib
 from studybench.losses.rmi import region_mutual_information
-from studybench.measure import peak_rss_kib
 
 SETTINGS = {  # name -> (pool, factor, label kind)
     "avg 4/4": ("avg", 4, "random"),

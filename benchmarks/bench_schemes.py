@@ -21,7 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from studybench.bench.cases import build_training_scheme
-from studybench.measure import count_params
+from studybench.engine.measure import count_params
 
 
 def cases(peer_encoder: str) -> dict[str, dict]:

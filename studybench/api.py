@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from studybench.config import Study, StudyError, load_study
-from studybench.grid import expand, select
 from studybench.store import StudyReader, StudyWriter
 from studybench.store.liveness import STATES, run_state
 from studybench.store.manifest import build_manifest, file_sha256, manifest_study
+from studybench.study.config import Study, StudyError, load_study
+from studybench.study.grid import expand, select
 
 
 class SelectionError(StudyError):

@@ -92,7 +92,7 @@ def _fail(title: str, err: Exception | str) -> typer.Exit:
 def _load(study_path: Path, profile: str | None, only: str | None = None, check_data: bool = True):
     """Load, expand and filter a study; on any problem print it and exit 2."""
     from studybench.api import SelectionError, load_runs
-    from studybench.config import StudyError
+    from studybench.study.config import StudyError
 
     try:
         return load_runs(study_path, profile, only, check_data)
@@ -109,7 +109,7 @@ def _uri(tracking_uri: str | None) -> str:
 
 
 def _checkpoints(checkpoint_dir: Path | None, uri: str):
-    from studybench.checkpoint import Checkpoints, default_checkpoint_root
+    from studybench.engine.checkpoint import Checkpoints, default_checkpoint_root
 
     return Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
 
@@ -117,8 +117,8 @@ def _checkpoints(checkpoint_dir: Path | None, uri: str):
 def _view(study_path: Path | None, study_name: str | None, profile: str | None, uri: str):
     """The study view for status/report (manifest or file); exit 2 on a missing store or bad study."""
     from studybench.api import open_view
-    from studybench.config import StudyError
     from studybench.store import StoreError
+    from studybench.study.config import StudyError
 
     if (study_path is None) == (study_name is None):
         raise _fail("invalid arguments", "give either a study file or --study NAME (one of them)")
@@ -518,8 +518,8 @@ def _print_entries(family: str, name: str | None) -> None:
     """
     from rich.markup import escape
 
-    from studybench.discover import FIELDS, entries, format_params
     from studybench.registry import did_you_mean
+    from studybench.study.discover import FIELDS, entries, format_params
 
     found = entries(family)
     if name is not None:

@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from studybench.executors import RunOutcome
-from studybench.spec import RunSpec
+from studybench.study.spec import RunSpec
 
 #: Seconds between progress lines when stdout is not a terminal.
 DEFAULT_EVERY_S = 30.0

@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from studybench.checkpoint import Checkpoints
-from studybench.config import Resources
+from studybench.engine.checkpoint import Checkpoints
 from studybench.executors import LocalExecutor, RunOutcome
-from studybench.spec import RunSpec
 from studybench.store import StudyWriter
 from studybench.store.liveness import run_state
+from studybench.study.config import Resources
+from studybench.study.spec import RunSpec
 
 
 class UsageError(ValueError):

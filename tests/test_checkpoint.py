@@ -14,12 +14,12 @@ import pytest
 import torch
 from helpers import invoke
 
-from studybench import checkpoint as checkpoint_module
-from studybench.checkpoint import FORMAT, Checkpoints, rng_state, set_rng_state, to_plain
-from studybench.config import load_study
-from studybench.grid import expand
+from studybench.engine import checkpoint as checkpoint_module
+from studybench.engine.checkpoint import FORMAT, Checkpoints, rng_state, set_rng_state, to_plain
 from studybench.store import StudyWriter
 from studybench.store.writer import ensure_store
+from studybench.study.config import load_study
+from studybench.study.grid import expand
 
 #: One tiny run per way a checkpoint file can be bad (seed i gets the i-th bad file).
 STUDY = """\

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from studybench.config import StudyError, load_study
-from studybench.grid import expand
+from studybench.study.config import StudyError, load_study
+from studybench.study.grid import expand
 
 VALID = """\
 study: s

@@ -7,10 +7,10 @@ import io
 from helpers import REPO
 from rich.console import Console
 
-from studybench.config import load_study
 from studybench.console import RunDisplay, summary_table
 from studybench.executors import RunOutcome
-from studybench.grid import expand
+from studybench.study.config import load_study
+from studybench.study.grid import expand
 
 
 def test_parallel_runs_get_their_own_bars_and_late_events_make_no_bar():

@@ -28,7 +28,7 @@ from studybench.data.base import DataUnavailableError
 from studybench.data.files import DataFileError, DatasetSizeError, DatasetSizeWarning, SplitOverlapError
 from studybench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize_pair
 from studybench.registry import RegistryError
-from studybench.spec import DataCfg
+from studybench.study.spec import DataCfg
 
 pytestmark = pytest.mark.filterwarnings("ignore::studybench.data.files.DatasetSizeWarning")
 

@@ -7,12 +7,12 @@ import inspect
 import pytest
 from helpers import invoke
 
-from studybench.config import StudyError, load_study
 from studybench.data import DATASETS
-from studybench.discover import entries, format_params
 from studybench.losses import LOSSES, build_loss
 from studybench.registry import RegistryError
 from studybench.schemes import SCHEMES
+from studybench.study.config import StudyError, load_study
+from studybench.study.discover import entries, format_params
 
 
 def _blocks(stdout: str) -> dict[str, str]:

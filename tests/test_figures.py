@@ -10,13 +10,13 @@ import pytest
 from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.container import BarContainer, ErrorbarContainer
 
-from studybench.config import Study
 from studybench.data import synthetic
 from studybench.data.synthetic import SyntheticSegmentation
-from studybench.keys import run_key
 from studybench.report import plots, stats
 from studybench.report.tables import costs_table, runs_table
-from studybench.spec import DataCfg, RunConfig
+from studybench.study.config import Study
+from studybench.study.keys import run_key
+from studybench.study.spec import DataCfg, RunConfig
 
 METHODS = ["ce", "rmi", "focal"]
 STUDY = Study.model_validate({"study": "figs", "baseline": "ce", "grid": {"method": METHODS}})

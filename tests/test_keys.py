@@ -6,13 +6,13 @@ import inspect
 
 import pytest
 
-from studybench.config import Study
 from studybench.data import DATASETS
-from studybench.grid import expand
-from studybench.keys import canonical_component, run_key
 from studybench.losses import LOSSES
 from studybench.schemes import SCHEMES
-from studybench.spec import DataCfg, LossCfg, ModelCfg, RunConfig, SchemeCfg, TrainCfg
+from studybench.study.config import Study
+from studybench.study.grid import expand
+from studybench.study.keys import canonical_component, run_key
+from studybench.study.spec import DataCfg, LossCfg, ModelCfg, RunConfig, SchemeCfg, TrainCfg
 
 #: Parameters a component cannot be built without (the rest have defaults).
 REQUIRED = {("loss", "sum"): {"terms": [{"name": "ce"}]}}

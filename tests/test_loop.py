@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import torch
 
-import studybench.train as trainer
-from studybench.device import Placement, backend_switches, default_workers
-from studybench.measure import Timer, count_host_reads
+import studybench.engine.train as trainer
+from studybench.engine.device import Placement, backend_switches, default_workers
+from studybench.engine.measure import Timer, count_host_reads
 from studybench.schemes import NonFiniteLossError, StepStats, build_scheme
-from studybench.spec import RunConfig, RunSpec, TrainCfg
+from studybench.study.spec import RunConfig, RunSpec, TrainCfg
 
 CPU = torch.device("cpu")
 LIGHT = {"arch": "unet", "encoder": "resnet18", "options": {"decoder_channels": [16, 8, 8, 8, 8]}}

@@ -11,7 +11,7 @@ import psutil
 import pytest
 import torch
 
-from studybench.measure import PeakMemory, Timer, _malloc_trim, interquartile_range
+from studybench.engine.measure import PeakMemory, Timer, _malloc_trim, interquartile_range
 
 
 def _rss_mb() -> float:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from studybench.measure import count_host_reads
+from studybench.engine.measure import count_host_reads
 from studybench.metrics import ConfusionMatrix
 
 

@@ -86,7 +86,7 @@ def test_run_names_are_distinct_and_say_method_arch_and_seed(store):
 def test_run_images_of_any_size_and_class_count():
     """Samples of different native sizes (one 1024 x 2048) and matrices of 3 to 150 classes, an absent
     class's empty row included, all give PNGs of a size the UI can show."""
-    from studybench.run_images import confusion_png, samples_png
+    from studybench.engine.run_images import confusion_png, samples_png
 
     rng = np.random.default_rng(0)
     sizes = [(1024, 2048), (40, 60)]
@@ -107,7 +107,7 @@ def test_run_images_of_any_size_and_class_count():
 
 
 def test_a_drawing_error_never_fails_the_run(capsys):
-    from studybench.run_images import log_run_images
+    from studybench.engine.run_images import log_run_images
 
     class Recorder:
         def log_bytes(self, data: bytes, name: str) -> None:

@@ -141,9 +141,9 @@ def write_runs(args: tuple[str, list, int]) -> int:
 def test_eight_writers_on_postgresql_lose_no_run_and_no_metric_step(postgres_server, tmp_path):
     study_file = tmp_path / "many.yaml"
     study_file.write_text(GRID_STUDY)
-    from studybench.config import load_study
-    from studybench.grid import expand
     from studybench.store import StudyWriter
+    from studybench.study.config import load_study
+    from studybench.study.grid import expand
 
     specs = expand(load_study(study_file), check_data=False)
     StudyWriter(postgres_server, "pgmany").ensure_experiment()  # as `run` does before its workers start

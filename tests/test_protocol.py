@@ -21,14 +21,14 @@ import pytest
 import torch
 from test_losses_contract import EXAMPLE_PARAMS
 
-import studybench.train as trainer
-from studybench import faults
-from studybench.checkpoint import Checkpoints
+import studybench.engine.train as trainer
 from studybench.data import build_dataset
+from studybench.engine import faults
+from studybench.engine.checkpoint import Checkpoints
+from studybench.engine.rng import TAG_CUDNN_DETERMINISTIC, TAG_DETERMINISTIC, TAG_DETERMINISTIC_ALGORITHMS, derive_seed
 from studybench.losses import list_losses
-from studybench.rng import TAG_CUDNN_DETERMINISTIC, TAG_DETERMINISTIC, TAG_DETERMINISTIC_ALGORITHMS, derive_seed
 from studybench.schemes import build_scheme
-from studybench.spec import RUNTIME_KEYS, DataCfg, RunConfig, RunSpec
+from studybench.study.spec import RUNTIME_KEYS, DataCfg, RunConfig, RunSpec
 
 LIGHT = {"arch": "unet", "encoder": "resnet18", "options": {"decoder_channels": [16, 8, 8, 8, 8]}}
 #: flip + scale + crop: every sample's augmentation draws several random numbers

@@ -14,13 +14,13 @@ from helpers import run_cli, run_study
 from scipy import stats as sps
 
 from studybench.api import make_report, open_view
-from studybench.config import Study
 from studybench.report import stats
 from studybench.report.collect import collect_runs
 from studybench.report.reference import check_reference
 from studybench.report.tables import ablation_tables
 from studybench.store import StudyWriter
 from studybench.store.layout import TAG_KEY, records_experiment
+from studybench.study.config import Study
 
 STUDY = """\
 study: tinyreport

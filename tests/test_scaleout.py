@@ -14,9 +14,9 @@ import pytest
 from helpers import REPO, invoke
 from mlflow.tracking import MlflowClient
 
-from studybench import faults
+from studybench.engine import faults
+from studybench.engine.faults import inject
 from studybench.executors import is_transient
-from studybench.faults import inject
 from studybench.runner import UsageError, parse_resources
 from studybench.store import StudyWriter
 from studybench.store.layout import TAG_HEARTBEAT, TAG_HOST, TAG_KEY, TAG_PID
@@ -221,7 +221,7 @@ def test_transient_errors_are_told_from_deterministic_ones():
 
 
 def test_fault_and_resource_specs_are_checked(monkeypatch):
-    from studybench.config import Resources
+    from studybench.study.config import Resources
 
     monkeypatch.setenv("STUDYBENCH_FAULT", "explode@train:1")
     with pytest.raises(ValueError, match="ACTION one of kill, interrupt, oom, nan, error"):

@@ -11,14 +11,14 @@ import torch.nn.functional as F
 from helpers import invoke
 from mlflow.tracking import MlflowClient
 
+from studybench.engine.measure import count_params
+from studybench.engine.train import seed_everything
 from studybench.losses import sr
-from studybench.measure import count_params
 from studybench.models import build_model
 from studybench.models.exits import ExitHeads
 from studybench.schemes import SCHEMES, build_scheme
 from studybench.schemes.mutual import mutual_kl
-from studybench.spec import ModelCfg, RunConfig
-from studybench.train import seed_everything
+from studybench.study.spec import ModelCfg, RunConfig
 
 LIGHT = {"arch": "unet", "encoder": "resnet18", "options": {"decoder_channels": [16, 16, 8, 8, 8]}}
 PEER = {"arch": "linknet", "encoder": "resnet18"}  # no dropout: the reference step below is deterministic

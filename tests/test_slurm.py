@@ -27,9 +27,9 @@ import pytest
 from helpers import REPO, invoke
 from mlflow.tracking import MlflowClient
 
-from studybench.config import Resources
 from studybench.executors.slurm import job_parameters
 from studybench.store.layout import TAG_KEY, TAG_RESUMED_EPOCH
+from studybench.study.config import Resources
 
 SCRIPT = REPO / "tests" / "services" / "slurm.sh"
 

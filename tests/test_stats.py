@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from studybench.config import Study
 from studybench.report import plots, stats, tables
+from studybench.study.config import Study
 
 SIMULATIONS = 4000
 

@@ -6,7 +6,7 @@ import torch
 
 from studybench.data import build_dataset
 from studybench.data.synthetic import SyntheticSegmentation
-from studybench.spec import DataCfg
+from studybench.study.spec import DataCfg
 
 
 def test_deterministic_and_split_dependent():

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 from studybench.data import build_dataset
+from studybench.engine.rng import init_stream
+from studybench.engine.train import pad_batch, seed_everything, train_loader_for
 from studybench.models import build_model
-from studybench.rng import init_stream
 from studybench.schemes import build_scheme
-from studybench.spec import DataCfg, LossCfg, ModelCfg, RunConfig, TrainCfg
-from studybench.train import pad_batch, seed_everything, train_loader_for
+from studybench.study.spec import DataCfg, LossCfg, ModelCfg, RunConfig, TrainCfg
 
 LIGHT = ModelCfg(arch="unet", encoder="resnet18", options={"decoder_channels": [16, 16, 8, 8, 8]})
 

@@ -199,9 +199,9 @@ def build_training_scheme(
     optimizer: str = "adam",
 ):
     """A studybench scheme on a randomly initialised smp model, seeded like a run with seed 0."""
+    from studybench.engine.train import seed_everything
     from studybench.schemes import build_scheme
-    from studybench.spec import RunConfig
-    from studybench.train import seed_everything
+    from studybench.study.spec import RunConfig
 
     config = RunConfig.model_validate(
         {

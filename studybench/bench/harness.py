@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from studybench import IGNORE_INDEX
-from studybench.measure import count_host_reads
-from studybench.spec import RunConfig, RunSpec
+from studybench.engine.measure import count_host_reads
+from studybench.study.spec import RunConfig, RunSpec
 
 #: The quickstart's light U-Net decoder.
 LIGHT = [64, 32, 16, 16, 8]
@@ -82,7 +82,7 @@ def harness_spec(image_size: int, train_images: int, epochs: int, batch: int, th
 
 def harness_rate(spec: RunSpec) -> float:
     """Training steps per second of ``train.execute`` (its own training-time clock)."""
-    from studybench.train import execute
+    from studybench.engine.train import execute
 
     metrics = execute(spec, MemoryRecorder()).metrics
     return metrics["steps"] / metrics["train_s"]
@@ -90,7 +90,7 @@ def harness_rate(spec: RunSpec) -> float:
 
 def harness_syncs(spec: RunSpec) -> float:
     """Host syncs per training step of ``train.execute``, counted inside its training epochs."""
-    import studybench.train as trainer
+    import studybench.engine.train as trainer
 
     real, counted = trainer.train_one_epoch, []
 
@@ -110,7 +110,7 @@ def harness_syncs(spec: RunSpec) -> float:
 
 def bare_syncs(spec: RunSpec) -> float:
     """Host syncs per step of the bare loop (0 unless something in PyTorch itself reads the device)."""
-    from studybench.train import resolve_device
+    from studybench.engine.train import resolve_device
 
     with count_host_reads(resolve_device(spec.config.train.device)) as reads:
         steps = bare_loop(spec)[0]
@@ -126,8 +126,8 @@ def bare_rate(spec: RunSpec) -> float:
 def bare_loop(spec: RunSpec) -> tuple[int, float]:
     """A hand-written PyTorch loop on the same data, model and batch: its steps and seconds."""
     from studybench.data import build_dataset
+    from studybench.engine.train import resolve_device, seed_everything
     from studybench.models import build_model
-    from studybench.train import resolve_device, seed_everything
 
     cfg = spec.config
     device = resolve_device(cfg.train.device)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from studybench.data import DATASETS
 from studybench.data.transforms import build_transform
-from studybench.spec import DataCfg
+from studybench.study.spec import DataCfg
 
 PIPELINES = {
     "none": {},

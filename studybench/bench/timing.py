@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from studybench.measure import time_call
+from studybench.engine.measure import time_call
 
 
 @dataclass

@@ -14,7 +14,7 @@ from studybench.data.synthetic import SyntheticSegmentation
 from studybench.data.transforms import build_transform
 from studybench.data.voc import VOC2012, VOC2012Aug
 from studybench.registry import Registry
-from studybench.spec import DataCfg
+from studybench.study.spec import DataCfg
 
 DATASETS: Registry[SegDataset] = Registry("dataset", reserved=("root", "split", "transform"))
 DATASETS.register("synthetic")(SyntheticSegmentation)

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import Sampler
 
 from studybench.data.base import SampleKey
-from studybench.rng import derive_seed, torch_generator
+from studybench.engine.rng import derive_seed, torch_generator
 
 
 class EpochSampler(Sampler[SampleKey]):

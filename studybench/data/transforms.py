@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from studybench import IGNORE_INDEX
 from studybench.data.base import JointTransform
-from studybench.spec import DataCfg
+from studybench.study.spec import DataCfg
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from studybench.checkpoint import Checkpoints
+from studybench.engine.checkpoint import Checkpoints
+from studybench.engine.train import Progress, execute
 from studybench.errors import first_line
-from studybench.spec import RunSpec
 from studybench.store import StudyWriter, local_path
 from studybench.store.claims import claim, claims_folder
-from studybench.train import Progress, execute
+from studybench.study.spec import RunSpec
 
 #: Substrings of RuntimeError messages that mark a failure of the machine, not of the run.
 TRANSIENT_MESSAGES = ("out of memory", "CUDA error", "NCCL", "cuDNN error", "CUBLAS_STATUS", "ECC error")

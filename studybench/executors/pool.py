@@ -25,11 +25,11 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from typing import Any
 
-from studybench.checkpoint import Checkpoints
+from studybench.engine.checkpoint import Checkpoints
 from studybench.executors.local import RunOutcome, first_line, run_tracked
 from studybench.executors.server import die_with_parent, wait_for_server
-from studybench.spec import RunSpec
 from studybench.store import StudyWriter
+from studybench.study.spec import RunSpec
 
 
 def cpu_count() -> int:

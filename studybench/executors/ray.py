@@ -25,10 +25,10 @@ import os
 import sys
 from typing import Any
 
-from studybench.checkpoint import Checkpoints
+from studybench.engine.checkpoint import Checkpoints
 from studybench.executors.local import RunOutcome, first_line, run_tracked
-from studybench.spec import RunSpec
 from studybench.store import StudyWriter
+from studybench.study.spec import RunSpec
 
 #: Environment variables forwarded to the tasks (a cluster's workers do not share the driver's).
 FORWARDED_ENV = ("STUDYBENCH_DATA", "STUDYBENCH_CHECKPOINTS", "STUDYBENCH_FAULT", "MLFLOW_TRACKING_TOKEN")

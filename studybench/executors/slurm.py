@@ -33,12 +33,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from studybench.config import Resources
+from studybench.study.config import Resources
 
 if TYPE_CHECKING:  # not at import: a job unpickles this module first and must handle signals at once
-    from studybench.checkpoint import Checkpoints
+    from studybench.engine.checkpoint import Checkpoints
     from studybench.executors.local import RunOutcome
-    from studybench.spec import RunSpec
+    from studybench.study.spec import RunSpec
 
 INSTALL_HINT = "--executor slurm needs submitit, which is an optional extra: pip install 'studybench[slurm]'"
 #: How often one run may be requeued after a time limit or preemption before it counts as failed.
@@ -114,7 +114,7 @@ class RunJob:
     def __call__(self, spec: RunSpec, uri: str, study: str, checkpoint_root: str | None, retries: int) -> RunOutcome:
         if self.signal_delay_s:
             arm_time_limit_signal(self.signal_delay_s)
-        from studybench.checkpoint import Checkpoints
+        from studybench.engine.checkpoint import Checkpoints
         from studybench.executors.local import run_tracked
         from studybench.store import StudyWriter
 

@@ -44,8 +44,8 @@ class WeightedSumLoss(SegLoss):
     def key_params(params: dict[str, Any]) -> dict[str, Any]:
         """Run-key form of the terms: each term canonical like a loss of its own (``keys``),
         its weight a float left out when 1; the order of terms is kept (it names the parts)."""
-        from studybench.keys import canonical_component
         from studybench.losses import LOSSES
+        from studybench.study.keys import canonical_component
 
         terms = []
         for term in params.get("terms", []):

@@ -15,7 +15,7 @@ import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
-from studybench.spec import ModelCfg
+from studybench.study.spec import ModelCfg
 
 #: smp releases this package works with, ``[lowest, first unsupported)``. 0.5.0 is the first whose
 #: decoders take the encoder's features as one list (``model.decoder(features)`` below and in

@@ -11,7 +11,7 @@ from studybench.schemes.base import NonFiniteLossError, Scheme, StepStats
 from studybench.schemes.mutual import MutualScheme
 from studybench.schemes.self_regulation import SelfRegulationScheme
 from studybench.schemes.supervised import SupervisedScheme
-from studybench.spec import RunConfig
+from studybench.study.spec import RunConfig
 
 SCHEMES: Registry[Scheme] = Registry("scheme", reserved=("config", "num_classes", "device", "total_steps", "seed"))
 SCHEMES.register("supervised")(SupervisedScheme)

@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from studybench.device import Placement
-from studybench.measure import Timer
+from studybench.engine.device import Placement
+from studybench.engine.measure import Timer
+from studybench.engine.rng import init_stream
 from studybench.models import build_model
-from studybench.rng import init_stream
-from studybench.spec import ModelCfg, RunConfig
+from studybench.study.spec import ModelCfg, RunConfig
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from pydantic import model_validator
 
+from studybench.engine.measure import count_params
+from studybench.engine.optim import build_optimizer, build_scheduler
 from studybench.losses import build_loss
 from studybench.losses.base import masked_mean, valid_mask
-from studybench.measure import count_params
 from studybench.models import check_model
-from studybench.optim import build_optimizer, build_scheduler
 from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, float32_leaves
-from studybench.spec import ModelCfg, RunConfig
+from studybench.study.spec import ModelCfg, RunConfig
 
 
 class PeerCfg(ModelCfg):

@@ -11,14 +11,14 @@ from typing import Literal
 
 import torch
 
+from studybench.engine.measure import count_params
+from studybench.engine.optim import build_optimizer, build_scheduler
+from studybench.engine.rng import init_stream
 from studybench.losses import sr
 from studybench.losses.ce import cross_entropy
-from studybench.measure import count_params
 from studybench.models.exits import ExitHeads, exit_costs
-from studybench.optim import build_optimizer, build_scheduler
-from studybench.rng import init_stream
 from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, float32_leaves
-from studybench.spec import RunConfig
+from studybench.study.spec import RunConfig
 
 
 class SelfRegulationScheme(Scheme):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import torch
 
+from studybench.engine.optim import build_optimizer, build_scheduler
 from studybench.losses import build_loss
 from studybench.models import forward_outputs
-from studybench.optim import build_optimizer, build_scheduler
 from studybench.schemes.base import Scheme, StepStats, backward_from_leaves, float32_leaves
-from studybench.spec import RunConfig
+from studybench.study.spec import RunConfig
 
 
 class SupervisedScheme(Scheme):

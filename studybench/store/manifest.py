@@ -58,6 +58,6 @@ def file_sha256(path: Path) -> str:
 
 def manifest_study(manifest: dict[str, Any]) -> Any:
     """The study definition of a manifest, as a ``config.Study`` (the schema, not the registries)."""
-    from studybench.config import Study
+    from studybench.study.config import Study
 
     return Study.model_validate(manifest["definition"])

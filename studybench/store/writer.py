@@ -32,7 +32,6 @@ import yaml
 
 from studybench import __version__
 from studybench.errors import first_line
-from studybench.spec import RunSpec
 from studybench.store import StoreError, local_path, quiet_mlflow
 from studybench.store.layout import (
     ARTIFACT_ERROR,
@@ -71,6 +70,7 @@ from studybench.store.layout import (
 from studybench.store.liveness import HEARTBEAT_S, STALE_AFTER_S, run_is_alive
 from studybench.store.manifest import manifest_hash
 from studybench.store.reader import StudyReader
+from studybench.study.spec import RunSpec
 
 _MAX_PARAM_LEN = 6000
 

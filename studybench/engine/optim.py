@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-from studybench.spec import TrainCfg
+from studybench.study.spec import TrainCfg
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: TrainCfg) -> torch.optim.Optimizer:

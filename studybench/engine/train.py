@@ -38,18 +38,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from studybench import IGNORE_INDEX, faults
-from studybench.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
+from studybench import IGNORE_INDEX
 from studybench.data import SegDataset, build_dataset
 from studybench.data.sampler import EpochSampler
-from studybench.device import Placement, backend_switches, default_workers, resolve_device
-from studybench.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_csv, samples_npz
-from studybench.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
-from studybench.measure import PeakMemory, Timer, count_params
-from studybench.rng import deterministic_mode, seed_method_stream, torch_generator
-from studybench.run_images import log_run_images
+from studybench.engine import faults
+from studybench.engine.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
+from studybench.engine.device import Placement, backend_switches, default_workers, resolve_device
+from studybench.engine.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_csv, samples_npz
+from studybench.engine.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
+from studybench.engine.measure import PeakMemory, Timer, count_params
+from studybench.engine.rng import deterministic_mode, seed_method_stream, torch_generator
+from studybench.engine.run_images import log_run_images
 from studybench.schemes import NonFiniteLossError, Scheme, StepStats, build_scheme
-from studybench.spec import RunSpec
 from studybench.store.layout import (
     ARTIFACT_CONFUSION,
     ARTIFACT_CONFUSION_PNG,
@@ -66,6 +66,7 @@ from studybench.store.layout import (
     TAG_RESUMED_EPOCH,
     TAG_RESUMED_RUN,
 )
+from studybench.study.spec import RunSpec
 
 __all__ = ["SIZE_MULTIPLE", "evaluate", "execute", "fit", "resolve_device", "train_one_epoch"]
 

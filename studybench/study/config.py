@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from studybench.registry import did_you_mean
-from studybench.spec import RunConfig
+from studybench.study.spec import RunConfig
 
 SECTIONS = tuple(RunConfig.model_fields)  # data, model, loss, scheme, train
 

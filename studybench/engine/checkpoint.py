@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from studybench.spec import RunSpec
+from studybench.study.spec import RunSpec
 
 FORMAT = 2  # 2: plain payload read with weights_only=True (1 was a full pickle)
 ENV = "STUDYBENCH_CHECKPOINTS"

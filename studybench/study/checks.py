@@ -20,8 +20,8 @@ from typing import Any
 import torch
 
 from studybench import IGNORE_INDEX
-from studybench.config import StudyError, cut
-from studybench.spec import DataCfg, LossCfg, ModelCfg, RunSpec, TrainCfg
+from studybench.study.config import StudyError, cut
+from studybench.study.spec import DataCfg, LossCfg, ModelCfg, RunSpec, TrainCfg
 
 #: Classes a label map can hold: 0 .. 254, since 255 means "ignore".
 MAX_CLASSES = IGNORE_INDEX - 1
@@ -116,7 +116,7 @@ def training_data(data: DataCfg) -> dict[str, int]:
 
 def padded(height: int, width: int) -> tuple[int, int]:
     """The size the trainer pads inputs to (a multiple of what smp encoders downsample by)."""
-    from studybench.train import SIZE_MULTIPLE
+    from studybench.engine.train import SIZE_MULTIPLE
 
     return tuple(math.ceil(side / SIZE_MULTIPLE) * SIZE_MULTIPLE for side in (height, width))
 

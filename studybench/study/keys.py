@@ -43,7 +43,7 @@ def canonical_config(config: Any) -> dict[str, Any]:
     from studybench.data import DATASETS
     from studybench.losses import LOSSES
     from studybench.schemes import SCHEMES
-    from studybench.spec import RUNTIME_KEYS
+    from studybench.study.spec import RUNTIME_KEYS
 
     runtime = {tuple(k.split(".", 1)) for k in RUNTIME_KEYS}
     sections = {}

@@ -23,9 +23,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from studybench.checks import check_runs
-from studybench.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
-from studybench.spec import NAMED_ALWAYS, DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg, axis_leaves, run_name
+from studybench.study.checks import check_runs
+from studybench.study.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
+from studybench.study.spec import NAMED_ALWAYS, DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg, axis_leaves, run_name
 
 
 def expand(study: Study, profile: str | None = None, source: str = "<study>", check_data: bool = True) -> list[RunSpec]:

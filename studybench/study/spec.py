@@ -183,7 +183,7 @@ class RunSpec(Section):
     @property
     def key(self) -> str:
         """Stable run key: hash of the canonical computation (see ``studybench.keys``)."""
-        from studybench.keys import run_key
+        from studybench.study.keys import run_key
 
         return run_key(self.config, self.seed)
 

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from studybench.spec import TrainCfg
 from studybench.store.layout import TAG_CHANNELS_LAST, TAG_COMPILE, TAG_CUDNN_BENCHMARK, TAG_TF32
+from studybench.study.spec import TrainCfg
 
 #: Loader worker processes when ``data.num_workers`` is not set: a few per run, never all the cores
 #: (executors run several runs at once and each gets a share of the threads).
