@@ -1,0 +1,152 @@
+"""Equal tuning budgets: the ``tune:`` section and the trials it generates up front.
+
+Why up front: a Sobol sequence from ``tune.seed`` is fixed before any run starts, so the
+trial list is the same on every machine, for every launch and under any parallelism, and
+can be recorded in the study manifest like any other grid. Trial 0 is always the method's
+configured setting, so "tuned" can never score below "default" on the tuning split by
+construction of the search, only by noise.
+
+A knob is a dotted key into a run section (``train.lr``, ``loss.gamma``) with a range; the
+value drawn is of the parameter's declared type: an ``int`` parameter gets integers spread
+evenly over ``[low, high]``, a ``float`` one a point on a linear or log scale, a choice one
+of the listed values.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
+
+#: Scrambled Sobol points are balanced in blocks of powers of two; a budget of 2^m - 1 new points
+#: (plus trial 0, the default) keeps that balance.
+SAMPLERS = ("sobol", "tpe")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Knob(_Strict):
+    """One tuned parameter: ``{low, high, log}`` for numbers, ``{choices: [...]}`` otherwise."""
+
+    low: float | None = None
+    high: float | None = None
+    log: StrictBool = False
+    choices: list[Any] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _range_or_choices(self) -> Knob:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("give either choices or low/high (and log), not both")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs both low and high (or give choices: [...])")
+        if not (math.isfinite(self.low) and math.isfinite(self.high)):
+            raise ValueError(f"low and high must be finite, got {self.low} and {self.high}")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is above high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range must lie above 0, got low = {self.low}")
+        return self
+
+    def value(self, u: float, kind: type) -> Any:
+        """The knob's value at ``u`` in [0, 1), of the declared type ``kind`` (int, float or other)."""
+        if self.choices is not None:
+            return self.choices[min(int(u * len(self.choices)), len(self.choices) - 1)]
+        lo, hi = float(self.low), float(self.high)
+        if kind is int:
+            lo_i, hi_i = math.ceil(lo), math.floor(hi)
+            return lo_i + min(int(u * (hi_i - lo_i + 1)), hi_i - lo_i)
+        if self.log:
+            return float(math.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))))
+        return float(lo + u * (hi - lo))
+
+    def check_type(self, kind: type, where: str) -> None:
+        """``ValueError`` if this knob cannot produce values of ``kind`` (e.g. an int range holding no int)."""
+        if self.choices is not None:
+            return
+        if kind is int and math.ceil(self.low) > math.floor(self.high):
+            raise ValueError(f"{where}: an integer parameter, but [{self.low}, {self.high}] holds no integer")
+        if kind not in (int, float):
+            raise ValueError(f"{where}: a {kind.__name__} parameter takes choices: [...], not a range")
+
+
+class CarveCfg(_Strict):
+    """The tuning split carved from the training data: a fraction of images, or whole groups."""
+
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    by: str | None = None  # a grouping the dataset defines (e.g. Cityscapes 'city')
+    count: StrictInt | None = Field(default=None, ge=1)  # groups carved out
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CarveCfg:
+        if (self.fraction is None) == (self.by is None):
+            raise ValueError("give either fraction: F (0 < F < 1) or by: GROUP with count: N")
+        if (self.by is None) != (self.count is None):
+            raise ValueError("by: GROUP needs count: N (how many groups to carve out)")
+        return self
+
+
+class SelectCfg(_Strict):
+    """How the chosen setting is picked: best mean tuning score, optionally re-checking the top k."""
+
+    top_k: StrictInt = Field(default=1, ge=1)
+    extra_seeds: StrictInt = Field(default=0, ge=0)
+
+
+class TuneCfg(_Strict):
+    budget: StrictInt = Field(ge=1)
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
+    sampler: Literal["sobol", "tpe"] = "sobol"
+    split: CarveCfg = Field(default_factory=lambda: CarveCfg(fraction=0.2))
+    space: dict[str, Knob] = Field(default_factory=dict)
+    select: SelectCfg = Field(default_factory=SelectCfg)
+
+    @field_validator("space")
+    @classmethod
+    def _dotted_keys(cls, space: dict[str, Knob]) -> dict[str, Knob]:
+        for key in space:
+            check_knob_key(key)
+        return space
+
+
+def check_knob_key(key: str) -> str:
+    """A knob names a parameter of a run section: ``train.lr``, ``loss.gamma``, ``scheme.weight``."""
+    section, _, rest = key.partition(".")
+    if section not in ("data", "model", "loss", "scheme", "train") or not rest:
+        raise ValueError(f"tuned knob {key!r} is not a dotted key into a run section (e.g. train.lr, loss.gamma)")
+    return key
+
+
+def sobol_points(n: int, dims: int, seed: int) -> list[list[float]]:
+    """``n`` scrambled Sobol points in ``[0, 1)^dims`` from ``seed`` (scipy's Owen-scrambled sequence)."""
+    if n <= 0:
+        return []
+    if dims == 0:
+        return [[] for _ in range(n)]
+    from scipy.stats import qmc
+
+    with warnings.catch_warnings():  # balance is a property of 2^m points; any n is still a valid prefix
+        warnings.simplefilter("ignore", UserWarning)
+        points = qmc.Sobol(d=dims, scramble=True, seed=seed).random(n)
+    return points.tolist()
+
+
+def sobol_trials(
+    budget: int, knobs: dict[str, Knob], kinds: dict[str, type], default: dict[str, Any], seed: int
+) -> list[dict[str, Any]]:
+    """``budget`` settings of ``knobs``: trial 0 = ``default``, then scrambled Sobol points.
+
+    ``kinds`` gives each knob's declared type; ``default`` the method's configured value of each knob.
+    """
+    names = list(
+        knobs
+    )  # the caller's order (shared knobs, then the method's own): it fixes which Sobol dimension is which
+    trials = [{k: default[k] for k in names}]
+    for point in sobol_points(budget - 1, len(names), seed):
+        trials.append({k: knobs[k].value(u, kinds[k]) for k, u in zip(names, point)})
+    return trials
