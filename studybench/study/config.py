@@ -29,6 +29,11 @@ MAX_NAME = 64
 MAX_FILE_BYTES = 1_000_000
 #: YAML values after expanding anchors/aliases; beyond this a file is an alias bomb, not a study.
 MAX_YAML_NODES = 100_000
+#: Characters of all scalars after expanding aliases: a string aliased a thousand times is a
+#: 400 MB parameter, written into every run; a real study holds far less than its file size.
+MAX_YAML_CHARS = 2_000_000
+#: Problems listed in one validation error; the rest are counted (30,000 unknown keys made 9 MB).
+MAX_LISTED_ERRORS = 20
 #: A seed as numpy and torch accept it; ``true`` is not the integer 1 here.
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
 
@@ -192,40 +197,70 @@ def _read_yaml(path: Path) -> Any:
         raise StudyError(
             f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); save the file as UTF-8"
         ) from None
+    _refuse_control_characters(text, path)
     loader = yaml.SafeLoader(text)
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        try:
-            expanded = _expanded_size(node, {}, 0)
-        except StudyError as err:
-            raise StudyError(f"{path}: {err}") from None
-        if expanded > MAX_YAML_NODES:
-            raise StudyError(
-                f"{path}: the YAML expands to more than {MAX_YAML_NODES} values through anchors and aliases "
-                "(&name / *name); a study needs far fewer: write the values out or nest fewer aliases"
-            )
+        _check_expanded(node, path)
         return loader.construct_document(node)
     except yaml.YAMLError as err:
-        raise StudyError(f"{path}: not valid YAML: {err}") from None
+        raise StudyError(f"{path}: not valid YAML: {cut(str(err))}") from None
+    except RecursionError:  # PyYAML's composer recurses once per level, before our depth check can run
+        raise StudyError(f"{path}: {_TOO_DEEP}") from None
     finally:
         loader.dispose()
 
 
-def _expanded_size(node: yaml.Node, memo: dict[int, int], depth: int) -> int:
-    """Values in ``node`` once every alias is expanded, counted over the (unexpanded) node graph."""
+def _refuse_control_characters(text: str, path: Path) -> None:
+    """A NUL or other control character: name its line and column (PyYAML raises before we could catch it)."""
+    found = yaml.reader.Reader.NON_PRINTABLE.search(text)
+    if found is not None:
+        pos = found.start()
+        line, column = text.count("\n", 0, pos) + 1, pos - text.rfind("\n", 0, pos)
+        raise StudyError(
+            f"{path}: line {line}, column {column}: control character U+{ord(text[pos]):04X} is not allowed "
+            "in a study file; delete it (an editor that shows invisible characters finds it)"
+        )
+
+
+_TOO_DEEP = "the YAML nests deeper than 200 levels ([[[... or indentation); a study needs a few levels"
+
+
+def _check_expanded(node: yaml.Node, path: Path) -> None:
+    """Refuse an alias bomb: too many values or characters once every alias is expanded."""
+    try:
+        nodes, chars = _expanded_size(node, {}, 0)
+    except StudyError as err:
+        raise StudyError(f"{path}: {err}") from None
+    if nodes > MAX_YAML_NODES or chars > MAX_YAML_CHARS:
+        raise StudyError(
+            f"{path}: the YAML expands to more than {MAX_YAML_NODES} values or {MAX_YAML_CHARS} characters "
+            "through anchors and aliases (&name / *name); a study needs far fewer: write the values out or "
+            "nest fewer aliases"
+        )
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, tuple[int, int]], depth: int) -> tuple[int, int]:
+    """``(values, characters)`` in ``node`` once every alias is expanded, counted over the node graph."""
     if id(node) in memo:
         return memo[id(node)]
     if depth > 200:
-        raise StudyError("the YAML nests deeper than 200 levels")
-    memo[id(node)] = MAX_YAML_NODES + 1  # a node reached from inside itself (recursive alias) is too big
-    total = 1
+        raise StudyError(_TOO_DEEP)
+    too_big = (MAX_YAML_NODES + 1, MAX_YAML_CHARS + 1)
+    memo[id(node)] = too_big  # a node reached from inside itself (recursive alias) is too big
     if isinstance(node, yaml.SequenceNode):
-        total += sum(_expanded_size(item, memo, depth + 1) for item in node.value)
+        children = list(node.value)
     elif isinstance(node, yaml.MappingNode):
-        total += sum(_expanded_size(k, memo, depth + 1) + _expanded_size(v, memo, depth + 1) for k, v in node.value)
-    memo[id(node)] = min(total, MAX_YAML_NODES + 1)
+        children = [part for pair in node.value for part in pair]
+    else:
+        children = []
+    nodes, chars = 1, len(node.value) if isinstance(node, yaml.ScalarNode) else 0
+    for child in children:
+        more = _expanded_size(child, memo, depth + 1)
+        nodes, chars = nodes + more[0], chars + more[1]
+    memo[id(node)] = (min(nodes, too_big[0]), min(chars, too_big[1]))
     return memo[id(node)]
 
 
@@ -244,6 +279,9 @@ def format_validation(err: ValidationError, where: str, model: type[BaseModel] |
         elif "input" in item and not isinstance(item["input"], dict):
             msg += f" (got {brief(item['input'])})"
         lines.append(f"{where}: {loc}: {msg}")
+    if len(lines) > MAX_LISTED_ERRORS:
+        rest = len(lines) - MAX_LISTED_ERRORS
+        lines[MAX_LISTED_ERRORS:] = [f"{where}: ... and {rest} more problems like these (fix the ones above first)"]
     return "\n".join(lines)
 
 
