@@ -132,3 +132,12 @@ def test_the_budget_curve_rises_to_the_best_trial_and_works_at_large_budgets():
     assert math.isfinite(expected_best(scores, 1000))
     with pytest.raises(ValueError, match="finite"):
         expected_best([0.1, float("nan")], 1)
+
+
+def test_the_best_mean_wins_and_a_tie_goes_to_the_default():
+    from studybench.study.tuning import choose_trial
+
+    assert choose_trial({0: [0.5, 0.7], 1: [0.65, 0.66], 2: [0.2]}) == 1
+    assert choose_trial({3: [0.6], 0: [0.6], 1: [float("nan")]}) == 0
+    with pytest.raises(ValueError, match="nothing to choose"):
+        choose_trial({0: [], 1: [float("nan")]})

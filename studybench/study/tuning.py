@@ -150,3 +150,15 @@ def sobol_trials(
     for point in sobol_points(budget - 1, len(names), seed):
         trials.append({k: knobs[k].value(u, kinds[k]) for k, u in zip(names, point)})
     return trials
+
+
+def choose_trial(scores: dict[int, list[float]]) -> int:
+    """The trial with the best mean tuning score (ties: the lower index, so the default wins a tie).
+
+    ``scores`` maps trial index -> that trial's finished scores (one per seed); trials without a
+    finite score are ignored, and a method none of whose trials finished has no choice (``ValueError``).
+    """
+    means = {t: sum(v) / len(v) for t, v in scores.items() if v and all(math.isfinite(x) for x in v)}
+    if not means:
+        raise ValueError("no tuning trial finished with a score: nothing to choose from")
+    return min(means, key=lambda t: (-means[t], t))
