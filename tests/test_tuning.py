@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from pydantic import ValidationError
 
 from studybench.data.carve import carve_fraction, carve_groups, check_disjoint, ids_digest
@@ -141,3 +142,35 @@ def test_the_best_mean_wins_and_a_tie_goes_to_the_default():
     assert choose_trial({3: [0.6], 0: [0.6], 1: [float("nan")]}) == 0
     with pytest.raises(ValueError, match="nothing to choose"):
         choose_trial({0: [], 1: [float("nan")]})
+
+
+def test_a_carved_run_trains_on_the_rest_and_scores_on_the_carve_without_opening_the_reported_split(monkeypatch):
+    from studybench.data import build_dataset
+    from studybench.data.synthetic import SyntheticSegmentation
+    from studybench.study.spec import CarveCfg, DataCfg
+
+    opened = []
+    real_init = SyntheticSegmentation.__init__
+
+    def spy(self, *args, **kwargs):
+        opened.append(kwargs.get("split"))
+        if kwargs.get("split") == "val":
+            raise AssertionError("the reported split was opened during tuning")
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticSegmentation, "__init__", spy)
+    options = {"train_images": 20, "image_size": 32}
+    carve = CarveCfg(fraction=0.25, salt=1)
+    data = DataCfg(options=options, carve=carve)
+    fit, tune = build_dataset(data, "train", train=True), build_dataset(data, "val", train=False)
+    assert (len(fit), len(tune)) == (15, 5) and set(opened) == {"train"}
+    assert set(fit.indices).isdisjoint(tune.indices) and sorted(fit.indices + tune.indices) == list(range(20))
+    whole = build_dataset(DataCfg(options=options), "train", train=False)
+    image, mask = tune[0]
+    assert torch.equal(mask, whole[tune.indices[0]][1]) and image.shape == whole[0][0].shape
+    assert tune.class_names == whole.class_names
+    final = DataCfg(options=options, carve=carve.model_copy(update={"score_on": "val"}))
+    monkeypatch.setattr(SyntheticSegmentation, "__init__", real_init)
+    assert (
+        len(build_dataset(final, "train", train=True)) == 15 and build_dataset(final, "val", train=False).split == "val"
+    )

@@ -43,6 +43,13 @@ class CamVid(FileSegDataset):
       val/<name>.png      valannot/<name>.png
       test/<name>.png     testannot/<name>.png"""
 
+    #: Grouping for a tuning split ``by: sequence`` (frames of one drive are correlated: a tuning split takes whole sequences (0001TP, 0006R0, 0016E5, Seq05VD)).
+    group_name = "sequence"
+
+    @staticmethod
+    def group_of(sample_id: str) -> str:
+        return sample_id.split("_", 1)[0]
+
     def __init__(
         self, root: Path | str | None = None, split: str = "train", transform: JointTransform | None = None
     ) -> None:

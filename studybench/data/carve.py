@@ -13,9 +13,14 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import NamedTuple
 
+import torch
+
+from studybench.data.base import SampleKey, SegDataset
 from studybench.data.files import overlap_error
+from studybench.study.spec import CarveCfg
 
 
 class Carve(NamedTuple):
@@ -75,3 +80,50 @@ def check_disjoint(tuning_or_training: Iterable[str], reported: Iterable[str], w
 def fraction_size(n: int, fraction: float) -> int:
     """How many of ``n`` images ``carve_fraction`` puts in the tuning split."""
     return min(max(1, math.floor(fraction * n + 0.5)), n - 1)
+
+
+class CarvedDataset(SegDataset):
+    """The images ``indices`` of ``base`` (a built split), with ``base``'s classes and transforms."""
+
+    def __init__(self, base: SegDataset, indices: Sequence[int]) -> None:
+        self.base, self.indices = base, list(indices)
+        self.class_names, self.palette = base.class_names, base.palette
+        self.root, self.split, self.transform = base.root, f"{base.split} (carved)", base.transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, key: int | SampleKey) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(key, SampleKey):
+            return self.base[SampleKey(self.indices[key.index], key.seed)]
+        return self.base[self.indices[key]]
+
+
+def sample_ids(dataset: SegDataset) -> list[str]:
+    """A stable id per image of ``dataset``: the image file's stem, else the index (generated data)."""
+    samples = getattr(dataset, "samples", None)
+    if samples is not None:
+        return [Path(image).stem for image, _ in samples]
+    return [str(i) for i in range(len(dataset))]
+
+
+def carve_of(dataset: SegDataset, cfg: CarveCfg) -> Carve:
+    """The carve ``cfg`` asks of ``dataset`` (its training split)."""
+    ids = sample_ids(dataset)
+    if cfg.fraction is not None:
+        return carve_fraction(ids, cfg.fraction, cfg.salt)
+    group_of = getattr(type(dataset), "group_of", None)
+    if cfg.by != getattr(type(dataset), "group_name", None) or group_of is None:
+        known = getattr(type(dataset), "group_name", None)
+        raise ValueError(
+            f"tune.split: by: {cfg.by!r}: this dataset groups its images by {known!r}"
+            if known
+            else f"tune.split: by: {cfg.by!r}: this dataset has no groups; carve by fraction: F instead"
+        )
+    return carve_groups(ids, group_of, cfg.count, cfg.salt)
+
+
+def carved_part(dataset: SegDataset, cfg: CarveCfg, part: str) -> CarvedDataset:
+    """``part`` (``fit`` or ``tune``) of ``dataset``'s carve, by position (ids may repeat across folders)."""
+    chosen = set(getattr(carve_of(dataset, cfg), part))
+    return CarvedDataset(dataset, [i for i, name in enumerate(sample_ids(dataset)) if name in chosen])

@@ -48,6 +48,13 @@ class Cityscapes(FileSegDataset):
   <root>/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png   (labelIds 0..33; the
       _color, _instanceIds and _polygons.json files beside them are not used)"""
 
+    #: Grouping for a tuning split ``by: city`` (frames of one city are correlated: a tuning split takes whole cities).
+    group_name = "city"
+
+    @staticmethod
+    def group_of(sample_id: str) -> str:
+        return sample_id.split("_", 1)[0]
+
     def __init__(
         self, root: Path | str | None = None, split: str = "train", transform: JointTransform | None = None
     ) -> None:

@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_validator, model_validator
 
+from studybench.study.spec import CarveCfg
+
 #: Scrambled Sobol points are balanced in blocks of powers of two; a budget of 2^m - 1 new points
 #: (plus trial 0, the default) keeps that balance.
 SAMPLERS = ("sobol", "tpe")
@@ -73,22 +75,6 @@ class Knob(_Strict):
             raise ValueError(f"{where}: an integer parameter, but [{self.low}, {self.high}] holds no integer")
         if kind not in (int, float):
             raise ValueError(f"{where}: a {kind.__name__} parameter takes choices: [...], not a range")
-
-
-class CarveCfg(_Strict):
-    """The tuning split carved from the training data: a fraction of images, or whole groups."""
-
-    fraction: float | None = Field(default=None, gt=0, lt=1)
-    by: str | None = None  # a grouping the dataset defines (e.g. Cityscapes 'city')
-    count: StrictInt | None = Field(default=None, ge=1)  # groups carved out
-
-    @model_validator(mode="after")
-    def _one_way(self) -> CarveCfg:
-        if (self.fraction is None) == (self.by is None):
-            raise ValueError("give either fraction: F (0 < F < 1) or by: GROUP with count: N")
-        if (self.by is None) != (self.count is None):
-            raise ValueError("by: GROUP needs count: N (how many groups to carve out)")
-        return self
 
 
 class SelectCfg(_Strict):
