@@ -120,6 +120,7 @@ def backend_switches(train: TrainCfg) -> Iterator[dict[str, str]]:
     attention and linear layers) or ``none`` (IEEE float32 everywhere).
     """
     outer = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark)
+    precision = _matmul_precision()
     torch.backends.cuda.matmul.allow_tf32 = train.tf32 == "all"
     torch.backends.cudnn.allow_tf32 = train.tf32 in ("conv", "all")
     if not train.deterministic:
@@ -133,3 +134,18 @@ def backend_switches(train: TrainCfg) -> Iterator[dict[str, str]]:
         }
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark = outer
+        if precision is not None and _matmul_precision() != precision:
+            torch.set_float32_matmul_precision(precision)
+
+
+def _matmul_precision() -> str | None:
+    """``torch.get_float32_matmul_precision()``, or None where torch refuses to say.
+
+    Since PyTorch 2.9 the switches above (the per-backend "legacy" API) mixed with a policy set by
+    ``torch.set_float32_matmul_precision`` make that getter raise; setting the policy again, after
+    the switches are restored, gives the caller back a process where it answers as before.
+    """
+    try:
+        return torch.get_float32_matmul_precision()
+    except RuntimeError:
+        return None

@@ -38,6 +38,7 @@ from studybench.store.layout import (
 
 #: The cuBLAS workspace setting NVIDIA documents for reproducible results (":16:8" also works, slower).
 CUBLAS_WORKSPACE = ":4096:8"
+CUBLAS_ENV = "CUBLAS_WORKSPACE_CONFIG"
 
 
 def derive_seed(seed: int, purpose: str, *ints: int) -> int:
@@ -98,11 +99,14 @@ def deterministic_mode(enabled: bool) -> Iterator[dict[str, str]]:
     and ``CUBLAS_WORKSPACE_CONFIG`` (read by cuBLAS when CUDA initialises, so it applies to
     a process's first CUDA run: executors start a fresh process per run or per worker).
     Off: PyTorch's defaults (an existing ``CUBLAS_WORKSPACE_CONFIG`` is left alone).
+    The environment variable is removed again afterwards, so that processes started later
+    (loader workers of another run, subprocesses of the caller) do not inherit it.
     """
     outer = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    workspace = os.environ.get(CUBLAS_ENV)
     if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+        os.environ.setdefault(CUBLAS_ENV, CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(enabled, warn_only=False)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = False
@@ -111,6 +115,10 @@ def deterministic_mode(enabled: bool) -> Iterator[dict[str, str]]:
     finally:
         torch.use_deterministic_algorithms(outer[0], warn_only=outer[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        if workspace is None:
+            os.environ.pop(CUBLAS_ENV, None)
+        else:
+            os.environ[CUBLAS_ENV] = workspace
 
 
 def _switch_tags(enabled: bool) -> dict[str, str]:
@@ -120,5 +128,5 @@ def _switch_tags(enabled: bool) -> dict[str, str]:
         TAG_DETERMINISTIC_ALGORITHMS: str(torch.are_deterministic_algorithms_enabled()).lower(),
         TAG_CUDNN_DETERMINISTIC: str(torch.backends.cudnn.deterministic).lower(),
         TAG_CUDNN_BENCHMARK: str(torch.backends.cudnn.benchmark).lower(),
-        TAG_CUBLAS_WORKSPACE: os.environ.get("CUBLAS_WORKSPACE_CONFIG", ""),
+        TAG_CUBLAS_WORKSPACE: os.environ.get(CUBLAS_ENV, ""),
     }

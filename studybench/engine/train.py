@@ -1,6 +1,7 @@
 """Execute one RunSpec end to end: data -> scheme (model, loss, optimiser) -> epochs -> metrics.
 
-Reads top to bottom: ``execute`` sets the run's switches and calls ``fit``, which builds the
+Reads top to bottom: ``execute`` sets the run's threads and switches (``settings``: restored
+when the run ends) and calls ``fit``, which builds the
 data and the scheme, then for each epoch calls ``train_one_epoch`` and, every
 ``train.eval_every`` epochs and after the last, ``evaluate`` on every network of the scheme;
 ``finish`` logs the final metrics, costs and artifacts. The trainer never imports the study
@@ -43,12 +44,13 @@ from studybench.data import SegDataset, build_dataset
 from studybench.data.sampler import EpochSampler
 from studybench.engine import faults
 from studybench.engine.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
-from studybench.engine.device import Placement, backend_switches, default_workers, resolve_device
+from studybench.engine.device import Placement, default_workers, resolve_device
 from studybench.engine.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_csv, samples_npz
 from studybench.engine.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
 from studybench.engine.measure import PeakMemory, Timer, count_params
-from studybench.engine.rng import deterministic_mode, seed_method_stream, torch_generator
+from studybench.engine.rng import seed_method_stream, torch_generator
 from studybench.engine.run_images import log_run_images
+from studybench.engine.settings import run_settings
 from studybench.schemes import NonFiniteLossError, Scheme, StepStats, build_scheme
 from studybench.store.layout import (
     ARTIFACT_CONFUSION,
@@ -136,9 +138,9 @@ def execute(
     checkpoint of its key continues from it (re-logging the earlier epochs' curves).
     """
     train = spec.config.train
-    with deterministic_mode(train.deterministic) as switches, backend_switches(train) as device_tags:
+    with run_settings(train) as switches:  # threads and switches, given back when the run ends
         eval_labels = EVAL_CROP if spec.config.data.eval_on == "crop" else EVAL_NATIVE
-        recorder.set_tags({**switches, **device_tags, TAG_EVAL_LABELS: eval_labels})
+        recorder.set_tags({**switches, TAG_EVAL_LABELS: eval_labels})
         return fit(spec, recorder, progress, checkpoints if train.checkpoint else None)
 
 
@@ -147,8 +149,6 @@ def fit(spec: RunSpec, recorder: Recorder, progress: Progress | None, checkpoint
     cfg = spec.config
     wall = time.perf_counter()
     placement = Placement.for_run(cfg.train, resolve_device(cfg.train.device))
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
     data = build_data(spec, placement)
     with PeakMemory(placement.device) as peak:
         scheme = build_scheme(cfg, data.train_set.num_classes, placement.device, data.total_steps, seed=spec.seed)
