@@ -104,8 +104,12 @@ def _load(study_path: Path, profile: str | None, only: str | None = None, check_
 
 def _uri(tracking_uri: str | None) -> str:
     from studybench.store import default_tracking_uri
+    from studybench.uris import UriError, check_tracking_uri
 
-    return tracking_uri or default_tracking_uri()
+    try:
+        return check_tracking_uri(tracking_uri or default_tracking_uri())
+    except UriError as err:
+        raise _fail("invalid tracking URI", err) from None
 
 
 def _checkpoints(checkpoint_dir: Path | None, uri: str):
