@@ -1,0 +1,122 @@
+"""A tuned study's two phases as ordinary RunSpecs: tuning trials, then final seeds.
+
+Why ordinary specs: a trial is a run with a canonical key like any other, so resume after a
+crash, claims, every executor, retries and ``status`` work on it unchanged. The trials of a
+(method, cell) fold are generated up front from the fold's default-setting spec; the final
+seeds are that same spec with the chosen setting, chosen from the store's scores alone.
+
+A fold is one method in one cell (dataset x arch x other axes): every fold gets exactly
+``tune.budget`` trials, whatever the method, so the budget is equal by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any, Literal
+
+from studybench.study.keys import keyed_spec
+from studybench.study.spec import CarveCfg, RunConfig, RunSpec
+from studybench.study.tuning import Knob, TuneCfg, choose_trial, sobol_trials
+
+PHASE_TUNE, PHASE_FINAL = "tune", "final"
+GROUP_TUNE = "tune"
+
+
+def fold_of(spec: RunSpec) -> str:
+    """The (method, cell) a run belongs to: its axes (method, dataset, grid values) as canonical JSON."""
+    return json.dumps(spec.axes, sort_keys=True, default=str)
+
+
+def knob_kind(config: RunConfig, key: str) -> type:
+    """The declared type (``int``, ``float``, ``bool``, ``str``) of the parameter ``key`` names in ``config``."""
+    section, name = key.split(".", 1)
+    if section in ("loss", "scheme"):
+        hint = _component_hints(section, getattr(config, section).name).get(name)
+        owner = f"{section} {getattr(config, section).name!r}"
+    else:
+        field = type(getattr(config, section)).model_fields.get(name)
+        hint, owner = (field.annotation if field else None), f"section {section!r}"
+    if hint is None:
+        raise ValueError(f"tuned knob {key!r}: {owner} has no parameter {name!r}")
+    return _plain_type(hint, key)
+
+
+def _component_hints(section: str, name: str) -> dict[str, Any]:
+    if section == "loss":
+        from studybench.losses import LOSSES as registry
+    else:
+        from studybench.schemes import SCHEMES as registry
+    return registry.type_hints(name)
+
+
+def _plain_type(hint: Any, key: str) -> type:
+    """``float | None`` -> float, ``int`` -> int, ``Literal[...]`` -> str; anything else is refused."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)] if typing.get_origin(hint) else [hint]
+    if typing.get_origin(hint) is Literal:
+        return str
+    for kind in (bool, float, int, str):
+        if kind in args:
+            return kind
+    raise ValueError(f"tuned knob {key!r}: its type {hint} cannot be tuned (numbers, booleans and choices can)")
+
+
+def knob_value(config: RunConfig, key: str) -> Any:
+    """The configured value of ``key`` in ``config`` (trial 0 of every fold)."""
+    section, name = key.split(".", 1)
+    part = getattr(config, section)
+    return part.params.get(name) if section in ("loss", "scheme") else getattr(part, name)
+
+
+def with_values(config: RunConfig, values: dict[str, Any], carve: CarveCfg | None) -> RunConfig:
+    """``config`` with each dotted ``values`` key set (loss/scheme parameters included) and ``data.carve``."""
+    tree = config.model_dump(mode="python")
+    for key, value in values.items():
+        section, name = key.split(".", 1)
+        tree[section][name] = value
+    tree["data"]["carve"] = carve.model_dump() if carve is not None else None
+    return RunConfig.model_validate(tree)
+
+
+def check_knobs(spec: RunSpec, knobs: dict[str, Knob]) -> dict[str, type]:
+    """Each knob's declared type; ``ValueError`` naming the knob if it is unknown or its range does not fit."""
+    kinds = {key: knob_kind(spec.config, key) for key in knobs}
+    for key, knob in knobs.items():
+        knob.check_type(kinds[key], f"tuned knob {key!r}")
+    return kinds
+
+
+def trial_specs(spec: RunSpec, tune: TuneCfg, method_knobs: dict[str, Knob]) -> list[RunSpec]:
+    """The ``tune.budget`` trials of ``spec``'s fold: trial 0 its setting, then Sobol points of the knobs."""
+    knobs = {**tune.space, **method_knobs}
+    kinds = check_knobs(spec, knobs)
+    default = {key: knob_value(spec.config, key) for key in knobs}
+    carve = CarveCfg(**tune.split.model_dump(exclude={"salt", "score_on"}), salt=tune.seed, score_on="carved")
+    out = []
+    for index, values in enumerate(sobol_trials(tune.budget, knobs, kinds, default, tune.seed)):
+        config = with_values(spec.config, values, carve)
+        fields = {"study": spec.study, "method": spec.method, "axes": spec.axes, "named_by": spec.named_by}
+        out.append(keyed_spec(config, spec.seed, groups=(GROUP_TUNE,), phase=PHASE_TUNE, trial=index, **fields))
+    return out
+
+
+def chosen_values(trials: list[RunSpec], scores: dict[str, list[float]], knobs: list[str]) -> tuple[int, dict]:
+    """The chosen trial of one fold and its knob values, from ``scores`` (run key -> finished scores)."""
+    by_trial = {t.trial: scores.get(t.key, []) for t in trials}
+    best = choose_trial(by_trial)
+    spec = next(t for t in trials if t.trial == best)
+    return best, {key: knob_value(spec.config, key) for key in knobs}
+
+
+def final_specs(defaults: list[RunSpec], chosen: dict[str, dict[str, Any]], carve: CarveCfg | None) -> list[RunSpec]:
+    """Every seed of every fold at its ``chosen`` setting (``fold_of`` -> knob values), phase ``final``.
+
+    ``carve`` (``score_on: val``) trains the final seeds without the tuning images; ``None``
+    trains them on the whole training split.
+    """
+    out = []
+    for spec in defaults:
+        config = with_values(spec.config, chosen[fold_of(spec)], carve)
+        fields = {"study": spec.study, "method": spec.method, "axes": spec.axes, "named_by": spec.named_by}
+        out.append(keyed_spec(config, spec.seed, groups=spec.groups, phase=PHASE_FINAL, **fields))
+    return out

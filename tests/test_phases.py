@@ -1,0 +1,85 @@
+"""A tuned study's phases as RunSpecs: equal budgets, trial 0 = default, typed knobs, finals on the choice."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from studybench.study.config import Study
+from studybench.study.grid import expand
+from studybench.study.phases import PHASE_FINAL, PHASE_TUNE, chosen_values, final_specs, fold_of, trial_specs
+from studybench.study.spec import CarveCfg
+from studybench.study.tuning import Knob, TuneCfg
+
+STUDY = """\
+study: phases
+seeds: [0, 1]
+base:
+  data: {dataset: synthetic, options: {num_classes: 4, image_size: 32, train_images: 8, val_images: 4}}
+  model: {arch: unet, encoder: resnet18}
+  train: {epochs: 1, batch_size: 4, lr: 0.01}
+grid:
+  model.arch: [unet, fpn]
+  method: [ce, {name: focal, loss: {name: focal, gamma: 2.0}}]
+"""
+TUNE = TuneCfg(budget=5, seed=3, space={"train.lr": Knob(low=1e-4, high=3e-2, log=True)})
+GAMMA = {"loss.gamma": Knob(low=0.5, high=5.0)}
+
+
+@pytest.fixture(scope="module")
+def defaults():
+    return expand(Study.model_validate(yaml.safe_load(STUDY)), check_data=False)
+
+
+def test_every_fold_gets_the_budget_and_trial_zero_is_its_setting(defaults):
+    first_seed = [s for s in defaults if s.seed == 0]
+    trials = {fold_of(s): trial_specs(s, TUNE, GAMMA if s.method == "focal" else {}) for s in first_seed}
+    assert len(trials) == 4 and all(len(t) == TUNE.budget for t in trials.values())
+    for spec in first_seed:
+        fold = trials[fold_of(spec)]
+        assert [t.trial for t in fold] == list(range(TUNE.budget))
+        assert all(t.phase == PHASE_TUNE and t.groups == ("tune",) and t.seed == 0 for t in fold)
+        assert fold[0].config.train.lr == spec.config.train.lr
+        assert all(t.config.data.carve == CarveCfg(fraction=0.2, salt=3, score_on="carved") for t in fold)
+        assert len({t.key for t in fold}) == TUNE.budget and spec.key not in {t.key for t in fold}
+        assert " · t0 · s0" in fold[0].name
+    focal = trials[fold_of(next(s for s in first_seed if s.method == "focal"))]
+    assert focal[0].config.loss.params["gamma"] == 2.0
+    assert all(isinstance(t.config.loss.params["gamma"], float) for t in focal)
+    # the shared knob gets the same Sobol draws in every fold with the same knobs (same cell or not)
+    ce = [t for f, ts in trials.items() if '"ce"' in f for t in ts]
+    assert [t.config.train.lr for t in ce[:5]] == [t.config.train.lr for t in ce[5:]]
+
+
+def test_the_trial_list_is_identical_across_expansions(defaults):
+    again = expand(Study.model_validate(yaml.safe_load(STUDY)), check_data=False)
+    one = [t.key for s in defaults for t in trial_specs(s, TUNE, {})]
+    assert one == [t.key for s in again for t in trial_specs(s, TUNE, {})]
+
+
+@pytest.mark.parametrize(
+    "knobs, message",
+    [
+        ({"loss.gama": Knob(low=0.5, high=5.0)}, "has no parameter 'gama'"),
+        ({"train.epochs": Knob(low=1.2, high=1.8)}, "holds no integer"),
+        ({"train.amp": Knob(low=0, high=1)}, "choices"),
+    ],
+)
+def test_a_knob_the_run_does_not_have_or_cannot_take_is_refused(defaults, knobs, message):
+    focal = next(s for s in defaults if s.method == "focal")
+    with pytest.raises(ValueError, match=message):
+        trial_specs(focal, TUNE, knobs)
+
+
+def test_finals_take_the_chosen_setting_for_every_seed(defaults):
+    ce = [s for s in defaults if s.method == "ce" and s.arch == "unet"]
+    trials = trial_specs(ce[0], TUNE, {})
+    scores = {t.key: [0.1 * t.trial] for t in trials}
+    scores[trials[2].key] = [0.9]
+    best, values = chosen_values(trials, scores, ["train.lr"])
+    assert best == 2 and values == {"train.lr": trials[2].config.train.lr}
+    finals = final_specs(ce, {fold_of(ce[0]): values}, carve=None)
+    assert [f.seed for f in finals] == [0, 1] and all(f.phase == PHASE_FINAL for f in finals)
+    assert all(f.config.train.lr == values["train.lr"] and f.config.data.carve is None for f in finals)
+    unchanged = final_specs(ce, {fold_of(ce[0]): {"train.lr": ce[0].config.train.lr}}, carve=None)
+    assert [f.key for f in unchanged] == [s.key for s in ce]  # the default chosen: the untuned runs, reused
