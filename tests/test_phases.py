@@ -83,3 +83,67 @@ def test_finals_take_the_chosen_setting_for_every_seed(defaults):
     assert all(f.config.train.lr == values["train.lr"] and f.config.data.carve is None for f in finals)
     unchanged = final_specs(ce, {fold_of(ce[0]): {"train.lr": ce[0].config.train.lr}}, carve=None)
     assert [f.key for f in unchanged] == [s.key for s in ce]  # the default chosen: the untuned runs, reused
+
+
+TUNED = (
+    STUDY
+    + """\
+tune:
+  budget: 4
+  seed: 0
+  split: {fraction: 0.25}
+  space:
+    train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}
+"""
+)
+
+
+def _load(text: str, tmp_path):
+    from studybench.study.config import StudyError, load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(text)
+    try:
+        return expand(load_study(path), source=str(path), check_data=False)
+    except StudyError as err:
+        return str(err)
+
+
+def test_a_tuned_study_validates_and_counts_its_trials_against_the_run_limit(monkeypatch, tmp_path):
+    from studybench.study.phases import tuning_trials
+
+    text = TUNED.replace(
+        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}}]",
+        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]",
+    )
+    study = Study.model_validate(yaml.safe_load(text))
+    defaults = expand(study, check_data=False)
+    trials = tuning_trials(study, defaults, "s.yaml")
+    assert len(trials) == 4 * 4 and {t.trial for t in trials} == {0, 1, 2, 3}
+    monkeypatch.setenv("STUDYBENCH_MAX_RUNS", str(len(defaults) + len(trials) - 1))
+    assert "16 tuning trials" in _load(text, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("budget: 4", "budget: 0"), "tune.budget"),
+        (("log: true}", "log: true, low2: 1}"), "low2"),
+        (("{low: 1.0e-4, high: 3.0e-2, log: true}", "{low: 3.0e-2, high: 1.0e-4}"), "above high"),
+        (("{low: 1.0e-4, high: 3.0e-2, log: true}", "{low: 0, high: 1.0, log: true}"), "above 0"),
+        (("seed: 0\n", "seed: 0\n  sampler: tpe\n"), "not available"),
+        (("train.lr:", "train.lrr:"), "has no parameter 'lrr'"),
+        (
+            ("[ce, {", "[{name: ce, loss: {name: ce}, tune: {loss.gamma: {low: 1, high: 2}}}, {"),
+            "has no parameter 'gamma'",
+        ),
+    ],
+)
+def test_bad_tuning_input_names_the_key(edit, message, tmp_path):
+    result = _load(TUNED.replace(*edit), tmp_path)
+    assert isinstance(result, str) and message in result, result
+
+
+def test_method_knobs_without_a_tune_section_are_refused(tmp_path):
+    text = STUDY.replace("[ce, {", "[{name: ce, loss: {name: ce}, tune: {train.lr: {low: 0.1, high: 1}}}, {")
+    assert "grid.method[0].tune: tuned knobs need a study-level tune" in _load(text, tmp_path)

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 
 from studybench.registry import did_you_mean
 from studybench.study.spec import RunConfig
+from studybench.study.tuning import TuneCfg
 
 SECTIONS = tuple(RunConfig.model_fields)  # data, model, loss, scheme, train
 
@@ -95,6 +96,7 @@ class Study(_Strict):
     profiles: dict[str, Profile] = Field(default_factory=dict)
     reference: list[dict[str, Any]] = Field(default_factory=list)  # paper numbers shown beside ours
     resources: Resources = Field(default_factory=Resources)
+    tune: TuneCfg | None = None  # equal tuning budget per method (study.tuning, study.phases)
 
     @field_validator("seeds")
     @classmethod

@@ -120,3 +120,49 @@ def final_specs(defaults: list[RunSpec], chosen: dict[str, dict[str, Any]], carv
         fields = {"study": spec.study, "method": spec.method, "axes": spec.axes, "named_by": spec.named_by}
         out.append(keyed_spec(config, spec.seed, groups=spec.groups, phase=PHASE_FINAL, **fields))
     return out
+
+
+def method_knobs(study: Any, source: str) -> dict[str, dict[str, Knob]]:
+    """Each method's own knobs (``grid.method[i].tune``), typed; ``StudyError`` naming the key if wrong."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from studybench.study.config import StudyError, format_validation
+    from studybench.study.tuning import check_knob_key
+
+    out: dict[str, dict[str, Knob]] = {}
+    for i, value in enumerate((study.grid or {}).get("method") or []):
+        if not (isinstance(value, dict) and "tune" in value):
+            continue
+        where = f"grid.method[{i}].tune"
+        if study.tune is None:
+            raise StudyError(f"{source}: {where}: tuned knobs need a study-level tune: section (budget, space, ...)")
+        try:
+            knobs = TypeAdapter(dict[str, Knob]).validate_python(value["tune"])
+            for key in knobs:
+                check_knob_key(key)
+        except ValidationError as err:
+            raise StudyError(format_validation(err, source, prefix=f"{where}.")) from None
+        except ValueError as err:
+            raise StudyError(f"{source}: {where}: {err}") from None
+        out[value["name"]] = knobs
+    return out
+
+
+def tuning_trials(study: Any, defaults: list[RunSpec], source: str) -> list[RunSpec]:
+    """Every trial of every fold of a study with ``tune:`` (one seed: the first of the study's seeds)."""
+    from studybench.study.config import StudyError
+
+    if study.ablations:
+        raise StudyError(
+            f"{source}: tune: a tuned study cannot have ablations yet (an ablation varies one setting by hand); "
+            "run the ablations as a study of their own"
+        )
+    knobs = method_knobs(study, source)
+    first = defaults[0].seed
+    trials = []
+    for spec in (s for s in defaults if s.seed == first):
+        try:
+            trials += trial_specs(spec, study.tune, knobs.get(spec.method, {}))
+        except ValueError as err:
+            raise StudyError(f"{source}: tune: {err}  [in method {spec.method!r}]") from None
+    return trials

@@ -22,9 +22,6 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, field_
 
 from studybench.study.spec import CarveCfg
 
-#: Scrambled Sobol points are balanced in blocks of powers of two; a budget of 2^m - 1 new points
-#: (plus trial 0, the default) keeps that balance.
-SAMPLERS = ("sobol", "tpe")
 
 
 class _Strict(BaseModel):
@@ -77,20 +74,24 @@ class Knob(_Strict):
             raise ValueError(f"{where}: a {kind.__name__} parameter takes choices: [...], not a range")
 
 
-class SelectCfg(_Strict):
-    """How the chosen setting is picked: best mean tuning score, optionally re-checking the top k."""
-
-    top_k: StrictInt = Field(default=1, ge=1)
-    extra_seeds: StrictInt = Field(default=0, ge=0)
-
-
 class TuneCfg(_Strict):
     budget: StrictInt = Field(ge=1)
     seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
     sampler: Literal["sobol", "tpe"] = "sobol"
     split: CarveCfg = Field(default_factory=lambda: CarveCfg(fraction=0.2))
     space: dict[str, Knob] = Field(default_factory=dict)
-    select: SelectCfg = Field(default_factory=SelectCfg)
+    #: What the final seeds train on: the whole training split, or the part tuning trained on.
+    final_train: Literal["all", "fit"] = "all"
+
+    @field_validator("sampler")
+    @classmethod
+    def _sobol_only(cls, sampler: str) -> str:
+        if sampler == "tpe":
+            raise ValueError(
+                "sampler: tpe (Optuna) is not available in this version of studybench; use sampler: sobol "
+                "(the default: the same trial list on every machine and under any parallelism)"
+            )
+        return sampler
 
     @field_validator("space")
     @classmethod
@@ -129,9 +130,7 @@ def sobol_trials(
 
     ``kinds`` gives each knob's declared type; ``default`` the method's configured value of each knob.
     """
-    names = list(
-        knobs
-    )  # the caller's order (shared knobs, then the method's own): it fixes which Sobol dimension is which
+    names = list(knobs)  # the caller's order (shared, then the method's own) fixes each knob's Sobol dimension
     trials = [{k: default[k] for k in names}]
     for point in sobol_points(budget - 1, len(names), seed):
         trials.append({k: knobs[k].value(u, kinds[k]) for k, u in zip(names, point)})
