@@ -13,6 +13,7 @@ import studybench.engine.train as trainer
 from studybench.engine.device import Placement, backend_switches, default_workers
 from studybench.engine.measure import Timer, count_host_reads
 from studybench.schemes import NonFiniteLossError, StepStats, build_scheme
+from studybench.study.keys import keyed_spec
 from studybench.study.spec import RunConfig, RunSpec, TrainCfg
 
 CPU = torch.device("cpu")
@@ -25,7 +26,7 @@ def run_spec(train_images: int = 16, **train: Any) -> RunSpec:
         "model": LIGHT,
         "train": {"epochs": 1, "batch_size": 2, "lr": 0.01, "threads": 1, "checkpoint": False, **train},
     }
-    return RunSpec(study="loop", method="ce", seed=0, config=RunConfig.model_validate(config))
+    return keyed_spec(study="loop", method="ce", seed=0, config=RunConfig.model_validate(config))
 
 
 class Steps:

@@ -28,6 +28,7 @@ from studybench.engine.checkpoint import Checkpoints
 from studybench.engine.rng import TAG_CUDNN_DETERMINISTIC, TAG_DETERMINISTIC, TAG_DETERMINISTIC_ALGORITHMS, derive_seed
 from studybench.losses import list_losses
 from studybench.schemes import build_scheme
+from studybench.study.keys import keyed_spec
 from studybench.study.spec import RUNTIME_KEYS, DataCfg, RunConfig, RunSpec
 
 LIGHT = {"arch": "unet", "encoder": "resnet18", "options": {"decoder_channels": [16, 8, 8, 8, 8]}}
@@ -89,7 +90,7 @@ def spec(method: str, workers: int = 0, **train: Any) -> RunSpec:
         "train": {"epochs": 2, "batch_size": 4, "lr": 0.01, "threads": 1, "checkpoint": False, **train},
         **METHODS[method],
     }
-    return RunSpec(study="protocol", method=method, seed=0, config=RunConfig.model_validate(config))
+    return keyed_spec(study="protocol", method=method, seed=0, config=RunConfig.model_validate(config))
 
 
 def run(run_spec: RunSpec, monkeypatch, checkpoints: Checkpoints | None = None) -> dict[str, Any]:

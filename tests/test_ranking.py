@@ -207,3 +207,43 @@ def test_a_ranked_study_may_name_its_own_profile(text, default, expected):
     from studybench.cli import study_and_profile
 
     assert study_and_profile(text, default) == expected
+
+
+def _values(k: int, n: int, seeds: int = 3) -> pd.DataFrame:
+    """``cell, method, seed, value`` where every cell ranks method m0 > m1 > ... (same order everywhere)."""
+    rows = [
+        (f"cell{c}", f"m{m}", s, 0.7 - 0.05 * m + 0.01 * c + 0.001 * s)
+        for c in range(n)
+        for m in range(k)
+        for s in range(seeds)
+    ]
+    return pd.DataFrame(rows, columns=["cell", "method", "seed", "value"])
+
+
+def test_note_gives_the_exact_p_and_never_inf_with_few_cells():
+    result = ranking.rank(_values(4, 2), "miou", "m0")
+    note = ranking.ranking_note(result)
+    assert result.friedman.p_exact == pytest.approx(1 / 24)
+    assert "permutation p = 0.042" in note and "inf" not in note.lower()
+    assert "no pair can ever differ" in note and "fewer than 6" in note
+    assert "F is undefined" in note
+
+
+def test_note_names_a_cell_with_a_missing_seed():
+    values = _values(3, 3)
+    values.loc[(values["cell"] == "cell1") & (values["method"] == "m2") & (values["seed"] == 2), "value"] = np.nan
+    result = ranking.rank(values, "miou", "m0")
+    note = ranking.ranking_note(result)
+    assert "cell1: m2 2 of 3 seeds" in note
+    assert "cell0" not in note.split("missing seed")[1]
+
+
+def test_many_cells_wilcoxon_holm_separates_and_tables_show_robust_columns():
+    result = ranking.rank(_values(3, 8), "miou", "m0")
+    assert result.pairs["different"].all()  # 8 cells, same order: each pair p = 2/256, Holm x3 < 0.05
+    note = ranking.ranking_note(result)
+    assert "pairs that differ: m0 vs m1, m0 vs m2, m1 vs m2" in note
+    main = ranking.ranking_tables(result)[0]
+    poi = main.data.set_index("method")["poi"]
+    assert poi["m1"] == 0.0 and np.isnan(poi["m0"])
+    assert any(c.startswith("IQM miou") for c in main.display.columns)

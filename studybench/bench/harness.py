@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from studybench import IGNORE_INDEX
 from studybench.engine.measure import count_host_reads
+from studybench.study.keys import keyed_spec
 from studybench.study.spec import RunConfig, RunSpec
 
 #: The quickstart's light U-Net decoder.
@@ -77,7 +78,7 @@ def harness_spec(image_size: int, train_images: int, epochs: int, batch: int, th
             },
         }
     )
-    return RunSpec(study="bench-harness", method="ce", seed=0, config=config)
+    return keyed_spec(study="bench-harness", method="ce", seed=0, config=config)
 
 
 def harness_rate(spec: RunSpec) -> float:

@@ -1,28 +1,29 @@
-"""Dataset registry: YAML name -> dataset class, plus ``build_dataset`` for the trainer."""
+"""Dataset registry: YAML name -> dataset class, plus ``build_dataset`` for the trainer.
+
+Datasets are listed by where they live: their modules (and torch) are imported when one is
+first built or verified, not to list or describe them.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from studybench.data.base import DataUnavailableError, SegDataset
-from studybench.data.camvid import CamVid
-from studybench.data.cityscapes import Cityscapes
-from studybench.data.files import FileSegDataset, overlap_error
-from studybench.data.folder import FolderDataset
-from studybench.data.synthetic import SyntheticSegmentation
-from studybench.data.transforms import build_transform
-from studybench.data.voc import VOC2012, VOC2012Aug
 from studybench.registry import Registry
-from studybench.study.spec import DataCfg
+
+if TYPE_CHECKING:
+    from studybench.data.base import SegDataset
+    from studybench.study.spec import DataCfg
 
 DATASETS: Registry[SegDataset] = Registry("dataset", reserved=("root", "split", "transform"))
-DATASETS.register("synthetic")(SyntheticSegmentation)
-DATASETS.register("voc2012")(VOC2012)
-DATASETS.register("voc2012-aug")(VOC2012Aug)
-DATASETS.register("cityscapes")(Cityscapes)
-DATASETS.register("camvid")(CamVid)
-DATASETS.register("folder")(FolderDataset)
+DATASETS.add("synthetic", "studybench.data.synthetic:SyntheticSegmentation")
+DATASETS.add("voc2012", "studybench.data.voc:VOC2012")
+DATASETS.add("voc2012-aug", "studybench.data.voc:VOC2012Aug")
+DATASETS.add("cityscapes", "studybench.data.cityscapes:Cityscapes")
+DATASETS.add("camvid", "studybench.data.camvid:CamVid")
+DATASETS.add("folder", "studybench.data.folder:FolderDataset")
 
 
 def resolve_root(cfg: DataCfg) -> Path:
@@ -36,7 +37,7 @@ def resolve_root(cfg: DataCfg) -> Path:
 def verify_dataset(cfg: DataCfg, split: str) -> None:
     """Check, before training, that ``split`` of the configured dataset can be loaded; for the
     evaluation split, also that the training split holds none of its images."""
-    DATASETS.get(cfg.dataset).verify(resolve_root(cfg), split, **cfg.options)
+    DATASETS.get(cfg.dataset).verify(resolve_root(cfg), split, **DATASETS.typed(cfg.dataset, cfg.options))
     if split == cfg.val_split and cfg.train_split != split:
         check_splits_disjoint(cfg)
 
@@ -48,10 +49,13 @@ def check_splits_disjoint(cfg: DataCfg) -> None:
     the evaluation images, and every score it reports is inflated. Generated datasets (no files)
     have nothing to compare.
     """
+    from studybench.data.files import FileSegDataset, overlap_error
+
     cls, root = DATASETS.get(cfg.dataset), resolve_root(cfg)
     if not issubclass(cls, FileSegDataset):
         return
-    train, val = (cls(root=root, split=s, **cfg.options) for s in (cfg.train_split, cfg.val_split))
+    options = DATASETS.typed(cfg.dataset, cfg.options)
+    train, val = (cls(root=root, split=s, **options) for s in (cfg.train_split, cfg.val_split))
     shared = {p.resolve() for p, _ in train.samples} & {p.resolve() for p, _ in val.samples}
     if shared:
         what = f"{cfg.dataset}: training split {cfg.train_split!r} and evaluation split {cfg.val_split!r}"
@@ -59,13 +63,33 @@ def check_splits_disjoint(cfg: DataCfg) -> None:
 
 
 def build_dataset(cfg: DataCfg, split: str, train: bool) -> SegDataset:
-    """The configured dataset's ``split``, with training or evaluation transforms."""
-    cls = DATASETS.get(cfg.dataset)
-    return cls(root=resolve_root(cfg), split=split, transform=build_transform(cfg, train=train), **cfg.options)
+    """The configured dataset's ``split``, with training or evaluation transforms.
+
+    With ``data.carve`` the training split loses its carved tuning images, and a run that
+    scores on them (a tuning trial) gets them as its evaluation split: the reported split is
+    then never opened.
+    """
+    from studybench.data.carve import carved_part
+    from studybench.data.transforms import build_transform
+
+    cls, options = DATASETS.get(cfg.dataset), DATASETS.typed(cfg.dataset, cfg.options)
+    carve = cfg.carve
+    if carve is not None and (split == cfg.train_split or carve.score_on == "carved"):
+        transform = build_transform(cfg, train=train)
+        base = cls(root=resolve_root(cfg), split=cfg.train_split, transform=transform, **options)
+        return carved_part(base, carve, "fit" if split == cfg.train_split else "tune")
+    return cls(root=resolve_root(cfg), split=split, transform=build_transform(cfg, train=train), **options)
 
 
 def list_datasets() -> list[str]:
     return DATASETS.names()
+
+
+def __getattr__(name: str) -> Any:
+    """The dataset base types on first use (they import torch)."""
+    if name in ("DataUnavailableError", "SegDataset"):
+        return getattr(importlib.import_module("studybench.data.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["DATASETS", "DataUnavailableError", "SegDataset", "build_dataset", "list_datasets", "verify_dataset"]

@@ -1,38 +1,34 @@
 """Loss registry: YAML name -> loss module. ``build_loss(name, **params)`` is the public factory.
 
-Every loss module is imported explicitly below, so the registry is complete as soon as this
-package is imported (no registration that depends on import order elsewhere).
+Every loss is listed below by where it lives, so the registry is complete as soon as this
+package is imported (no registration that depends on import order elsewhere); a loss's
+module, and torch, are imported when it is first built, not to list or describe it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from studybench.losses.base import SegLoss
-from studybench.losses.bce import SigmoidBCELoss
-from studybench.losses.ce import CrossEntropyLoss
-from studybench.losses.center import CenterLoss
-from studybench.losses.focal import SigmoidFocalLoss, SoftmaxFocalLoss
-from studybench.losses.lad import LocallyAdaptiveLoss
-from studybench.losses.rmi import RMILoss
-from studybench.losses.smp_losses import DiceLoss, JaccardLoss, LovaszLoss, TverskyLoss
-from studybench.losses.weighted_sum import WeightedSumLoss
 from studybench.registry import Registry
+
+if TYPE_CHECKING:
+    from studybench.losses.base import SegLoss
 
 LOSSES: Registry[SegLoss] = Registry("loss")
 
-LOSSES.register("ce", aliases=("cross_entropy",))(CrossEntropyLoss)
-LOSSES.register("bce")(SigmoidBCELoss)
-LOSSES.register("focal")(SoftmaxFocalLoss)
-LOSSES.register("focal-sigmoid")(SigmoidFocalLoss)
-LOSSES.register("lad")(LocallyAdaptiveLoss)
-LOSSES.register("rmi")(RMILoss)
-LOSSES.register("center")(CenterLoss)
-LOSSES.register("dice")(DiceLoss)
-LOSSES.register("lovasz")(LovaszLoss)
-LOSSES.register("jaccard")(JaccardLoss)
-LOSSES.register("tversky")(TverskyLoss)
-LOSSES.register("sum")(WeightedSumLoss)
+LOSSES.add("ce", "studybench.losses.ce:CrossEntropyLoss", aliases=("cross_entropy",))
+LOSSES.add("bce", "studybench.losses.bce:SigmoidBCELoss")
+LOSSES.add("focal", "studybench.losses.focal:SoftmaxFocalLoss")
+LOSSES.add("focal-sigmoid", "studybench.losses.focal:SigmoidFocalLoss")
+LOSSES.add("lad", "studybench.losses.lad:LocallyAdaptiveLoss")
+LOSSES.add("rmi", "studybench.losses.rmi:RMILoss")
+LOSSES.add("center", "studybench.losses.center:CenterLoss")
+LOSSES.add("dice", "studybench.losses.smp_losses:DiceLoss")
+LOSSES.add("lovasz", "studybench.losses.smp_losses:LovaszLoss")
+LOSSES.add("jaccard", "studybench.losses.smp_losses:JaccardLoss")
+LOSSES.add("tversky", "studybench.losses.smp_losses:TverskyLoss")
+LOSSES.add("sum", "studybench.losses.weighted_sum:WeightedSumLoss")
 
 
 def build_loss(name: str, /, **params: Any) -> SegLoss:
@@ -42,6 +38,13 @@ def build_loss(name: str, /, **params: Any) -> SegLoss:
 
 def list_losses() -> list[str]:
     return LOSSES.names()
+
+
+def __getattr__(name: str) -> Any:
+    """``SegLoss`` on first use (it imports torch)."""
+    if name == "SegLoss":
+        return importlib.import_module("studybench.losses.base").SegLoss
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["LOSSES", "SegLoss", "build_loss", "list_losses"]

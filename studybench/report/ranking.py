@@ -1,4 +1,4 @@
-"""Ranking methods over many cells: average ranks, the Friedman test, the Nemenyi critical difference.
+"""Ranking methods over many cells: average ranks, the Friedman test, Wilcoxon-Holm cliques, robust aggregates.
 
 A paired t test (``stats``) answers "is method A better than the baseline *in this cell*". Over
 many cells (datasets x architectures x other axes, within one study or across studies) the
@@ -6,11 +6,18 @@ question becomes "which methods are better *in general*", and averaging mIoU ove
 let one easy dataset dominate. Following Demšar (2006) each cell is a block: the methods are
 ranked within it (1 = best, ties get the average of the ranks they span), the ranks are
 averaged over cells, the Friedman test asks whether the average ranks differ more than chance
-would, and the Nemenyi critical difference ``CD = q_α · sqrt(k(k+1) / (6N))`` says which pairs of
-methods differ (two methods whose average ranks differ by at least CD do, at α = 0.05).
+would (with an exact permutation p-value up to 30 cells, ``permutation``: the chi-square and
+Iman-Davenport approximations are far too small with few cells). Which pairs differ is decided by
+pairwise Wilcoxon signed-rank tests with Holm's correction (``posthoc``; Benavoli et al. 2016),
+not by Nemenyi's mean-rank test, whose verdict on A vs B depends on the other methods ranked.
+Nemenyi's critical difference ``CD = q_α · sqrt(k(k+1) / (6N))`` is still printed, with what
+it implies for power (with 2 cells and 4 methods no pair could ever differ by it). Beside the
+ranks: the interquartile mean and the probability of improvement over the baseline with
+stratified-bootstrap intervals (``aggregate``, Agarwal et al. 2021).
 
 A cell's score is the method's mean over seeds. Only complete blocks are ranked: the methods
-present in every cell (cells missing one of them are dropped), and what was left out is listed.
+present in every cell (cells missing one of them are dropped), and what was left out is listed,
+as is every cell where a method has fewer seeds with a value than the cell has seeds.
 
 Beside the ranks, a win/tie/loss count against the baseline, cell by cell. The rule: the
 paired per-seed difference (method - baseline, sign turned for lower-is-better metrics) is a
@@ -32,7 +39,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from studybench.report import stats
+from studybench.report import aggregate, permutation, posthoc, stats
 from studybench.report.collect import in_group, label, main_axes
 from studybench.report.tables import COSTS, Table, method_order
 
@@ -51,7 +58,8 @@ WTL_RULE = (
 
 @dataclass(frozen=True)
 class Friedman:
-    """Friedman's chi-square (tie-corrected, as scipy) and Iman-Davenport's F, with their p-values."""
+    """Friedman's chi-square (tie-corrected, as scipy), Iman-Davenport's F (NaN where undefined), their p-values,
+    and the permutation p-value (NaN beyond ``permutation.MAX_CELLS`` cells) with how it was computed."""
 
     k: int  # methods
     n: int  # cells (blocks)
@@ -59,6 +67,13 @@ class Friedman:
     p: float
     f: float
     p_f: float
+    p_exact: float = math.nan
+    exact: str = ""
+
+    @property
+    def p_best(self) -> float:
+        """The p-value to read: the permutation p where there is one, else Iman-Davenport's."""
+        return self.p_exact if not math.isnan(self.p_exact) else self.p_f
 
 
 @dataclass
@@ -77,6 +92,9 @@ class Ranking:
     dropped_methods: list[str] = field(default_factory=list)
     dropped_cells: list[str] = field(default_factory=list)
     chosen: bool = False  # the methods were chosen by the caller (not: those in every cell)
+    pairs: pd.DataFrame | None = None  # Wilcoxon-Holm per pair of methods (posthoc.wilcoxon_holm)
+    robust: pd.DataFrame | None = None  # IQM and probability of improvement (aggregate.summary)
+    short: list[str] = field(default_factory=list)  # "cell: method 2 of 3 seeds" where a value is missing
 
     def wtl(self) -> pd.DataFrame:
         """Per method: wins, ties and losses against the baseline over the cells."""
@@ -113,14 +131,15 @@ def friedman_test(ranks: pd.DataFrame) -> Friedman:
     ties = sum(float(((c**3) - c).sum()) for row in r for c in [np.unique(row, return_counts=True)[1]])
     correction = 1.0 - ties / (n * k * (k * k - 1))
     if correction <= 0:  # every cell ties every method: no evidence of any difference
-        return Friedman(k, n, 0.0, 1.0, 0.0, 1.0)
+        return Friedman(k, n, 0.0, 1.0, 0.0, 1.0, 1.0, "every method tied in every cell")
     chi2 = (12.0 / (n * k * (k + 1)) * float((r.sum(axis=0) ** 2).sum()) - 3.0 * n * (k + 1)) / correction
     p = float(sps.chi2.sf(chi2, k - 1))
+    p_exact, exact = permutation.friedman_p(r) if n <= permutation.MAX_CELLS else (math.nan, "")
     denom = n * (k - 1) - chi2
-    if denom <= 0:  # the methods are in the same order in every cell
-        return Friedman(k, n, chi2, p, math.inf, 0.0)
+    if denom <= 1e-9 * n * k:  # the same order in every cell: F is infinite, its F-distribution p meaningless
+        return Friedman(k, n, chi2, p, math.nan, math.nan, p_exact, exact)
     f = (n - 1) * chi2 / denom
-    return Friedman(k, n, chi2, p, f, float(sps.f.sf(f, k - 1, (k - 1) * (n - 1))))
+    return Friedman(k, n, chi2, p, f, float(sps.f.sf(f, k - 1, (k - 1) * (n - 1))), p_exact, exact)
 
 
 def q_alpha(k: int, alpha: float = ALPHA) -> float:
@@ -181,6 +200,7 @@ def rank(
     ``methods`` restricts the ranking (cells lacking one are dropped); by default the methods
     present in every cell are ranked. ``order`` breaks ties in the listing (e.g. the study's).
     """
+    short = short_cells(values)
     values = values.dropna(subset=["value"])
     wide = values.pivot_table(index="cell", columns="method", values="value", aggfunc="mean", sort=False)
     all_methods = list(wide.columns)
@@ -210,9 +230,27 @@ def rank(
     result.dropped_methods = [m for m in all_methods if m not in keep]
     result.chosen = methods is not None
     result.dropped_cells = [c for c in wide.index if c not in scores.index]
+    result.short = short
     if baseline in keep:
         result.outcomes = _outcomes(values[values["cell"].isin(scores.index)], scores, baseline, higher)
+    if n >= 2:
+        result.pairs = posthoc.wilcoxon_holm(scores[list(average.index)] * (1.0 if higher else -1.0))
+    kept = values[values["cell"].isin(scores.index)]
+    result.robust = aggregate.summary(kept, list(average.index), list(scores.index), baseline, 1.0 if higher else -1.0)
     return result
+
+
+def short_cells(values: pd.DataFrame) -> list[str]:
+    """``cell: method 2 of 3 seeds`` for each method with fewer values than its cell has seeds (a run missing or NaN)."""
+    seeds = values.groupby("cell", sort=False)["seed"].nunique()
+    have = values.dropna(subset=["value"]).groupby(["cell", "method"], sort=False)["seed"].nunique()
+    out = []
+    for cell, total in seeds.items():
+        for method in dict.fromkeys(values.loc[values["cell"] == cell, "method"]):
+            got = int(have.get((cell, method), 0))
+            if got < total:
+                out.append(f"{cell}: {method} {got} of {total} seeds")
+    return out
 
 
 def _outcomes(values: pd.DataFrame, scores: pd.DataFrame, baseline: str, higher: bool) -> pd.DataFrame:
@@ -324,6 +362,8 @@ def ranking_tables(result: Ranking, stem: str = "ranking") -> list[Table]:
             "baseline" if m == result.baseline else f"{wtl['win'][m]} / {wtl['tie'][m]} / {wtl['loss'][m]}"
             for m in data["method"]
         ]
+    if result.robust is not None:
+        _add_robust(result, data, disp, scale, unit)
     title = f"Ranking of {k} methods over {n} cells by {result.metric} (1 = best)"
     main = Table(stem, title, data, disp, ranking_note(result))
     cells = result.scores[result.average.index]
@@ -343,32 +383,86 @@ def ranking_tables(result: Ranking, stem: str = "ranking") -> list[Table]:
     return [main, per_cell]
 
 
+def _add_robust(result: Ranking, data: pd.DataFrame, disp: pd.DataFrame, scale: float, unit: str) -> None:
+    """IQM and probability-of-improvement columns (numbers to ``data``, ``value [lo, hi]`` text to ``disp``)."""
+    robust = result.robust.set_index("method").reindex(data["method"])
+    for col in robust.columns:
+        data[col] = robust[col].to_numpy()
+    disp[f"IQM {result.metric}{unit} [95% bootstrap]"] = [
+        f"{scale * r.iqm:.2f} [{scale * r.iqm_lo:.2f}, {scale * r.iqm_hi:.2f}]" for r in robust.itertuples()
+    ]
+    if robust["poi"].notna().any():
+        disp[f"P(> {result.baseline}) [95% bootstrap]"] = [
+            "baseline"
+            if m == result.baseline
+            else "-"
+            if pd.isna(r.poi)
+            else f"{r.poi:.2f} [{r.poi_lo:.2f}, {r.poi_hi:.2f}]"
+            for m, r in zip(robust.index, robust.itertuples())
+        ]
+
+
 def ranking_note(result: Ranking) -> str:
-    """The ranking table's note: the rules, the Friedman test, the critical difference, what was left out."""
+    """The ranking table's note: the rules, the Friedman test, which pairs differ, its power, what was left out."""
     parts = ["Ranks within each cell (ties get the average rank), averaged over cells."]
     if result.friedman is None:
-        parts.append("One cell: no Friedman test and no critical difference.")
+        parts.append("One cell: no Friedman test, no pairwise test and no critical difference.")
     else:
-        fr = result.friedman
-        parts.append(
-            f"Friedman test over N = {fr.n} cells, k = {fr.k} methods: chi2 = {fr.statistic:.2f}, p = {_p(fr.p)}; "
-            f"Iman-Davenport F = {fr.f:.2f}, p = {_p(fr.p_f)}."
-        )
-        parts.append(
-            f"Nemenyi critical difference at alpha = {ALPHA}: CD = q * sqrt(k(k+1)/(6N)) = {result.cd:.2f} "
-            f"(q = {q_alpha(fr.k):.3f}, Demšar 2006 Table 5a); average ranks differing by less are not "
-            "significantly different."
-        )
-        if fr.n < 5:
-            parts.append(f"With only {fr.n} cells the test has little power.")
+        parts += [friedman_text(result.friedman), pairs_text(result), cd_text(result.friedman.k, result.friedman.n)]
+    if result.robust is not None:
+        parts.append(ROBUST_RULE.format(baseline=result.baseline or "the baseline"))
     if result.outcomes is not None:
         parts.append(WTL_RULE.format(baseline=result.baseline).capitalize() + ".")
+    if result.short:
+        parts.append(f"Cells with a missing seed (mean and tests over the seeds present): {'; '.join(result.short)}.")
     if result.dropped_methods:
         why = "not among the methods chosen" if result.chosen else "not in every cell"
         parts.append(f"Left out ({why}): {', '.join(result.dropped_methods)}.")
     if result.dropped_cells:
         parts.append(f"Cells left out (a ranked method missing): {', '.join(result.dropped_cells)}.")
     return " ".join(parts)
+
+
+ROBUST_RULE = (
+    "IQM: interquartile mean of all runs pooled over cells; P(>{baseline}): probability that a run beats a run of "
+    "{baseline} in the same cell, averaged over cells; both with 95% stratified-bootstrap intervals (runs resampled "
+    "within cells, Agarwal et al. 2021), rough with few seeds."
+)
+
+
+def friedman_text(fr: Friedman) -> str:
+    """Friedman's chi-square, the permutation p where computed, and Iman-Davenport's F (or why it is undefined)."""
+    text = f"Friedman test over N = {fr.n} cells, k = {fr.k} methods: chi2 = {fr.statistic:.2f}"
+    if not math.isnan(fr.p_exact):
+        text += (
+            f", permutation p = {_p(fr.p_exact)} ({fr.exact}; the chi-square p {_p(fr.p)} is too small with few cells)"
+        )
+    else:
+        text += f", p = {_p(fr.p)}"
+    if math.isnan(fr.f):
+        return text + "; Iman-Davenport F is undefined (every cell ranks the methods in the same order)."
+    return text + f"; Iman-Davenport F = {fr.f:.2f}, F-distribution p = {_p(fr.p_f)}."
+
+
+def pairs_text(result: Ranking) -> str:
+    """Which pairs the Wilcoxon-Holm tests separate, and whether they could at this number of cells."""
+    n = result.friedman.n if result.friedman else 0
+    text = f"Pairs: two-sided {posthoc.TEST_NAME} at alpha = {posthoc.ALPHA} over the cells' mean scores"
+    if n < posthoc.min_cells():
+        return text + f"; with {n} cells (fewer than {posthoc.min_cells()}) no pair can reach p < 0.05."
+    different = result.pairs[result.pairs["different"]] if result.pairs is not None else []
+    found = ", ".join(f"{a} vs {b}" for a, b in zip(different["a"], different["b"])) if len(different) else "none"
+    return text + f"; pairs that differ: {found}."
+
+
+def cd_text(k: int, n: int) -> str:
+    """Nemenyi's critical difference with what it implies: the smallest average-rank gap it could ever declare."""
+    cd = critical_difference(k, n)
+    text = f"Nemenyi critical difference (Demšar 2006): CD = {cd:.2f} ranks"
+    if cd > k - 1:
+        return text + f" exceeds the largest possible gap ({k - 1}) with {n} cells: no pair can ever differ by it."
+    smallest = math.ceil(2 * n * cd - 1e-9) / (2 * n)  # average ranks move in steps of 1/(2N) (ties: half ranks)
+    return text + f": only gaps of {smallest:g}+ ranks (of at most {k - 1}) can be significant with {n} cells."
 
 
 def _p(p: float) -> str:
@@ -418,13 +512,14 @@ def cd_diagram(result: Ranking):
         x_text = lo - 0.5 if on_left else hi + 0.5
         ax.plot([r, r, x_text], [0, y, y], color="black", lw=0.8)
         ax.text(x_text, y, f"{method} ({r:.2f})", ha="right" if on_left else "left", va="center", fontsize=8)
-    for n, (i, j) in enumerate(cliques(avg, result.cd)):
+    groups = posthoc.cliques(list(avg.index), result.pairs) if result.pairs is not None else []
+    for n, (i, j) in enumerate(groups):
         y = 0.2 + 0.12 * n
         ax.hlines(y, avg.iloc[i] - 0.03, avg.iloc[j] + 0.03, color="tab:red", lw=3)
     fr = result.friedman
     ax.set_title(
-        f"Average rank by {result.metric} over {fr.n} cells (1 = best); Friedman p = {_p(fr.p)}; "
-        f"bars: no significant difference (Nemenyi, α = {ALPHA})",
+        f"Average rank by {result.metric} over {fr.n} cells (1 = best); Friedman p = {_p(fr.p_best)}; "
+        f"bars: no significant difference ({posthoc.TEST_NAME}, α = {posthoc.ALPHA})",
         fontsize=8,
     )
     return fig

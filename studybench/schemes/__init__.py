@@ -1,34 +1,44 @@
-"""Scheme registry: YAML ``scheme.name`` -> scheme class (how a batch becomes an update)."""
+"""Scheme registry: YAML ``scheme.name`` -> scheme class (how a batch becomes an update).
+
+Schemes are listed by where they live: their modules (and torch) are imported when one is
+first built, not to list or describe them.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from studybench.registry import Registry
-from studybench.schemes.base import NonFiniteLossError, Scheme, StepStats
-from studybench.schemes.mutual import MutualScheme
-from studybench.schemes.self_regulation import SelfRegulationScheme
-from studybench.schemes.supervised import SupervisedScheme
-from studybench.study.spec import RunConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from studybench.schemes.base import Scheme
+    from studybench.study.spec import RunConfig
 
 SCHEMES: Registry[Scheme] = Registry("scheme", reserved=("config", "num_classes", "device", "total_steps", "seed"))
-SCHEMES.register("supervised")(SupervisedScheme)
-SCHEMES.register("self-regulation")(SelfRegulationScheme)
-SCHEMES.register("mutual")(MutualScheme)
+SCHEMES.add("supervised", "studybench.schemes.supervised:SupervisedScheme")
+SCHEMES.add("self-regulation", "studybench.schemes.self_regulation:SelfRegulationScheme")
+SCHEMES.add("mutual", "studybench.schemes.mutual:MutualScheme")
 
 
 def build_scheme(config: RunConfig, num_classes: int, device: torch.device, total_steps: int, seed: int = 0) -> Scheme:
     """The configured scheme; ``seed`` keys its networks' initial weights (see ``rng``)."""
-    params: dict[str, Any] = config.scheme.params
-    SCHEMES.check(config.scheme.name, params)
+    params = SCHEMES.typed(config.scheme.name, config.scheme.params)
     cls = SCHEMES.get(config.scheme.name)
     return cls(config=config, num_classes=num_classes, device=device, total_steps=total_steps, seed=seed, **params)
 
 
 def list_schemes() -> list[str]:
     return SCHEMES.names()
+
+
+def __getattr__(name: str) -> Any:
+    """The scheme base types on first use (they import torch)."""
+    if name in ("NonFiniteLossError", "Scheme", "StepStats"):
+        return getattr(importlib.import_module("studybench.schemes.base"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["SCHEMES", "NonFiniteLossError", "Scheme", "StepStats", "build_scheme", "list_schemes"]

@@ -10,14 +10,9 @@ turns the first into a ``StudyError`` naming the file, the section and the run.
 
 from __future__ import annotations
 
-import functools
 import math
-import types
-import typing
 from collections.abc import Callable, Iterator
 from typing import Any
-
-import torch
 
 from studybench import IGNORE_INDEX
 from studybench.study.config import StudyError, cut
@@ -28,16 +23,21 @@ MAX_CLASSES = IGNORE_INDEX - 1
 MIN_CLASSES = 2
 
 
-def check_runs(specs: list[RunSpec], source: str, check_data: bool) -> None:
-    """Every cross-section check of every distinct configuration in ``specs``; raises ``StudyError``."""
+def check_runs(specs: list[RunSpec], source: str, check_data: bool, losses: dict[str, Any] | None = None) -> None:
+    """Every cross-section check of every distinct configuration in ``specs``; raises ``StudyError``.
+
+    ``losses`` holds loss modules already built, by ``repr`` of their section (validation built
+    them to check their parameters): a grid repeats its sections many times, and each check runs
+    once per distinct input (``Once``).
+    """
     seen: set[str] = set()
-    data_facts: dict[str, dict[str, int]] = {}  # per data config: built once, shared by its runs
+    once = Once(losses)
     for spec in specs:
         memo = spec.config.model_dump_json(include={"data", "model", "loss", "scheme", "train"})
         if memo in seen:
             continue
         seen.add(memo)
-        for section, check in _checks(spec.config, check_data, data_facts):
+        for section, check in _checks(spec.config, check_data, once):
             try:
                 check()
             except Exception as err:  # noqa: BLE001 - whatever would fail the run now fails validation instead
@@ -45,51 +45,42 @@ def check_runs(specs: list[RunSpec], source: str, check_data: bool) -> None:
                 raise StudyError(f"{source}: {section}: {message}  [in run {spec.name}]") from None
 
 
-def _checks(cfg: Any, check_data: bool, data_facts: dict[str, dict[str, int]]) -> Iterator[tuple[str, Callable]]:
+class Once:
+    """Results of checks by their inputs, so that each distinct input is checked (or built) once."""
+
+    def __init__(self, losses: dict[str, Any] | None = None) -> None:
+        self.losses = {} if losses is None else losses
+        self.results: dict[tuple, Any] = {}
+
+    def __call__(self, key: tuple, work: Callable[[], Any]) -> Any:
+        if key not in self.results:
+            self.results[key] = work()
+        return self.results[key]
+
+    def loss(self, loss: LossCfg) -> Any:
+        """The loss module of ``loss``, built at most once."""
+        from studybench.losses import build_loss
+
+        if repr(loss) not in self.losses:
+            self.losses[repr(loss)] = build_loss(loss.name, **loss.params)
+        return self.losses[repr(loss)]
+
+
+def _checks(cfg: Any, check_data: bool, once: Once) -> Iterator[tuple[str, Callable[[], Any]]]:
     """(section named in the error, check) in order; later checks use what the data check measured."""
-    for section, registry, name, params in _components(cfg):
-        yield section, functools.partial(check_no_bool_numbers, registry, name, params)
     facts = {"classes": MIN_CLASSES}
+    model = cfg.model.model_dump_json()
     if check_data:
-        key = cfg.data.model_dump_json()
-
-        def measure() -> None:
-            if key not in data_facts:
-                data_facts[key] = training_data(cfg.data)
-            facts.update(data_facts[key])
-
-        yield "data", measure
+        data = cfg.data.model_dump_json()
+        yield "data", lambda: facts.update(once(("data", data), lambda: training_data(cfg.data)))
         yield "train.batch_size", lambda: check_batch_size(cfg.train, facts["images"])
-        yield "loss", lambda: check_loss_fits(cfg.loss, facts["height"], facts["width"])
-    yield "model.options", lambda: check_model_builds(cfg.model, facts["classes"])
-
-
-def _components(cfg: Any) -> list[tuple[str, Any, str, dict[str, Any]]]:
-    """(section, registry, name, parameters) of the run's loss, scheme and dataset."""
-    from studybench.data import DATASETS
-    from studybench.losses import LOSSES
-    from studybench.schemes import SCHEMES
-
-    return [
-        ("loss", LOSSES, cfg.loss.name, cfg.loss.params),
-        ("scheme", SCHEMES, cfg.scheme.name, cfg.scheme.params),
-        ("data.options", DATASETS, cfg.data.dataset, cfg.data.options),
-    ]
-
-
-def check_no_bool_numbers(registry: Any, name: str, params: dict[str, Any]) -> None:
-    """A YAML ``true`` where a number is declared: lax type checks read it as 1 (or 1.0); refuse it."""
-    hints = registry.type_hints(registry.canonical(name))
-    for key, value in params.items():
-        if isinstance(value, bool) and _numeric(hints.get(key)):
-            raise ValueError(f"{registry.family} {name!r} parameter {key!r} expects a number, got {value!r}")
-
-
-def _numeric(annotation: Any) -> bool:
-    """Whether ``annotation`` is int or float (or a union holding one) and does not also allow bool."""
-    options = typing.get_args(annotation) if typing.get_origin(annotation) in (typing.Union, types.UnionType) else ()
-    options = options or (annotation,)
-    return bool not in options and any(kind in (int, float) for kind in options)
+        size = lambda: (facts["height"], facts["width"])  # noqa: E731 - read after the data check ran
+        yield (
+            "loss",
+            lambda: once(("loss", repr(cfg.loss), size()), lambda: check_loss_fits(once.loss(cfg.loss), *size())),
+        )
+    classes = lambda: facts["classes"]  # noqa: E731
+    yield "model.options", lambda: once(("model", model, classes()), lambda: check_model_builds(cfg.model, classes()))
 
 
 def training_data(data: DataCfg) -> dict[str, int]:
@@ -138,15 +129,12 @@ def check_batch_size(train: TrainCfg, images: int) -> None:
         )
 
 
-def check_loss_fits(loss: LossCfg, height: int, width: int) -> None:
-    """Ask the loss (and any loss inside it) whether it can work on ``height x width`` logits.
+def check_loss_fits(module: Any, height: int, width: int) -> None:
+    """Ask the built loss (and any loss inside it) whether it can work on ``height x width`` logits.
 
     A loss opts in by defining ``check_input_size(height, width)`` that raises ``ValueError``
     (RMI: its region must fit the downsampled maps).
     """
-    from studybench.losses import build_loss
-
-    module = build_loss(loss.name, **loss.params)
     for part in module.modules():
         hook = getattr(part, "check_input_size", None)
         if callable(hook):
@@ -162,6 +150,7 @@ def check_model_builds(model: ModelCfg, num_classes: int) -> None:
     import inspect
 
     import segmentation_models_pytorch as smp
+    import torch
 
     from studybench.models import build_model
 

@@ -2,20 +2,25 @@
 
 ``studybench losses`` (``datasets``, ``schemes``, ``archs``) prints these entries. They are read
 from the registries and the factories' own signatures and docstrings, so the listing can never
-drift from what a study accepts: a parameter shown here is one ``Registry.check`` validates.
+drift from what a study accepts: a parameter shown here is one ``Registry.typed`` validates. The
+signatures and docstrings are read from the source files (``source``), not by importing the
+factories: a listing then needs no torch and takes a fraction of a second.
 """
 
 from __future__ import annotations
 
 import inspect
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from studybench.registry import Registry
+from studybench.study.source import REQUIRED, SourceText, find_class, module_names
 
 #: Keyword arguments of smp's model classes that studybench sets itself (``model.arch/encoder/weights``, classes).
 SMP_SET_BY_US = ("encoder_name", "encoder_weights", "in_channels", "classes")
+SMP = "segmentation_models_pytorch"
 _REQUIRED = "(required)"
 #: Where a study names an entry of each family.
 FIELDS = {
@@ -40,49 +45,75 @@ class Entry:
 def registry_entries(registry: Registry) -> list[Entry]:
     """Every name of ``registry`` (aliases folded into their target), sorted."""
     aliases: dict[str, list[str]] = {}
-    for alias, target in getattr(registry, "_aliases", {}).items():
+    for alias, target in registry.aliases().items():
         aliases.setdefault(target, []).append(alias)
     out = []
     for name in registry.names():
-        factory = registry.get(name)
-        params = {k: _default(p) for k, p in registry.parameters(name).items() if p.kind not in _VARIADIC}
-        out.append(Entry(name, summary(factory), params, reference(factory), tuple(sorted(aliases.get(name, ())))))
+        entry = _entry(name, registry.target(name), lambda n=name: registry.get(n), registry.reserved)
+        out.append(replace(entry, aliases=tuple(sorted(aliases.get(name, ())))))
     return out
 
 
 def arch_entries() -> list[Entry]:
     """The smp architectures ``model.arch`` accepts, with the options ``model.options`` may set."""
-    import segmentation_models_pytorch as smp
+    try:
+        classes = {c.lower(): f"{SMP}:{c}" for c in module_names(SMP, "_MODEL_ARCHITECTURES")}
+    except LookupError:  # another smp layout: ask the imported package
+        import segmentation_models_pytorch as smp
 
-    out = []
-    for name in sorted(smp.MODEL_ARCHITECTURES_MAPPING):
-        cls = smp.MODEL_ARCHITECTURES_MAPPING[name]
-        sig = inspect.signature(cls.__init__).parameters
-        params = {
-            k: _default(p) for k, p in sig.items() if k != "self" and k not in SMP_SET_BY_US and p.kind not in _VARIADIC
-        }
-        out.append(Entry(name, summary(cls), params, reference(cls)))
-    return out
+        classes = {n: None for n in smp.MODEL_ARCHITECTURES_MAPPING}
+
+    def imported(name: str) -> Any:
+        import segmentation_models_pytorch as smp
+
+        return smp.MODEL_ARCHITECTURES_MAPPING[name]
+
+    return [_entry(n, classes[n], lambda n=n: imported(n), frozenset(SMP_SET_BY_US)) for n in sorted(classes)]
+
+
+def _entry(name: str, target: str | None, load: Callable[[], Any], hidden: frozenset[str]) -> Entry:
+    """The entry of ``name`` from the source of ``target`` (``"module:Class"``), else from the loaded class."""
+    if target is not None:
+        try:
+            found = find_class(*target.split(":"))
+            params = {k: _shown(v) for k, v in found.parameters().items() if k not in hidden}
+            return Entry(name, _summary(found.doc), params, _reference(found.doc, found.module_doc))
+        except LookupError:
+            pass
+    factory = load()
+    target = factory.__init__ if inspect.isclass(factory) else factory
+    signature = inspect.signature(target).parameters.items()
+    params = {k: _default(p) for k, p in signature if k != "self" and k not in hidden and p.kind not in _VARIADIC}
+    return Entry(name, summary(factory), params, reference(factory))
 
 
 def summary(obj: Any) -> str:
     """The first line of ``obj``'s docstring, without reST link markup (``U-Net``__ -> U-Net)."""
-    doc = inspect.getdoc(obj) or ""
+    return _summary(inspect.getdoc(obj) or "")
+
+
+def _summary(doc: str) -> str:
     first = doc.strip().splitlines()[0] if doc.strip() else ""
     return re.sub(r"`([^`]+)`__", r"\1", first).strip()
 
 
 def reference(obj: Any) -> str:
+    """The paper ``obj``'s docstring (or its module's) cites (see ``_reference``)."""
+    module = inspect.getmodule(obj)
+    return _reference(inspect.getdoc(obj) or "", module.__doc__ if module else None)
+
+
+def _reference(doc: str, module_doc: str | None) -> str:
     """The paper a docstring cites: its ``Reference:`` paragraph (class, then module), else its first link,
     else an ``X et al. 2019`` in its first line."""
-    for doc in (inspect.getdoc(obj), inspect.getmodule(obj).__doc__ if inspect.getmodule(obj) else None):
-        found = _reference_paragraph(doc or "")
+    for text in (doc, module_doc):
+        found = _reference_paragraph(text or "")
         if found:
             return found
-    link = re.search(r"\.\. __: (\S+)", inspect.getdoc(obj) or "")
+    link = re.search(r"\.\. __: (\S+)", doc)
     if link:
         return link.group(1)
-    cited = re.search(r"[A-Z][\w-]+ et al\.,? (?:[A-Za-z]+ )?(?:19|20)\d\d", summary(obj))  # "Zhao et al. 2019"
+    cited = re.search(r"[A-Z][\w-]+ et al\.,? (?:[A-Za-z]+ )?(?:19|20)\d\d", _summary(doc))  # "Zhao et al. 2019"
     return cited.group(0) if cited else ""
 
 
@@ -112,9 +143,14 @@ def _cut(text: str, limit: int = 160) -> str:
 
 def _default(param: inspect.Parameter) -> str:
     """A parameter's default as a user would write it in YAML (``None`` -> null)."""
-    if param.default is inspect.Parameter.empty:
+    return _shown(REQUIRED if param.default is inspect.Parameter.empty else param.default)
+
+
+def _shown(value: Any) -> str:
+    if value is REQUIRED:
         return _REQUIRED
-    value = param.default
+    if isinstance(value, SourceText):
+        return str(value)
     if value is None:
         return "null"
     if isinstance(value, bool):

@@ -14,7 +14,6 @@ study fails with exit code 2 before anything is written to MLflow.
 from __future__ import annotations
 
 import copy
-import inspect
 import itertools
 import json
 import math
@@ -25,6 +24,8 @@ from pydantic import ValidationError
 
 from studybench.study.checks import check_runs
 from studybench.study.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
+from studybench.study.keys import keyed_spec
+from studybench.study.phases import method_knobs, tuning_trials
 from studybench.study.spec import NAMED_ALWAYS, DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg, axis_leaves, run_name
 
 
@@ -80,7 +81,7 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         config = _run_config(merged, source, f"run {ds['name']}/{method['name']}")
         axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
         for seed in seeds:
-            spec = RunSpec(
+            spec = keyed_spec(
                 study=study.study,
                 method=method["name"],
                 seed=seed,
@@ -99,6 +100,10 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     named_by = _named_by(result, source)
     result = [s.model_copy(update={"named_by": named_by}) for s in result]
     _check_components(result, source, check_data)
+    if study.tune is not None:
+        tuning_trials(study, result, source)  # every knob checked against every fold, before anything runs
+    else:
+        method_knobs(study, source)  # a method's own knobs without a tune: section are an error
     return result
 
 
@@ -145,11 +150,12 @@ def _check_grid_size(
         for abl in study.ablations.values()
         for key, values in abl.vary.items()
     )
-    total = (main + ablations) * seeds
+    trials = (main + ablations) * study.tune.budget if study.tune is not None else 0  # one seed per trial
+    total = (main + ablations) * seeds + trials
     if total > limit:
         raise StudyError(
             f"{source}: grid: the study expands to {total} runs ({main} grid points + {ablations} ablation points, "
-            f"x {seeds} seeds), more than the limit of {limit}; shrink the grid or raise the limit with "
+            f"x {seeds} seeds{f', + {trials} tuning trials' if trials else ''}), more than the limit of {limit}; shrink the grid or raise the limit with "
             f"{MAX_RUNS_ENV}=N"
         )
 
@@ -252,10 +258,10 @@ def _methods(values: list[Any] | None, base: dict[str, Any], source: str) -> lis
                 f"{source}: {where}: a method is a loss name or a mapping with 'name' and sections, got {brief(value)}"
             )
         _safe_name(value["name"], source, f"{where}.name")
-        sections = {k: v for k, v in value.items() if k != "name"}
+        sections = {k: v for k, v in value.items() if k not in ("name", "tune")}  # tune: see phases.method_knobs
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
-            raise StudyError(f"{source}: {where}.{unknown[0]}: unknown key; allowed: name, {', '.join(SECTIONS)}")
+            raise StudyError(f"{source}: {where}.{unknown[0]}: unknown key; allowed: name, tune, {', '.join(SECTIONS)}")
         if value["name"] in seen:
             raise StudyError(f"{source}: {where}.name: duplicate method name {value['name']!r}")
         seen.add(value["name"])
@@ -289,9 +295,10 @@ def _run_config(merged: dict[str, Any], source: str, where: str) -> RunConfig:
 
 
 def _with_defaults(config: RunConfig, source: str, where: str) -> RunConfig:
-    """Canonical component names and every default parameter made explicit, so that two
-    spellings of the same computation (``{name: dice}`` and ``{name: dice, smooth: 0.0}``)
-    resolve to the same spec and the same run key."""
+    """Canonical component names, every default parameter made explicit and every value of its
+    declared type (``Registry.typed``), so that two spellings of the same computation
+    (``{name: dice}``, ``{name: dice, smooth: 0.0}``, ``smooth: "0"``) resolve to the same spec
+    and run key, and the trainer builds what the key says."""
     from studybench.data import DATASETS
     from studybench.losses import LOSSES
     from studybench.registry import RegistryError
@@ -302,12 +309,11 @@ def _with_defaults(config: RunConfig, source: str, where: str) -> RunConfig:
             canonical = registry.canonical(name)
         except RegistryError as err:
             raise StudyError(f"{source}: {section}: {err}  [in {where}]") from None
-        defaults = {
-            k: p.default
-            for k, p in registry.parameters(canonical).items()
-            if p.default is not inspect.Parameter.empty and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
-        }
-        return canonical, {**defaults, **params}
+        params = {**registry.defaults(canonical), **params}
+        try:
+            return canonical, registry.typed(canonical, params)
+        except RegistryError:  # refused with the run's name by the component checks
+            return canonical, params
 
     loss_name, loss_params = resolved(LOSSES, "loss.name", config.loss.name, config.loss.params)
     scheme_name, scheme_params = resolved(SCHEMES, "scheme.name", config.scheme.name, config.scheme.params)
@@ -356,15 +362,16 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
     from studybench.schemes import SCHEMES
 
     seen: set[tuple[str, str]] = set()
+    losses: dict[str, Any] = {}  # built once here, asked about their input size by check_runs
     for spec in specs:
         cfg = spec.config
-        for section, part in (("loss", cfg.loss), ("scheme", cfg.scheme), ("model", cfg.model), ("data", cfg.data)):
+        for section, part in (("loss", cfg.loss), ("scheme", cfg.scheme), ("model", cfg.model), ("data.options", cfg.data)):
             if (section, repr(part)) in seen:
                 continue
             seen.add((section, repr(part)))
             try:
                 if section == "loss":
-                    build_loss(part.name, **part.params)  # constructing a loss is cheap and runs its own checks
+                    losses[repr(part)] = build_loss(part.name, **part.params)  # runs the loss's own checks
                 elif section == "scheme":
                     SCHEMES.check(part.name, part.params)
                 elif section == "model":
@@ -380,7 +387,7 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
                     verify_dataset(data, split)
                 except (FileNotFoundError, ValueError) as err:
                     raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err))}") from None
-    check_runs(specs, source, check_data)  # batch vs data, classes, loss vs input size, model options
+    check_runs(specs, source, check_data, losses)  # batch vs data, classes, loss vs input size, model options
 
 
 def _data_memo(data: DataCfg) -> str:

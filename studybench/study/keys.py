@@ -21,14 +21,21 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel
+
+from studybench.registry import RegistryError
+from studybench.study.spec import RUNTIME_KEYS, RunConfig, RunSpec
 
 #: Bumped when the harness changes what every run computes (2: per-purpose RNG streams,
 #: native-resolution evaluation and float32 losses; canonical keys).
 KEY_SCHEMA = 2
+
+
+def keyed_spec(config: RunConfig, seed: int, **fields: Any) -> RunSpec:
+    """The ``RunSpec`` of ``config`` and ``seed`` (and its other ``fields``) with its key computed once, here."""
+    return RunSpec(config=config, seed=seed, key=run_key(config, seed), **fields)
 
 
 def run_key(config: Any, seed: int) -> str:
@@ -43,7 +50,6 @@ def canonical_config(config: Any) -> dict[str, Any]:
     from studybench.data import DATASETS
     from studybench.losses import LOSSES
     from studybench.schemes import SCHEMES
-    from studybench.study.spec import RUNTIME_KEYS
 
     runtime = {tuple(k.split(".", 1)) for k in RUNTIME_KEYS}
     sections = {}
@@ -67,12 +73,11 @@ def canonical_component(registry: Any, name: str, params: dict[str, Any]) -> dic
     ``key_params(params) -> params`` to canonicalise them in turn.
     """
     name = registry.canonical(name)
-    hints = registry.type_hints(name)
-    defaults = registry.defaults(name)
+    defaults = _typed(registry, name, registry.defaults(name))
     kept = {}
-    for key, value in params.items():
-        value = plain(_typed(hints.get(key), value))
-        if key in defaults and value == plain(_typed(hints.get(key), defaults[key])):
+    for key, value in _typed(registry, name, params).items():
+        value = plain(value)
+        if key in defaults and value == plain(defaults[key]):
             continue
         kept[key] = value
     hook = getattr(registry.get(name), "key_params", None)
@@ -94,17 +99,13 @@ def plain(value: Any) -> Any:
     return value
 
 
-def _typed(hint: Any, value: Any) -> Any:
-    """``value`` converted to the declared type ``hint`` (unchanged if none or if it does not fit:
-    rejecting it is the registry's job, with a message naming the parameter)."""
-    if hint is None or isinstance(value, bool):
-        return value
-    try:
-        return _adapter(hint).validate_python(value)
-    except (ValidationError, TypeError, ValueError):
-        return value
-
-
-@lru_cache(maxsize=256)
-def _adapter(hint: Any) -> TypeAdapter:
-    return TypeAdapter(hint)
+def _typed(registry: Any, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Each value as the registry types it (``Registry.typed``); one that does not fit is kept as
+    written: refusing it is validation's job, with a message naming the run."""
+    out = {}
+    for key, value in params.items():
+        try:
+            out.update(registry.typed(name, {key: value}, partial=True))
+        except RegistryError:
+            out[key] = value
+    return out
