@@ -1,29 +1,19 @@
 """Writing a study to the store: the store itself, experiments, training runs, records.
 
 Runs are written through ``MlflowClient`` with explicit run ids (no global "active run"),
-so the same code works in a worker process or on a Ray node.
-
-A new SQLite store is created whole or not at all: it is made in a temporary file under a
-lock and renamed into place, so two processes starting at once never race on MLflow's schema
-migration, and a kill at any moment of the creation leaves no half-made store (the next
-``run`` simply creates it again). It is made by copying an empty store that the first
-creation on a machine builds and caches (``empty_store_template``).
+so the same code works in a worker process or on a Ray node. A new local store is created
+by ``creation.ensure_store`` (whole or not at all, from a checked cached empty store).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import shutil
 import socket
-import sqlite3
 import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable
-from contextlib import closing, contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -32,7 +22,8 @@ import yaml
 
 from studybench import __version__
 from studybench.errors import first_line
-from studybench.store import StoreError, local_path, quiet_mlflow
+from studybench.store import local_path
+from studybench.store.creation import empty_store_template, ensure_store  # noqa: F401 - imported from here by callers
 from studybench.store.layout import (
     ARTIFACT_ERROR,
     ARTIFACT_MANIFEST,
@@ -41,13 +32,16 @@ from studybench.store.layout import (
     EXPERIMENT_KIND_TRAINING,
     KIND_MANIFEST,
     KIND_REPORT,
+    KIND_TUNE_PARENT,
     PARAM_AXIS_PREFIX,
+    PARAM_CHOSEN_PREFIX,
     TAG_ARCH,
     TAG_ATTEMPT,
     TAG_DATASET,
     TAG_DEVICE,
     TAG_ERROR,
     TAG_EXPERIMENT_KIND,
+    TAG_FOLD,
     TAG_GIT_COMMIT,
     TAG_GROUPS,
     TAG_HEARTBEAT,
@@ -57,13 +51,17 @@ from studybench.store.layout import (
     TAG_LAST_USED,
     TAG_MANIFEST_HASH,
     TAG_METHOD,
+    TAG_PARENT_RUN,
+    TAG_PHASE,
     TAG_PID,
     TAG_PROFILE,
     TAG_RETRY,
+    TAG_SAMPLER,
     TAG_SEED,
     TAG_STUDY,
     TAG_STUDY_FILE_HASH,
     TAG_TORCH,
+    TAG_TRIAL,
     TAG_VERSION,
     records_experiment,
 )
@@ -75,98 +73,13 @@ from studybench.study.spec import RunSpec
 _MAX_PARAM_LEN = 6000
 
 
-def ensure_store(uri: str) -> None:
-    """Create the local store at ``uri`` if it does not exist (atomically); check it is writable."""
-    path = local_path(uri)
-    if path is None:
-        return  # a tracking server owns its store
-    path = path.resolve()
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StoreError(f"cannot create the store folder {path.parent}: {err.strerror}") from None
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise StoreError(f"the MLflow store {path} is not writable: fix its permissions or pass --tracking-uri")
-    if path.exists() or not uri.startswith("sqlite:///"):
-        return
-    _create_once(path, lambda temp: _copy_empty_store(temp, path.parent))
-
-
-def _create_once(path: Path, make: Callable[[Path], None]) -> None:
-    """Create ``path`` by ``make(temporary path)`` and a rename, under a lock, unless another process did first."""
-    with _locked(path.with_name(path.name + ".lock")):
-        if path.exists():
-            return  # another process created it while we waited
-        for stale in path.parent.glob(path.name + ".creating-*"):
-            stale.unlink(missing_ok=True)  # left by a process killed while creating (we hold the lock)
-        temp = path.with_name(f"{path.name}.creating-{os.getpid()}")
-        make(temp)
-        os.replace(temp, path)
-
-
-def _copy_empty_store(temp: Path, folder: Path) -> None:
-    template = empty_store_template()
-    if template is None:
-        _build_schema(temp)
-        return
-    shutil.copyfile(template, temp)
-    _place_default_experiment(temp, folder)
-
-
-def empty_store_template() -> Path | None:
-    """An empty SQLite store of the installed MLflow, built once per machine; None if it cannot be cached.
-
-    MLflow builds a new store's schema by running its ~60 migrations, 2-4 s of CPU that every
-    new store paid (every study folder, every test); copying a finished one takes milliseconds.
-    The file is keyed by MLflow's version, so an upgrade builds a new one.
-    """
-    import mlflow
-
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studybench"
-    template = cache / f"empty-store-mlflow-{mlflow.__version__}.db"
-    if not template.is_file():
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-            _create_once(template, _build_schema)
-        except OSError:
-            return None  # no writable cache (a read-only home): each store builds its own schema
-    return template
-
-
-def _build_schema(path: Path) -> None:
-    quiet_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
-
-
-def _place_default_experiment(store: Path, folder: Path) -> None:
-    """Point MLflow's "Default" experiment of a copied store at the store's own folder.
-
-    MLflow puts it under the working directory of whoever built the schema; studybench never
-    uses it, but someone logging there by hand should find the files beside the store.
-    """
-    location = (folder / "artifacts" / "Default").as_uri()
-    with closing(sqlite3.connect(store)) as db, db:
-        db.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = 0", (location,))
-
-
-@contextmanager
-def _locked(lock_path: Path):
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class StudyWriter(StudyReader):
     """Writes the MLflow experiment of one study (creating the store and experiment when needed)."""
 
     def __init__(self, uri: str, study: str) -> None:
         ensure_store(uri)
         super().__init__(uri, study, must_exist=False)
+        self._parents: dict[str, str] | None = None  # fold -> tune-parent run id (tune_parents)
 
     # ----------------------------------------------------------------- experiments
     def ensure_experiment(self, name: str | None = None) -> str:
@@ -209,12 +122,56 @@ class StudyWriter(StudyReader):
             TAG_VERSION: __version__,
             TAG_GIT_COMMIT: git_commit(),
             **environment_tags(),
+            **self._phase_tags(spec),
         }
         run = self.client.create_run(exp_id, run_name=spec.name, tags=tags)
         logger = RunLogger(self.client, run.info.run_id, heartbeat_s=HEARTBEAT_S)
         logger.log_params({**spec.params(), **{f"{PARAM_AXIS_PREFIX}{k}": v for k, v in spec.axes.items()}})
         logger.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), ARTIFACT_SPEC)
         return logger
+
+    def _phase_tags(self, spec: RunSpec) -> dict[str, str]:
+        """A tuned study's run: its phase; a trial also its index, sampler, fold and parent run (if made)."""
+        if spec.phase is None:
+            return {}
+        tags = {TAG_PHASE: spec.phase}
+        if spec.trial is not None:
+            tags.update({TAG_TRIAL: str(spec.trial), TAG_SAMPLER: "sobol", TAG_FOLD: spec.fold})
+            parent = self.tune_parents().get(spec.fold)
+            if parent is not None:
+                tags[TAG_PARENT_RUN] = parent
+        return tags
+
+    def tune_parents(self) -> dict[str, str]:
+        """fold -> the run id of its parent run (``KIND_TUNE_PARENT``), read once per writer."""
+        if self._parents is None:
+            found = self.runs(filter_string=f"tags.`{TAG_KIND}` = '{KIND_TUNE_PARENT}'")
+            self._parents = {r.data.tags.get(TAG_FOLD): r.info.run_id for r in found}
+        return self._parents
+
+    def ensure_tune_parent(self, fold: str, name: str) -> str:
+        """The parent run that folds one (method, cell)'s trials in the runs table (made once per fold).
+
+        Tagged ``KIND_TUNE_PARENT`` and never with a phase, so no report or status counts it as a run.
+        """
+        if fold not in self.tune_parents():
+            tags = {TAG_KIND: KIND_TUNE_PARENT, TAG_FOLD: fold, TAG_STUDY: self.study}
+            run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=tags)
+            self.client.set_terminated(run.info.run_id, "FINISHED")
+            self._parents[fold] = run.info.run_id
+        return self._parents[fold]
+
+    def record_choice(self, fold: str, chosen: dict[str, Any], trial: int) -> None:
+        """The chosen setting of a fold, on its parent run (params ``chosen.<knob>`` and the trial index)."""
+        from mlflow.entities import Param, RunTag
+
+        parent = self.tune_parents().get(fold)
+        if parent is not None:
+            self.client.log_batch(
+                parent,
+                params=[Param(f"{PARAM_CHOSEN_PREFIX}{k}", str(v)) for k, v in chosen.items()],
+                tags=[RunTag(TAG_TRIAL, str(trial))],
+            )
 
     def reap_dead_runs(self, stale_after_s: float = STALE_AFTER_S) -> list[Any]:
         """Mark KILLED the runs left RUNNING by a process that died; return them.
