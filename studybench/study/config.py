@@ -90,6 +90,7 @@ class Study(_Strict):
     description: str = ""
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
     baseline: str | None = None  # method the report compares every other method against
+    min_effect: float = Field(default=0.5, gt=0, lt=100)  # smallest effect of interest, mIoU points (report verdicts)
     base: dict[str, Any] = Field(default_factory=dict)
     grid: dict[str, list[Any]] | None = None
     ablations: dict[str, Ablation] = Field(default_factory=dict)
