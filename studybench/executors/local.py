@@ -17,7 +17,7 @@ from studybench.engine.checkpoint import Checkpoints
 from studybench.engine.train import Progress, execute
 from studybench.errors import first_line
 from studybench.store import StudyWriter, local_path
-from studybench.store.claims import claim, claims_folder
+from studybench.store.claims import ClaimError, claim, claims_folder
 from studybench.study.spec import RunSpec
 
 #: Substrings of RuntimeError messages that mark a failure of the machine, not of the run.
@@ -50,14 +50,17 @@ def run_tracked(
     retries: int = 0,
 ) -> RunOutcome:
     """Claim ``spec``, then train it as tracked MLflow runs; skipped if another process has it or did it."""
-    folder = claims_folder(checkpoints.root, spec.study) if checkpoints else None
-    with claim(folder, spec.key) as mine:
-        if not mine:
-            return RunOutcome(spec, "RUNNING", error="running in another process; left to it")
-        done = store.finished_run(spec.key)
-        if done is not None:  # finished by another process since this study was planned
-            return RunOutcome(spec, "SKIPPED", metrics=dict(done.data.metrics))
-        return _attempts(spec, store, progress, checkpoints, retries)
+    folder = claims_folder(store.uri, spec.study, checkpoints.root if checkpoints else None)
+    try:
+        with claim(folder, spec.key) as mine:
+            if not mine:
+                return RunOutcome(spec, "RUNNING", error="running in another process; left to it")
+            done = store.finished_run(spec.key)
+            if done is not None:  # finished by another process since this study was planned
+                return RunOutcome(spec, "SKIPPED", metrics=dict(done.data.metrics))
+            return _attempts(spec, store, progress, checkpoints, retries)
+    except ClaimError as err:  # a claim that is a link, a folder, a FIFO, or a read-only claims folder
+        return RunOutcome(spec, "FAILED", error=str(err))
 
 
 def _attempts(

@@ -7,21 +7,57 @@ the lock when its holder exits, however it dies (kill -9 included), so a claim n
 outlives its process and nothing needs cleaning. After taking a claim the executor reads
 the store again: a key that FINISHED while it waited is skipped, not retrained.
 
-The folder must be one every process of the study reaches (claims live beside the
-checkpoints, under ``<checkpoint root>/.claims/<study>``); flock works on local disks and on
-the shared file systems of clusters that support POSIX locks (NFSv4, Lustre, GPFS).
+Claims belong to the store, because the store is what two launches share: beside a SQLite
+store they live in ``<store folder>/.claims/<store file name>/<study>``, whatever
+``--checkpoint-dir`` each launch was given. A tracking server (http, postgresql) has no
+folder every launcher is known to reach, and MLflow offers no atomic "take if free" on
+tags, so a claim recorded in the store would race or outlive a killed holder; for a server
+store the claims stay under ``<checkpoint root>/.claims/<study>`` and launches on one
+server must share ``--checkpoint-dir`` (the Ray and Slurm executors do by construction).
+flock works on local disks and on the shared file systems of clusters that support POSIX
+locks (NFSv4, Lustre, GPFS).
+
+The claims folder is user-writable ground: a claim that is a link, a folder or a FIFO is
+refused with a message (``ClaimError``), never followed, never waited on.
 """
 
 from __future__ import annotations
 
 import fcntl
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from studybench.store import StoreError, local_path
 
-def claims_folder(checkpoint_root: Path, study: str) -> Path:
-    return Path(checkpoint_root) / ".claims" / study
+
+class ClaimError(StoreError):
+    """A claim that cannot be taken safely; the message names the file and the fix."""
+
+
+def claims_folder(uri: str, study: str, checkpoint_root: Path | None = None) -> Path | None:
+    """The claims folder of ``study`` in the store at ``uri`` (see the module docstring); None: no claims."""
+    path = local_path(uri)
+    if path is not None and uri.startswith("sqlite:///"):
+        return path.resolve().parent / ".claims" / path.name / study
+    return None if checkpoint_root is None else Path(checkpoint_root) / ".claims" / study
+
+
+def prepare_claims(folder: Path | None) -> None:
+    """Create ``folder`` and check claims can be written there; ``ClaimError`` naming it otherwise."""
+    if folder is None:
+        return
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ClaimError(f"cannot create the claims folder {folder}: {err.strerror or err}") from None
+    if not folder.is_dir() or folder.is_symlink() or not os.access(folder, os.W_OK | os.X_OK):
+        raise ClaimError(
+            f"the claims folder {folder} is not a writable folder: `run` keeps one lock file per run there "
+            "(so two launches never train a run twice); make it writable, or store the study elsewhere"
+        )
 
 
 @contextmanager
@@ -30,14 +66,37 @@ def claim(folder: Path | None, key: str) -> Iterator[bool]:
     if folder is None:
         yield True
         return
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / f"{key}.claim", "a") as handle:
+    prepare_claims(folder)
+    fd = _open_claim(folder / f"{key}.claim")
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _open_claim(path: Path) -> int:
+    """The claim file opened (created if absent) without following a link or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except OSError as err:
+        raise ClaimError(_bad_claim(path, err.strerror or str(err))) from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ClaimError(_bad_claim(path, "not a regular file"))
+    return fd
+
+
+def _bad_claim(path: Path, why: str) -> str:
+    kind = "a link" if path.is_symlink() else "a folder" if path.is_dir() else "a FIFO" if path.is_fifo() else ""
+    return (
+        f"cannot take the claim {path} ({kind or why}): a claim must be a plain file that `run` creates; "
+        "if no `run` of this study is going on, delete it and run again"
+    )
