@@ -57,14 +57,16 @@ class PoolExecutor:
 
     def run(self, specs: list[RunSpec], display) -> list[RunOutcome]:
         context = get_context("spawn")  # no fork of a process that holds torch threads
-        events, stop = context.Queue(), context.RawValue("b", 0)
+        events, stop, slots = context.Queue(), context.RawValue("b", 0), context.Value("i", 0)
         by_key = {spec.key: spec for spec in specs}
         pump = threading.Thread(target=_pump, args=(events, display, by_key), daemon=True)
         pump.start()
         outcomes: list[RunOutcome] = []
         try:
             workers = min(self.workers, len(specs))
-            pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init, initargs=(events, stop))
+            pool = ProcessPoolExecutor(
+                workers, mp_context=context, initializer=_worker_init, initargs=(events, stop, slots)
+            )
             with pool:
                 futures = {
                     pool.submit(
@@ -107,13 +109,14 @@ def _parent_pid() -> int | None:
 _in_run = False  # set by a worker while it trains a run
 _events: Any = None  # the driver's progress queue and stop flag, handed over once per worker
 _stop: Any = None
+_slot = 0  # this worker's index in the pool: 0, 1, ... in the order the workers started
 
 
-def _worker_init(events: Any, stop: Any) -> None:
+def _worker_init(events: Any, stop: Any, slots: Any) -> None:
     """Ctrl-C interrupts a worker's run (marked KILLED), never an idle worker (that would break the pool);
     a worker does not outlive the driver (kill -9 of the driver: nothing left training or holding the store)."""
-    global _events, _stop
-    _events, _stop = events, stop
+    global _events, _stop, _slot
+    _events, _stop, _slot = events, stop, claim_slot(slots)
     events.cancel_join_thread()  # exiting never waits on progress messages the driver no longer reads
     die_with_parent(_parent_pid())
 
@@ -135,7 +138,7 @@ def _work(
     if _stop.value:
         return RunOutcome(spec, "KILLED", error="not started: the study was interrupted")
     global _in_run
-    _spread_over_gpus()
+    _spread_over_gpus(_slot)
     if uri.startswith("http://127.0.0.1:"):  # our local server, started beside the workers (both take seconds)
         wait_for_server(uri)
     _events.put((spec.key, "run_started", ()))
@@ -146,16 +149,26 @@ def _work(
         _in_run = False
 
 
-def _spread_over_gpus() -> None:
-    """With several GPUs, worker i uses GPU i mod n (``device: auto``/``cuda`` means the current one)."""
-    import multiprocessing
+def claim_slot(slots: Any) -> int:
+    """The next free worker index from the pool's shared counter (a ``multiprocessing.Value``)."""
+    with slots.get_lock():
+        slot = slots.value
+        slots.value = slot + 1
+    return slot
 
+
+def gpu_for(slot: int, count: int) -> int | None:
+    """The GPU of worker ``slot`` on a machine with ``count`` GPUs: slot mod count; None with one or none."""
+    return slot % count if count > 1 else None
+
+
+def _spread_over_gpus(slot: int) -> None:
+    """With several GPUs, worker i uses GPU i mod n (``device: auto``/``cuda`` means the current one)."""
     import torch
 
-    count = torch.cuda.device_count()
-    identity = multiprocessing.current_process()._identity  # (i,) for the i-th child process started
-    if count > 1 and identity:
-        torch.cuda.set_device((identity[0] - 1) % count)
+    gpu = gpu_for(slot, torch.cuda.device_count())
+    if gpu is not None:
+        torch.cuda.set_device(gpu)
 
 
 class QueueProgress:

@@ -1,0 +1,28 @@
+"""The local pool's GPU spread: each worker claims its own index, without multiprocessing's private state."""
+
+from __future__ import annotations
+
+import inspect
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing import get_context
+
+from studybench.executors import pool
+
+
+def test_workers_claim_distinct_slots_in_start_order_even_at_once():
+    slots = get_context("spawn").Value("i", 0)
+    assert [pool.claim_slot(slots) for _ in range(3)] == [0, 1, 2]
+    with ThreadPoolExecutor(8) as threads:  # eight claims racing on the shared counter
+        claimed = list(threads.map(lambda _: pool.claim_slot(slots), range(64)))
+    assert sorted(claimed) == list(range(3, 67))
+
+
+def test_slots_map_round_robin_onto_the_gpus_and_one_gpu_is_left_alone():
+    assert [pool.gpu_for(slot, 2) for slot in range(5)] == [0, 1, 0, 1, 0]
+    assert [pool.gpu_for(slot, 3) for slot in range(4)] == [0, 1, 2, 0]
+    assert pool.gpu_for(5, 1) is None and pool.gpu_for(0, 0) is None
+
+
+def test_the_pool_reads_no_private_multiprocessing_attribute():
+    source = inspect.getsource(pool)
+    assert "_identity" not in source and "current_process()._" not in source
