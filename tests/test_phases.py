@@ -40,7 +40,7 @@ def test_every_fold_gets_the_budget_and_trial_zero_is_its_setting(defaults):
         assert [t.trial for t in fold] == list(range(TUNE.budget))
         assert all(t.phase == PHASE_TUNE and t.groups == ("tune",) and t.seed == 0 for t in fold)
         assert fold[0].config.train.lr == spec.config.train.lr
-        assert all(t.config.data.carve == CarveCfg(fraction=0.2, salt=3, score_on="carved") for t in fold)
+        assert all(t.config.data.carve == CarveCfg(fraction=0.2, score_on="carved") for t in fold)
         assert len({t.key for t in fold}) == TUNE.budget and spec.key not in {t.key for t in fold}
         assert " · t0 · s0" in fold[0].name
     focal = trials[fold_of(next(s for s in first_seed if s.method == "focal"))]
@@ -147,3 +147,31 @@ def test_bad_tuning_input_names_the_key(edit, message, tmp_path):
 def test_method_knobs_without_a_tune_section_are_refused(tmp_path):
     text = STUDY.replace("[ce, {", "[{name: ce, loss: {name: ce}, tune: {train.lr: {low: 0.1, high: 1}}}, {")
     assert "grid.method[0].tune: tuned knobs need a study-level tune" in _load(text, tmp_path)
+
+
+def test_settings_are_chosen_per_fold_and_a_fold_without_a_finished_trial_is_named(tmp_path):
+    from studybench.study.phases import choose_settings, final_carve, tuning_trials
+
+    text = TUNED.replace(
+        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}}]",
+        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]",
+    )
+    study = Study.model_validate(yaml.safe_load(text))
+    defaults = expand(study, check_data=False)
+    trials = tuning_trials(study, defaults, "s.yaml")
+    scores = {t.key: [1.0 if t.trial == 3 else 0.5] for t in trials}
+    choices = choose_settings(study, trials, scores)
+    assert len(choices) == 4 and all(c.trial == 3 for c in choices.values())
+    focal = next(t for t in trials if t.method == "focal" and t.trial == 3)
+    assert choices[focal.fold].values == {
+        "train.lr": focal.config.train.lr,
+        "loss.gamma": focal.config.loss.params["gamma"],
+    }
+    finals = final_specs(defaults, {f: c.values for f, c in choices.items()}, final_carve(study.tune))
+    assert len(finals) == len(defaults) and all(f.config.data.carve is None for f in finals)
+    fit = final_carve(study.tune.model_copy(update={"final_train": "fit"}))
+    assert fit.score_on == "val" and fit.fraction == 0.25
+    del scores[focal.key]
+    unfinished = {t.key: [] for t in trials if t.fold == focal.fold}
+    with pytest.raises(ValueError, match=r"no tuning trial finished in 1 fold\(s\) \(focal · unet"):
+        choose_settings(study, trials, {**scores, **unfinished})

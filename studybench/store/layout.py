@@ -15,6 +15,11 @@ TAG_DATASET = "studybench.dataset"
 TAG_ARCH = "studybench.arch"
 TAG_SEED = "studybench.seed"
 TAG_GROUPS = "studybench.groups"  # comma-separated: "main" and/or ablation names
+TAG_PHASE = "studybench.phase"  # a tuned study's runs: "tune" (a trial) or "final" (a seed of the chosen setting)
+TAG_TRIAL = "studybench.trial"  # a tuning trial's index in its (method, cell) fold; 0 = the configured setting
+TAG_SAMPLER = "studybench.sampler"  # how the trial was drawn ("sobol")
+TAG_FOLD = "studybench.fold"  # the (method, cell) fold a trial or its parent run belongs to
+TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a fold's trials under its parent run in the UI
 TAG_VERSION = "studybench.version"
 TAG_GIT_COMMIT = "studybench.git_commit"
 TAG_TORCH = "studybench.torch"
@@ -46,6 +51,7 @@ TAG_COMPILE = "studybench.compile"
 TAG_KIND = "studybench.kind"  # "manifest" or "report": never a training run
 KIND_MANIFEST = "manifest"
 KIND_REPORT = "report"
+KIND_TUNE_PARENT = "tune-parent"  # folds a (method, cell)'s trials in the UI; holds the chosen setting
 TAG_PROFILE = "studybench.profile"  # "" for no profile
 TAG_MANIFEST_HASH = "studybench.manifest_sha256"
 TAG_STUDY_FILE_HASH = "studybench.study_file_sha256"
@@ -57,6 +63,7 @@ TAG_EXPERIMENT_KIND = "mlflow.experimentKind"
 EXPERIMENT_KIND_TRAINING = "custom_model_development"
 
 # ---------------------------------------------------------------- params
+PARAM_CHOSEN_PREFIX = "chosen."  # on a tune-parent run: the chosen setting, chosen.<dotted knob>
 PARAM_AXIS_PREFIX = "axis."  # grid/ablation values that name a run: axis.<dotted key>
 
 # ---------------------------------------------------------------- metrics

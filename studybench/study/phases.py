@@ -11,12 +11,11 @@ A fold is one method in one cell (dataset x arch x other axes): every fold gets 
 
 from __future__ import annotations
 
-import json
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from studybench.study.keys import keyed_spec
-from studybench.study.spec import CarveCfg, RunConfig, RunSpec
+from studybench.study.spec import NAME_SEPARATOR, CarveCfg, RunConfig, RunSpec
 from studybench.study.tuning import Knob, TuneCfg, choose_trial, sobol_trials
 
 PHASE_TUNE, PHASE_FINAL = "tune", "final"
@@ -24,8 +23,8 @@ GROUP_TUNE = "tune"
 
 
 def fold_of(spec: RunSpec) -> str:
-    """The (method, cell) a run belongs to: its axes (method, dataset, grid values) as canonical JSON."""
-    return json.dumps(spec.axes, sort_keys=True, default=str)
+    """The (method, cell) a run belongs to (``RunSpec.fold``)."""
+    return spec.fold
 
 
 def knob_kind(config: RunConfig, key: str) -> type:
@@ -91,7 +90,7 @@ def trial_specs(spec: RunSpec, tune: TuneCfg, method_knobs: dict[str, Knob]) -> 
     knobs = {**tune.space, **method_knobs}
     kinds = check_knobs(spec, knobs)
     default = {key: knob_value(spec.config, key) for key in knobs}
-    carve = CarveCfg(**tune.split.model_dump(exclude={"salt", "score_on"}), salt=tune.seed, score_on="carved")
+    carve = tuning_carve(tune, score_on="carved")
     out = []
     for index, values in enumerate(sobol_trials(tune.budget, knobs, kinds, default, tune.seed)):
         config = with_values(spec.config, values, carve)
@@ -166,3 +165,49 @@ def tuning_trials(study: Any, defaults: list[RunSpec], source: str) -> list[RunS
         except ValueError as err:
             raise StudyError(f"{source}: tune: {err}  [in method {spec.method!r}]") from None
     return trials
+
+
+class Choice(NamedTuple):
+    """What tuning chose for one fold: the trial and its knob values (on the fold's parent run too)."""
+
+    trial: int
+    values: dict[str, Any]
+
+
+def choose_settings(study: Any, trials: list[RunSpec], scores: dict[str, list[float]]) -> dict[str, Choice]:
+    """fold -> its ``Choice``, from ``scores`` (run key -> finished tuning scores); ``ValueError`` naming
+    the folds none of whose trials finished (their final seeds cannot run yet)."""
+    folds: dict[str, list[RunSpec]] = {}
+    for trial in trials:
+        folds.setdefault(trial.fold, []).append(trial)
+    knobs = list(study.tune.space)
+    choices, missing = {}, []
+    for fold, members in folds.items():
+        own = [k for k in _method_knob_names(study, members[0].method) if k not in knobs]
+        try:
+            choices[fold] = Choice(*chosen_values(members, scores, knobs + own))
+        except ValueError:
+            missing.append(members[0].name.rsplit(NAME_SEPARATOR, 2)[0])
+    if missing:
+        raise ValueError(
+            f"no tuning trial finished in {len(missing)} fold(s) ({', '.join(missing[:5])}): "
+            "the final seeds need a chosen setting; rerun to retry the failed trials"
+        )
+    return choices
+
+
+def _method_knob_names(study: Any, method: str) -> list[str]:
+    for value in (study.grid or {}).get("method") or []:
+        if isinstance(value, dict) and value.get("name") == method:
+            return list(value.get("tune") or {})
+    return []
+
+
+def final_carve(tune: TuneCfg) -> CarveCfg | None:
+    """The final seeds' training split: all of it (``None``), or without the tuning images."""
+    return None if tune.final_train == "all" else tuning_carve(tune, score_on="val")
+
+
+def tuning_carve(tune: TuneCfg, score_on: Literal["carved", "val"]) -> CarveCfg:
+    """``tune.split`` as a run's ``data.carve``: the same images for every trial and final seed."""
+    return tune.split.model_copy(update={"score_on": score_on})
