@@ -31,20 +31,25 @@ def build_manifest(study: Any, specs: list[Any], profile: str | None, study_file
         "baseline": study.baseline,
         "methods": list(dict.fromkeys(s.method for s in specs)),
         "seeds": sorted({s.seed for s in specs}),
-        "runs": [
-            {
-                "key": s.key,
-                "name": s.name,
-                "method": s.method,
-                "dataset": s.dataset,
-                "arch": s.arch,
-                "seed": s.seed,
-                "groups": list(s.groups),
-                "axes": s.axes,
-            }
-            for s in specs
-        ],
+        "runs": [_entry(s) for s in specs],
     }
+
+
+def _entry(spec: Any) -> dict[str, Any]:
+    """One run of the grid; a tuned study's runs also say their phase (and a trial its index)."""
+    entry = {
+        "key": spec.key,
+        "name": spec.name,
+        "method": spec.method,
+        "dataset": spec.dataset,
+        "arch": spec.arch,
+        "seed": spec.seed,
+        "groups": list(spec.groups),
+        "axes": spec.axes,
+    }
+    if getattr(spec, "phase", None) is not None:
+        entry.update({"phase": spec.phase, "trial": spec.trial, "fold": spec.fold})
+    return entry
 
 
 def manifest_hash(manifest: dict[str, Any]) -> str:
