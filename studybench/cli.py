@@ -332,19 +332,24 @@ def report(
 @app.command()
 def ui(
     tracking_uri: str | None = UriOpt,
-    port: int = typer.Option(5000, "--port", help="Port on 127.0.0.1."),
+    port: int = typer.Option(5000, "--port", min=1, max=65535, help="Port on 127.0.0.1 (1-65535)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Server processes (one is plenty for one person)."),
     access_log: bool = typer.Option(
         False, "--access-log", help="Print a line per HTTP request (off: a quiet terminal)."
     ),
 ) -> None:
     """Open the MLflow UI on our store, bound to 127.0.0.1 (no request log, no job runner, no warnings)."""
+    from studybench.store import StoreMissing, require_existing
     from studybench.ui import study_links, ui_command
 
     uri = _uri(tracking_uri)
     if not re.match(r"^(sqlite|postgresql|mysql|file):", uri) and "://" in uri:
         console.print(f"{uri} is a tracking server already: open it in a browser.")
         return
+    try:
+        require_existing(uri)  # an empty store made here would show nothing
+    except StoreMissing as err:
+        raise _fail("nothing to show", err) from None
     cmd, env = ui_command(uri, port, workers, access_log)
     console.print(f"MLflow UI on http://127.0.0.1:{port} (store {uri}); Ctrl-C to stop")
     for study, url in study_links(uri, port):  # open on the runs table, in Model training mode

@@ -17,8 +17,12 @@ uvicorn's own messages from WARNING up (errors still show).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+import tempfile
+from pathlib import Path
 
 #: Uvicorn's flags for a quiet server (``mlflow ui --uvicorn-opts``); errors are still logged.
 QUIET_UVICORN = ("--no-access-log", "--log-level", "warning")
@@ -26,16 +30,46 @@ QUIET_UVICORN = ("--no-access-log", "--log-level", "warning")
 
 def ui_command(uri: str, port: int, workers: int = 1, access_log: bool = False) -> tuple[list[str], dict[str, str]]:
     """``(argv, env)`` that serve the MLflow UI for ``uri`` on 127.0.0.1:``port``."""
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--registry-store-uri", uri]
     cmd += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
-    if not access_log:
-        cmd += ["--uvicorn-opts", " ".join(QUIET_UVICORN)]
+    opts = ["--log-config", str(server_log_config(access_log))]
+    cmd += ["--uvicorn-opts", " ".join(opts if access_log else [*opts, *QUIET_UVICORN])]
     env = {
         **os.environ,
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",  # see executors/server.py: no Huey consumers
         "PYTHONWARNINGS": "ignore",  # inherited by every worker process uvicorn spawns
     }
     return cmd, env
+
+
+def server_log_config(access_log: bool) -> Path:
+    """A uvicorn logging configuration (JSON, in the temporary folder) with our ``_ui_server`` filter.
+
+    Named by its content, so every ``studybench ui`` of one version reuses the same file.
+    """
+    handler = {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["noise"]}
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"noise": {"()": "studybench._ui_server.known_noise"}},
+        "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+        "handlers": {
+            "stderr": {**handler, "stream": "ext://sys.stderr"},
+            "stdout": {**handler, "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "uvicorn": {"handlers": ["stderr"], "level": "INFO"},
+            "uvicorn.access": {"handlers": ["stdout"], "level": "INFO", "propagate": False},
+            "mlflow.server.handlers": {"filters": ["noise"]},
+        },
+    }
+    text = json.dumps(config, sort_keys=True)
+    path = Path(tempfile.gettempdir()) / f"studybench-ui-logging-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
+    if not path.is_file():
+        part = path.with_name(f"{path.name}.{os.getpid()}.part")
+        part.write_text(text)
+        os.replace(part, path)
+    return path
 
 
 def study_links(uri: str, port: int) -> list[tuple[str, str]]:

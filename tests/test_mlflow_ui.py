@@ -8,6 +8,16 @@ the training runs.
 from __future__ import annotations
 
 import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
@@ -48,7 +58,8 @@ def store(tmp_path_factory) -> dict:
     assert built.returncode == 0, built.stderr
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("ui")
-    return {"client": client, "exp": exp, "runs": client.search_runs([exp.experiment_id], max_results=100)}
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    return {"client": client, "exp": exp, "runs": runs, "uri": uri}
 
 
 def test_the_study_opens_as_model_training(store):
@@ -115,3 +126,84 @@ def test_a_drawing_error_never_fails_the_run(capsys):
 
     log_run_images(Recorder(), {"image": [], "target": [], "pred": []}, None, [], None, ("a.png", "b.png"))
     assert "warning: run images not logged (ValueError: no samples to draw)" in capsys.readouterr().err
+
+
+class Browser:
+    """The requests the UI's pages send (REST/ajax endpoints), against ``studybench ui`` in a process of its own."""
+
+    def __init__(self, uri: str):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONWARNINGS", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION")}
+        argv = [sys.executable, "-m", "studybench.cli", "ui", "--tracking-uri", uri, "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env
+        )
+
+    def get(self, path: str, data: dict | None = None) -> tuple[int, bytes]:
+        body = None if data is None else json.dumps(data).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}{path}", data=body, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    def wait(self) -> None:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            try:
+                self.get("/")
+                return
+            except OSError:
+                assert self.proc.poll() is None, self.stop()
+                time.sleep(0.5)
+        raise AssertionError(self.stop())
+
+    def stop(self) -> str:
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        return self.proc.communicate(timeout=60)[0].decode("utf-8", "replace")
+
+
+def test_browsing_a_run_page_and_an_artifact_preview_leaves_the_server_quiet(store):
+    """The run page (run, its metric history, its artifact list), an artifact preview (the UI asks for a
+    presigned URL first, then downloads it) and the Assistant panel beside a runs search: every answer
+    right, and the server prints no traceback, no ERROR, no warning and no request line."""
+    run = next(r for r in store["runs"] if r.info.status == "FINISHED")
+    run_id, exp_id = run.info.run_id, store["exp"].experiment_id
+    browser = Browser(store["uri"])
+    try:
+        browser.wait()
+        status, page = browser.get("/")
+        assert status == 200 and b"mlflow" in page.lower()
+        status, body = browser.get(f"/ajax-api/2.0/mlflow/runs/get?run_id={run_id}")
+        assert status == 200 and json.loads(body)["run"]["info"]["run_name"] == run.info.run_name
+        status, body = browser.get(f"/ajax-api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=miou")
+        assert status == 200 and json.loads(body)["metrics"][-1]["value"] == pytest.approx(run.data.metrics["miou"])
+        status, body = browser.get(f"/ajax-api/2.0/mlflow/artifacts/list?run_id={run_id}")
+        assert ARTIFACT_SAMPLES_PNG in {f["path"] for f in json.loads(body)["files"]}
+        status, _ = browser.get(
+            "/ajax-api/2.0/mlflow/artifacts/presigned-download-url", {"run_id": run_id, "path": ARTIFACT_SAMPLES_PNG}
+        )
+        assert status >= 400  # a local store has no presigned URLs: the UI then downloads directly
+        status, png = browser.get(f"/get-artifact?path={ARTIFACT_SAMPLES_PNG}&run_uuid={run_id}")
+        assert status == 200 and png.startswith(b"\x89PNG")
+        panel = [("/ajax-api/3.0/mlflow/assistant/config", None), ("/ajax-api/3.0/mlflow/assistant/providers", None)]
+        requests = [("/ajax-api/2.0/mlflow/runs/search", {"experiment_ids": [exp_id]})] + panel * 3
+        answers: list[int] = []
+        threads = [threading.Thread(target=lambda r=r: answers.append(browser.get(*r)[0])) for r in requests]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert answers.count(200) == len(requests), answers
+        time.sleep(1)  # let any log line reach the pipe before the server stops
+    finally:
+        out = browser.stop()
+    lines = out.splitlines()
+    assert f"MLflow UI on http://127.0.0.1:{browser.port}" in out
+    for bad in ("traceback", "error", "warning", "http/1.1", '"get ', "huey", "job executor"):
+        assert not [line for line in lines if bad in line.lower()], out
