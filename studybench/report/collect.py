@@ -15,6 +15,7 @@ from studybench.store import StudyReader
 from studybench.store.layout import (
     ARTIFACT_SAMPLES,
     CURVE_TRAIN_PREFIX,
+    CURVE_VAL_MIOU,
     PARAM_AXIS_PREFIX,
     TAG_DATASET,
     TAG_DEVICE,
@@ -25,8 +26,10 @@ from studybench.store.layout import (
     TAG_HOST,
     TAG_KEY,
     TAG_METHOD,
+    TAG_PHASE,
     TAG_SEED,
     TAG_TORCH,
+    TAG_TRIAL,
     TAG_VERSION,
 )
 
@@ -71,6 +74,8 @@ def _row(key: str, run: Any) -> dict[str, Any]:
         "dataset": tags.get(TAG_DATASET, params.get("data.dataset")),
         "seed": int(params.get("seed", tags.get(TAG_SEED, -1))),
         "groups": tags.get(TAG_GROUPS, ""),
+        "phase": tags.get(TAG_PHASE, ""),  # a tuned study's "tune" trial or "final" seed; "" otherwise
+        "trial": int(tags[TAG_TRIAL]) if tags.get(TAG_TRIAL, "").isdigit() else -1,
         "status": run.info.status,
         "error": tags.get(TAG_ERROR, ""),
         "start_time": run.info.start_time,
@@ -149,8 +154,8 @@ def main_axes(frame: pd.DataFrame) -> list[str]:
     """
     main = frame[in_group(frame, "main")]
     out = []
-    for col in sorted(c for c in frame.columns if c.startswith("axis.")):
-        if col in ("axis.dataset", "axis.method") or main[col].isna().all():
+    for col in sorted(c for c in frame.columns if c.startswith(PARAM_AXIS_PREFIX)):
+        if col.removeprefix(PARAM_AXIS_PREFIX) in ("dataset", "method") or main[col].isna().all():
             continue
         labels = main[col].map(label)
         if (labels == main["arch"].astype(str)).all():
@@ -160,7 +165,7 @@ def main_axes(frame: pd.DataFrame) -> list[str]:
 
 
 def histories(
-    store: StudyReader, run_ids: Iterable[str], prefixes: tuple[str, ...] = ("val/miou", CURVE_TRAIN_PREFIX)
+    store: StudyReader, run_ids: Iterable[str], prefixes: tuple[str, ...] = (CURVE_VAL_MIOU, CURVE_TRAIN_PREFIX)
 ) -> pd.DataFrame:
     """Per-epoch curves of the runs: long frame ``run_id, key, step, value`` for keys matching ``prefixes``."""
     rows = []

@@ -1,0 +1,182 @@
+"""The report of a tuned study: what tuning chose, what it changed, what it cost, how it depends on budget.
+
+Read from the store alone, like every section: trials are the runs tagged ``studybench.phase =
+tune`` (score: mIoU on the tuning split carved from the training data), final seeds those
+tagged ``final`` (score: the reported split). A reader should see (1) that every method got
+the same number of trials, (2) how far each method's default was from its tuned setting, and
+(3) whether the comparison with the baseline would have read differently at the defaults.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from studybench.report.budget import budget_curve
+from studybench.report.collect import label
+
+PHASE_TUNE, PHASE_FINAL = "tune", "final"
+
+
+def split_phases(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(tuning trials, every other run): the main tables see final seeds (or an untuned study's runs) only."""
+    phase = frame["phase"] if "phase" in frame else pd.Series("", index=frame.index)
+    trials = phase == PHASE_TUNE
+    return frame[trials].reset_index(drop=True), frame[~trials].reset_index(drop=True)
+
+
+def knobs_of(study: Any, method: str) -> list[str]:
+    """The knobs ``method`` tuned: the study's shared space, then the method's own."""
+    own: list[str] = []
+    for value in (study.grid or {}).get("method") or []:
+        if isinstance(value, dict) and value.get("name") == method:
+            own = list(value.get("tune") or {})
+    return [*study.tune.space, *(k for k in own if k not in study.tune.space)]
+
+
+def cell_columns(frame: pd.DataFrame) -> list[str]:
+    """What names a cell besides the method: dataset, arch and every axis value (seed and trial aside)."""
+    axes = sorted(c for c in frame.columns if c.startswith("axis.") and c not in ("axis.method",))
+    return ["dataset", "arch", *axes]
+
+
+def fold_summary(trials: pd.DataFrame, study: Any) -> pd.DataFrame:
+    """One row per (cell, method): trials finished, default (trial 0) and chosen score and setting, cost."""
+    rows = []
+    cells = cell_columns(trials)
+    for key, fold in trials.groupby([*cells, "method"], dropna=False, sort=False):
+        scores = fold.groupby("trial")["miou"].mean()
+        if scores.empty or scores.isna().all():
+            continue
+        chosen = int(scores.idxmax())
+        knobs = knobs_of(study, fold["method"].iloc[0])
+        row = dict(zip([*cells, "method"], key))
+        row.update(
+            trials=int(fold["trial"].nunique()),
+            budget=int(study.tune.budget),
+            chosen_trial=chosen,
+            default_miou=float(scores.get(0, math.nan)),
+            tuned_miou=float(scores[chosen]),
+            tuning_hours=float(fold.get("wall_s", pd.Series(dtype=float)).sum()) / 3600.0,
+        )
+        for knob in knobs:
+            column = f"param.{knob}"
+            values = fold.set_index("trial")[column] if column in fold else pd.Series(dtype=object)
+            row[f"default {knob}"] = label(values.get(0, math.nan))
+            row[f"chosen {knob}"] = label(values.get(chosen, math.nan))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def ranking_change(summary: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
+    """Per (cell, method): ahead of or behind the baseline at the defaults, and after tuning (tuning-split scores)."""
+    if summary.empty or not baseline or baseline not in set(summary["method"]):
+        return pd.DataFrame()
+    cells = [c for c in summary.columns if c in ("dataset", "arch") or c.startswith("axis.")]
+    base = summary[summary["method"] == baseline].set_index(cells)[["default_miou", "tuned_miou"]]
+    rows = []
+    for _, row in summary[summary["method"] != baseline].iterrows():
+        ref = base.loc[tuple(row[c] for c in cells)] if len(cells) > 1 else base.loc[row[cells[0]]]
+        before, after = _side(row["default_miou"] - ref["default_miou"]), _side(row["tuned_miou"] - ref["tuned_miou"])
+        rows.append(
+            {
+                **{c: row[c] for c in cells},
+                "method": row["method"],
+                "at defaults": before,
+                "tuned": after,
+                "changed": "yes" if before != after else "no",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _side(delta: float) -> str:
+    if delta is None or (isinstance(delta, float) and math.isnan(delta)):
+        return "-"
+    return "ahead" if delta > 0 else "behind" if delta < 0 else "tied"
+
+
+def budget_curves(trials: pd.DataFrame) -> pd.DataFrame:
+    """Expected best tuning mIoU of n trials (Tang et al.'s unbiased estimator), per (cell, method), n = 1..B."""
+    rows = []
+    cells = cell_columns(trials)
+    for key, fold in trials.groupby([*cells, "method"], dropna=False, sort=False):
+        scores = fold.groupby("trial")["miou"].mean().dropna().to_numpy()
+        if scores.size == 0:
+            continue
+        for n, value in enumerate(budget_curve(scores), start=1):
+            rows.append({**dict(zip([*cells, "method"], key)), "n": n, "expected_best": value})
+    return pd.DataFrame(rows)
+
+
+def reported_split_evaluations(finals: pd.DataFrame) -> int:
+    """How many times the final seeds evaluated the reported split (one per evaluated epoch of each run)."""
+    if finals.empty:
+        return 0
+    epochs = pd.to_numeric(finals.get("param.train.epochs"), errors="coerce").fillna(1)
+    every = pd.to_numeric(finals.get("param.train.eval_every"), errors="coerce").fillna(1).clip(lower=1)
+    return int(np.sum(np.ceil(epochs / every)))
+
+
+def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> list[Any]:
+    """The report's tuning tables: chosen setting and default vs tuned per (cell, method), ranking changes."""
+    from studybench.report.tables import Table, pct
+
+    summary = fold_summary(trials, study)
+    if summary.empty:
+        return []
+    tune = study.tune
+    touched = reported_split_evaluations(finals)
+    note = (
+        f"Every method got the same budget: {tune.budget} trials per (method, cell), {tune.sampler} points "
+        f"(seed {tune.seed}), trial 0 = the method's configured setting. Scores are mIoU on the tuning split "
+        f"carved from the training data ({_split_text(tune.split)}); the final seeds train on "
+        f"{'all of the training split' if tune.final_train == 'all' else 'the training split without it'} and are "
+        f"the only runs scored on the reported split (test touched {touched} times). "
+        "Tuned - default > 0: the default under-sold the method."
+    )
+    display = summary.copy()
+    for column in ("default_miou", "tuned_miou"):
+        display[column] = summary[column].map(pct)
+    display["tuned - default"] = (summary["tuned_miou"] - summary["default_miou"]).map(pct)
+    display["tuning_hours"] = summary["tuning_hours"].map(lambda h: f"{h:.3f}")
+    display["trials"] = [f"{t}/{b}" for t, b in zip(summary["trials"], summary["budget"])]
+    display = display.drop(columns=["budget"])
+    out = [Table("tuning", "Tuning: chosen setting, default vs tuned (tuning split)", summary, display, note)]
+    change = ranking_change(summary, study.baseline)
+    if not change.empty:
+        changed = int((change["changed"] == "yes").sum())
+        note = (
+            f"Against the baseline {study.baseline!r} on the tuning split, at each method's default and after equal "
+            f"tuning: {changed} of {len(change)} comparisons change side."
+        )
+        out.append(Table("tuning_ranking", "Did tuning change the comparison with the baseline?", change, change, note))
+    return out
+
+
+def _split_text(split: Any) -> str:
+    if split.fraction is not None:
+        return f"{100 * split.fraction:g}% of the images"
+    return f"{split.count} whole {split.by} group(s)"
+
+
+def budget_figure(curves: pd.DataFrame):
+    """Expected best tuning mIoU against the number of trials, a panel per cell, a line per method."""
+    import matplotlib.pyplot as plt
+
+    cells = [c for c in curves.columns if c not in ("method", "n", "expected_best")]
+    groups = list(curves.groupby(cells, dropna=False, sort=False)) if cells else [((), curves)]
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False, sharey=True)
+    for ax, (key, panel) in zip(axes[0], groups):
+        for method, line in panel.groupby("method", sort=False):
+            ax.plot(line["n"], 100 * line["expected_best"], marker="o", markersize=3, label=method)
+        ax.set_title(" · ".join(label(k) for k in (key if isinstance(key, tuple) else (key,))), fontsize=9)
+        ax.set_xlabel("trials")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("expected best tuning mIoU (%)")
+    axes[0][-1].legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig
