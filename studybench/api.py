@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from studybench.store import StudyReader, StudyWriter
+from studybench.store.layout import TAG_PROFILE
 from studybench.store.liveness import STATES, run_state
 from studybench.store.manifest import build_manifest, file_sha256, manifest_study
 from studybench.study.config import Study, StudyError, load_study
@@ -70,7 +71,7 @@ def open_view(
     reader = StudyReader(uri, study_name)
     manifest = reader.find_manifest(profile)
     if manifest is None:
-        profiles = sorted({r.data.tags.get("studybench.profile", "") or "(none)" for r in reader.manifests()})
+        profiles = sorted({r.data.tags.get(TAG_PROFILE, "") or "(none)" for r in reader.manifests()})
         known = f"; recorded profiles: {', '.join(profiles)}" if profiles else "; no `run` of it recorded a manifest"
         raise StudyError(f"study {study_name!r} has no recorded manifest for profile {profile or '(none)'!r}{known}")
     return StudyView(manifest_study(manifest), profile, manifest, True), reader

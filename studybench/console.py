@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from studybench.executors import RunOutcome
+from studybench.store.layout import CURVE_VAL_MIOU, METRIC_MIOU, METRIC_PEAK_MEM, METRIC_WALL
 from studybench.study.spec import RunSpec
 
 #: Seconds between progress lines when stdout is not a terminal.
@@ -139,7 +140,7 @@ class _RunBar:
             self.progress.update(self.task, advance=steps, **({"info": info} if info else {}))
 
     def epoch_done(self, epoch: int, metrics: dict[str, float]) -> None:
-        miou = metrics.get("val/miou")
+        miou = metrics.get(CURVE_VAL_MIOU)
         if miou is not None and self.task is not None:
             self.progress.update(self.task, info=f"val mIoU {miou:.3f}")
 
@@ -242,10 +243,10 @@ def summary_table(outcomes: list[RunOutcome]) -> Table:
             status += f" (attempt {o.attempts})"
         table.add_row(
             o.spec.name,
-            _fmt(m.get("miou"), 4),
+            _fmt(m.get(METRIC_MIOU), 4),
             _fmt(m.get("pixel_acc"), 4),
-            _fmt(m.get("wall_s"), 1),
-            _fmt(m.get("peak_mem_mb"), 0),
+            _fmt(m.get(METRIC_WALL), 1),
+            _fmt(m.get(METRIC_PEAK_MEM), 0),
             status,
         )
     return table

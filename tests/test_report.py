@@ -39,7 +39,7 @@ reference:
   - {method: ce, dataset: synthetic, arch: unet, miou: 0.5, pixel_acc: 0.9, note: "made up"}
   - {method: focal, dataset: synthetic, ablation: focal-gamma, loss.gamma: 1.0, miou: 0.4}
 """
-TABLES = ["main", "main_by_dataset", "ablation_focal-gamma", "costs", "per_class", "reference", "runs"]
+TABLES = ["main", "main_by_dataset", "ablation_focal-gamma", "costs", "seeds_needed", "per_class", "reference", "runs"]
 FIGURES = ["miou_bars", "accuracy_vs_cost", "ablation_focal-gamma", "per_class_iou", "training_curves", "samples"]
 
 
@@ -101,6 +101,19 @@ def test_two_seed_report_names_its_intervals_and_marks_them_uninformative(store)
         assert "uninformative" in text and stats.TEST_NAME in text
     main = (out / "main.md").read_text()
     assert f"mIoU {stats.INTERVAL_NAME}" in main and stats.WIDE_MARK in main and stats.WIDE_NOTE in main
+
+
+def test_main_table_gives_verdicts_and_the_seeds_needed(store):
+    out: Path = store["out"]
+    main = (out / "main.md").read_text()
+    assert "P(> ce) [95%]" in main and "verdict (±0.5 pp)" in main and "Schuirmann" in main
+    data = pd.read_csv(out / "main.csv").set_index("method")
+    assert data.loc["focal", "verdict"] in {"better", "equivalent", "worse", "undecided"}
+    assert (
+        0 <= data.loc["focal", "p_superior_lo"] <= data.loc["focal", "p_superior"] <= data.loc["focal", "p_superior_hi"]
+    )
+    seeds = pd.read_csv(out / "seeds_needed.csv")
+    assert seeds["method"].tolist() == ["focal"] and seeds["seeds_needed"].iloc[0] >= 2
 
 
 def test_rebuild_is_identical_and_report_run_is_ignored(store):

@@ -126,3 +126,21 @@ def test_bars_draw_no_whiskers_and_no_95_title_for_one_seed():
         assert bool(errorbars) == whiskers
         assert ("95% t interval over 3 seeds" in title) == whiskers and ("95%" in title) == whiskers
         plots.plt.close(fig)
+
+
+def test_a_cell_with_a_missing_value_says_so():
+    frame = pd.DataFrame({"method": ["a"] * 3, "seed": [0, 1, 2], "miou": [0.50, 0.52, np.nan]})
+    row = stats.summarise(frame, ["method"], ["miou"]).iloc[0]
+    assert (row["n"], row["seeds"]) == (2, 3)
+    assert (row["miou_lo"], row["miou_hi"]) == pytest.approx(stats.t_interval([0.50, 0.52]))
+    assert tables.n_text(row["n"], row["seeds"]) == "2 of 3"
+
+
+def test_compare_to_baseline_adds_the_evidence():
+    rows = [("ce", s, 0.60 + 0.01 * s) for s in range(4)] + [
+        ("dice", s, 0.63 + 0.01 * s + 0.001 * (s % 2)) for s in range(4)
+    ]
+    frame = pd.DataFrame(rows, columns=["method", "seed", "miou"])
+    cmp = stats.compare_to_baseline(frame, [], "ce", "miou", 0.005).set_index("method")
+    assert cmp.loc["dice", "verdict"] == "better" and cmp.loc["dice", "p_superior"] > 0.9
+    assert cmp.loc["ce", "verdict"] == "equivalent" and cmp.loc["ce", "seeds_needed"] == 2

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from studybench import IGNORE_INDEX
 from studybench.engine.measure import count_host_reads
+from studybench.store.layout import METRIC_STEPS, METRIC_TRAIN
 from studybench.study.keys import keyed_spec
 from studybench.study.spec import RunConfig, RunSpec
 
@@ -86,7 +87,7 @@ def harness_rate(spec: RunSpec) -> float:
     from studybench.engine.train import execute
 
     metrics = execute(spec, MemoryRecorder()).metrics
-    return metrics["steps"] / metrics["train_s"]
+    return metrics[METRIC_STEPS] / metrics[METRIC_TRAIN]
 
 
 def harness_syncs(spec: RunSpec) -> float:
@@ -103,7 +104,7 @@ def harness_syncs(spec: RunSpec) -> float:
 
     trainer.train_one_epoch = counting
     try:
-        steps = trainer.execute(spec, MemoryRecorder()).metrics["steps"]
+        steps = trainer.execute(spec, MemoryRecorder()).metrics[METRIC_STEPS]
     finally:
         trainer.train_one_epoch = real
     return sum(counted) / steps
@@ -202,7 +203,7 @@ def measure_harness(
         "data": f"synthetic, 5 classes, {image_size}², {train_images} train images",
         "model": f"U-Net-resnet18, decoder {tuple(LIGHT)}",
         "batch": batch,
-        "steps": epochs * (train_images // batch),
+        "steps": epochs * (train_images // batch),  # the setting shown on the page, not a metric
         "optimizer": "Adam (fused)",
         "rounds": rounds,
     }

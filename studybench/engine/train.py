@@ -57,13 +57,26 @@ from studybench.store.layout import (
     ARTIFACT_CONFUSION_PNG,
     ARTIFACT_SAMPLES,
     ARTIFACT_SAMPLES_PNG,
+    CURVE_EPOCH_TIME,
+    CURVE_LR,
+    CURVE_TRAIN_PREFIX,
+    CURVE_VAL_PREFIX,
     EVAL_CROP,
     EVAL_NATIVE,
+    METRIC_EVAL,
     METRIC_EXTRA_MEM,
+    METRIC_INFER,
+    METRIC_IOU_PREFIX,
     METRIC_LOSS,
     METRIC_LOSS_IQR,
+    METRIC_LOSS_SHARE,
+    METRIC_PARAMS,
+    METRIC_PEAK_MEM,
     METRIC_STEP,
     METRIC_STEP_IQR,
+    METRIC_STEPS,
+    METRIC_TRAIN,
+    METRIC_WALL,
     TAG_EVAL_LABELS,
     TAG_RESUMED_EPOCH,
     TAG_RESUMED_RUN,
@@ -329,12 +342,12 @@ def epoch_curves(
     scheme: Scheme, means: dict[str, float], evaluation: dict[str, Evaluation] | None, epoch_s: float
 ) -> dict[str, float]:
     """The curves of one epoch: training means, learning rate, time, and validation metrics if evaluated."""
-    curves = {f"train/{name}": value for name, value in means.items()}
-    curves["lr"] = scheme.learning_rate()
-    curves["epoch_s"] = epoch_s
+    curves = {f"{CURVE_TRAIN_PREFIX}{name}": value for name, value in means.items()}
+    curves[CURVE_LR] = scheme.learning_rate()
+    curves[CURVE_EPOCH_TIME] = epoch_s
     for role, (metrics, _, _) in (evaluation or {}).items():
-        prefix = "val" if role == scheme.headline else f"{role}/val"
-        curves.update({f"{prefix}/{k}": v for k, v in metrics.as_dict().items()})
+        prefix = CURVE_VAL_PREFIX if role == scheme.headline else f"{role}/{CURVE_VAL_PREFIX}"
+        curves.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
     return curves
 
 
@@ -355,7 +368,7 @@ def finish(
     for role, (metrics, matrix, samples) in evaluation.items():
         prefix = "" if role == scheme.headline else f"{role}/"
         final.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
-        final.update({f"{prefix}iou/{name}": v for name, v in zip(names, metrics.iou) if not math.isnan(v)})
+        final.update({f"{prefix}{METRIC_IOU_PREFIX}{n}": v for n, v in zip(names, metrics.iou) if not math.isnan(v)})
         if role == scheme.headline:
             per_class = dict(zip(names, metrics.iou))
         recorder.log_text(matrix_csv(matrix, names), f"{prefix}{ARTIFACT_CONFUSION}")
@@ -374,19 +387,19 @@ def run_costs(scheme: Scheme, data: RunData, state: TrainState, step_timer: Time
     step_s, loss_s = step_timer.median, scheme.loss_timer.median
     images = max(1, state.evaluations * len(data.val_set) * len(scheme.networks))
     return {
-        "wall_s": state.wall_s,
-        "train_s": state.train_s,
-        "eval_s": state.eval_s,
+        METRIC_WALL: state.wall_s,
+        METRIC_TRAIN: state.train_s,
+        METRIC_EVAL: state.eval_s,
         METRIC_STEP: step_s,
         METRIC_STEP_IQR: step_timer.iqr,
         METRIC_LOSS: loss_s * 1000,
         METRIC_LOSS_IQR: scheme.loss_timer.iqr * 1000,
-        "loss_share": loss_s / step_s if step_timer.samples else float("nan"),
-        "peak_mem_mb": state.peak_mb,
+        METRIC_LOSS_SHARE: loss_s / step_s if step_timer.samples else float("nan"),
+        METRIC_PEAK_MEM: state.peak_mb,
         METRIC_EXTRA_MEM: state.peak_mb - start_mb,  # above what the process held before the run
-        "params_m": count_params(scheme.networks[scheme.headline]) / 1e6,
-        "infer_ms_per_image": 1000 * state.eval_s / images,
-        "steps": float(state.step),
+        METRIC_PARAMS: count_params(scheme.networks[scheme.headline]) / 1e6,
+        METRIC_INFER: 1000 * state.eval_s / images,
+        METRIC_STEPS: float(state.step),
         **scheme.extra_costs(),
     }
 

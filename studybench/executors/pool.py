@@ -29,6 +29,7 @@ from studybench.engine.checkpoint import Checkpoints
 from studybench.executors.local import RunOutcome, first_line, run_tracked
 from studybench.executors.server import die_with_parent, wait_for_server
 from studybench.store import StudyWriter
+from studybench.store.layout import CURVE_VAL_PREFIX
 from studybench.study.spec import RunSpec
 
 
@@ -202,7 +203,7 @@ class QueueProgress:
         if self._steps:
             self._send("step_done", float("nan"), self._steps)
             self._steps = 0
-        self._send("epoch_done", epoch, {k: v for k, v in metrics.items() if k.startswith("val/")})
+        self._send("epoch_done", epoch, {k: v for k, v in metrics.items() if k.startswith(CURVE_VAL_PREFIX)})
 
 
 def _pump(events: Any, display, by_key: dict[str, RunSpec]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from studybench.report import collect, plots, ranking, stats, tables
+from studybench.report import collect, plots, ranking, stats, tables, tuning
 from studybench.report.collect import collect_runs, in_group, label, main_axes
 from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
@@ -52,7 +52,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
     keys = view.keys
     latest, finished = store.newest_runs()
     scope = grid_scope(view.manifest, latest, finished)
-    frame = collect_runs(store, keys)
+    trials, frame = tuning.split_phases(collect_runs(store, keys))  # a tuned study's trials: their own section
     result = ReportResult(out_dir=out_dir, runs=len(frame))
     if frame.empty:
         result.problems.append(
@@ -72,10 +72,12 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
         ("main_by_dataset", lambda: tables.by_dataset_table(frame, study)),
         ("ablations", lambda: tables.ablation_tables(frame, study)),
         ("costs", lambda: tables.costs_table(frame, study)),
+        ("seeds_needed", lambda: tables.seeds_table(frame, study)),
         ("per_class", lambda: tables.per_class_table(frame, study)),
         ("reference", lambda: tables.reference_table(frame, study)),
         ("runs", lambda: tables.runs_table(frame, study)),
         ("ranking", lambda: ranking.study_tables(frame, study)),  # none below 2 (dataset, arch, ...) cells
+        ("tuning", lambda: tuning.tuning_tables(trials, frame, study) if study.tune is not None else None),
     ]
     for name, build in builders:
         made = _attempt(result, f"table {name}", build)
@@ -84,7 +86,8 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
             built.append(table)
 
     figures: list[Figure] = []
-    for stem, caption, draw in _figure_plan(store, frame, study, {t.stem: t for t in built}):
+    plan = [*_figure_plan(store, frame, study, {t.stem: t for t in built}), *_tuning_figures(trials)]
+    for stem, caption, draw in plan:
         fig = _attempt(result, f"figure {stem}", draw)
         if (
             fig is not None
@@ -103,6 +106,18 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
             lambda: StudyWriter(store.uri, study.study).log_report(out_dir, view.profile),
         )
     return result
+
+
+def _tuning_figures(trials: pd.DataFrame):
+    """A tuned study's budget curves: would fewer (or more) trials have changed the ranking?"""
+    if trials.empty:
+        return
+    yield (
+        "tuning_budget",
+        "Expected best tuning mIoU against the number of trials per method (the unbiased estimator of Tang et al. "
+        "2020 over the trials run): where the curves cross, the ranking depends on the tuning budget",
+        lambda: tuning.budget_figure(tuning.budget_curves(trials)),
+    )
 
 
 def _deviations(frame: pd.DataFrame) -> list[str]:
@@ -160,7 +175,11 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
             cell = ["dataset", *axes, "method"]
             both = main.data[[*cell, "miou", "miou_lo", "miou_hi"]].merge(costs.data, on=cell)
             other = _varying(both, ["dataset", *axes])
-            fill = f" (marker: method, fill: {' / '.join(c.removeprefix('axis.') for c in other)})" if other else ""
+            fill = (
+                f" (marker: method, fill: {' / '.join(c.removeprefix(PARAM_AXIS_PREFIX) for c in other)})"
+                if other
+                else ""
+            )
             yield (
                 "accuracy_vs_cost",
                 f"mIoU against the cost per training step (median step time, median loss time, memory above the "
@@ -220,7 +239,9 @@ def _curves(store: StudyReader, runs: pd.DataFrame, series: list[str]):
     hist = collect.histories(store, runs["run_id"])
     if hist.empty:
         raise ValueError("no per-epoch metric history in the runs")
-    return plots.curves(hist, runs.assign(**{c: runs[c].map(label) for c in series if c.startswith("axis.")}), series)
+    return plots.curves(
+        hist, runs.assign(**{c: runs[c].map(label) for c in series if c.startswith(PARAM_AXIS_PREFIX)}), series
+    )
 
 
 def _by_method(runs: pd.DataFrame, study: Any, series: list[str]) -> pd.DataFrame:

@@ -121,7 +121,9 @@ def _invert_nct(t: np.ndarray, df: int, q: float, steps: int = 70) -> np.ndarray
     lo, hi = t - width, t + width
     for _ in range(steps):
         mid = (lo + hi) / 2
-        above = sps.nct.cdf(t, df, mid) > q  # the root lies at a larger nc
+        cdf = sps.nct.cdf(t, df, mid)
+        cdf = np.where(np.isnan(cdf), (mid < t).astype(float), cdf)  # scipy's NaN far in a tail: 1 or 0 there
+        above = cdf > q  # the root lies at a larger nc
         lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
     return (lo + hi) / 2
 

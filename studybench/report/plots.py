@@ -22,7 +22,15 @@ import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from studybench.report import stats  # noqa: E402
-from studybench.store.layout import METRIC_EXTRA_MEM, METRIC_LOSS, METRIC_STEP  # noqa: E402
+from studybench.store.layout import (  # noqa: E402
+    CURVE_TRAIN_PREFIX,
+    CURVE_VAL_MIOU,
+    METRIC_EXTRA_MEM,
+    METRIC_IOU_PREFIX,
+    METRIC_LOSS,
+    METRIC_STEP,
+    PARAM_AXIS_PREFIX,
+)
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
 LINES = ["-", "--", ":", "-."]
@@ -93,7 +101,7 @@ def bars(summary: pd.DataFrame, methods: list[str], series: list[str]) -> plt.Fi
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"mIoU per method, mean over seeds\n{stats.interval_caption(summary['n'])}", fontsize=9)
     if series:  # below the panels, in a row: inside an axes it covers the tallest bars, beside one the title
-        what = " / ".join(c.removeprefix("axis.") for c in series)
+        what = " / ".join(c.removeprefix(PARAM_AXIS_PREFIX) for c in series)
         handles, labels = axes[0][0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), title=what, fontsize=7)
     return fig
@@ -195,7 +203,7 @@ def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | 
                 )
                 labelled.add(method)
         if len(fills) > 1:
-            what = " / ".join(c.removeprefix("axis.") for c in series)
+            what = " / ".join(c.removeprefix(PARAM_AXIS_PREFIX) for c in series)
             for key, fill in fills.items():
                 ax.plot([], [], "o", color="grey", mec="black", mfcalt="white", fillstyle=fill, label=f"{what}: {key}")
         _pareto(ax, summary, col, scale)
@@ -237,7 +245,7 @@ def _pareto(ax: plt.Axes, summary: pd.DataFrame, col: str, scale: float) -> None
 # --------------------------------------------------------------------------- per class
 def per_class(means: pd.DataFrame, row_cols: list[str], baseline: str | None) -> plt.Figure:
     """Heatmap of per-class IoU (rows: method, columns: class), and the difference to the baseline beside it."""
-    classes = [c for c in means.columns if c.startswith("iou/")]
+    classes = [c for c in means.columns if c.startswith(METRIC_IOU_PREFIX)]
     rows = [_series_label(r, row_cols) for _, r in means.iterrows()]
     values = 100 * means[classes].to_numpy(dtype=float)
     panels = [("IoU (%)", values, "Greys", (0, 100))]
@@ -274,7 +282,9 @@ def per_class(means: pd.DataFrame, row_cols: list[str], baseline: str | None) ->
                     fontsize=6,
                     color="white" if dark else "black",
                 )
-        ax.set_xticks(range(len(classes)), [c.removeprefix("iou/") for c in classes], rotation=45, ha="right")
+        ax.set_xticks(
+            range(len(classes)), [c.removeprefix(METRIC_IOU_PREFIX) for c in classes], rotation=45, ha="right"
+        )
         ax.set_yticks(range(len(rows)), rows)
         ax.set_title(title)
         fig.colorbar(im, ax=ax, fraction=0.05)
@@ -303,13 +313,13 @@ def curves(hist: pd.DataFrame, runs: pd.DataFrame, series: list[str]) -> plt.Fig
     fig, axes = plt.subplots(
         nrows, ncols, figsize=(3.3 * ncols, 2.5 * nrows + 0.3), squeeze=False, layout="constrained"
     )
-    val = merged[merged["key"] == "val/miou"]
+    val = merged[merged["key"] == CURVE_VAL_MIOU]
     for name in names:
         _curve(axes.flat[0], val[val["series"] == name], 100.0, styles[name])
-    _epoch_axis(axes.flat[0], merged, "val/miou", "mIoU (%)")
+    _epoch_axis(axes.flat[0], merged, CURVE_VAL_MIOU, "mIoU (%)")
     lo, hi = axes.flat[0].get_ylim()
     axes.flat[0].set_ylim(max(lo, -2.0), min(hi, 102.0))  # bands (2 seeds) reaching past what mIoU can be: cut
-    train = merged[merged["key"].str.startswith("train/")]
+    train = merged[merged["key"].str.startswith(CURVE_TRAIN_PREFIX)]
     for ax, method in zip(axes.flat[1:], methods):
         mine = train if method is None else train[train["run_id"].isin(runs.loc[runs["method"] == method, "run_id"])]
         _loss_panel(ax, mine, styles)
@@ -330,7 +340,7 @@ def _loss_panel(ax: plt.Axes, train: pd.DataFrame, styles: dict[str, dict]) -> N
             sub = train[(train["series"] == name) & (train["key"] == key)]
             end = _curve(ax, sub, 1.0, styles[name], thin=key != "train/loss")
             if key != "train/loss" and end is not None:
-                ends.setdefault(key.removeprefix("train/"), end)
+                ends.setdefault(key.removeprefix(CURVE_TRAIN_PREFIX), end)
     if ends:
         _name_ends(ax, ends)
 

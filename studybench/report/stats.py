@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from studybench.report import evidence
+
 LEVEL = 0.95
 #: How every interval of a report is named (table headers and notes, figure captions).
 INTERVAL_NAME = "95% t interval"
@@ -73,9 +75,10 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float, int]:
 
 
 def summarise(frame: pd.DataFrame, by: list[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """One row per cell (``by``): ``n`` and, per metric, ``<m>``, ``<m>_std``, ``<m>_lo``, ``<m>_hi``.
+    """One row per cell (``by``): ``n``, ``seeds`` and, per metric, ``<m>``, ``<m>_std``, ``<m>_lo``, ``<m>_hi``.
 
-    ``<m>`` is the mean over seeds, std is the sample std (ddof 1; NaN for one seed), lo/hi the
+    ``n`` counts the values of the first metric (what its mean and interval are over), ``seeds``
+    the cell's runs: seeds (0.50, 0.52, NaN) give n = 2, seeds = 3. ``<m>`` is the mean over seeds, std is the sample std (ddof 1; NaN for one seed), lo/hi the
     t interval of the mean. Missing metrics give NaN columns, so callers need not check which
     metrics were logged.
     """
@@ -83,7 +86,9 @@ def summarise(frame: pd.DataFrame, by: list[str], metrics: Sequence[str]) -> pd.
     for key, group in frame.groupby(by, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         row: dict[str, object] = dict(zip(by, key))
-        row["n"] = int(group["seed"].nunique()) if "seed" in group else len(group)
+        row["seeds"] = int(group["seed"].nunique()) if "seed" in group else len(group)
+        first = metrics[0] if metrics and metrics[0] in group else None
+        row["n"] = int(group[first].notna().sum()) if first else row["seeds"]
         for metric in metrics:
             x = group[metric].to_numpy(dtype=np.float64) if metric in group else np.array([np.nan])
             x = x[~np.isnan(x)]
@@ -91,7 +96,8 @@ def summarise(frame: pd.DataFrame, by: list[str], metrics: Sequence[str]) -> pd.
             row[f"{metric}_std"] = float(x.std(ddof=1)) if x.size > 1 else math.nan
             row[f"{metric}_lo"], row[f"{metric}_hi"] = t_interval(x)
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*by, "n", *[f"{m}{s}" for m in metrics for s in ("", "_std", "_lo", "_hi")]])
+    suffixes = ("", "_std", "_lo", "_hi")
+    return pd.DataFrame(rows, columns=[*by, "n", "seeds", *[f"{m}{s}" for m in metrics for s in suffixes]])
 
 
 @dataclass(frozen=True)
@@ -162,14 +168,28 @@ def interval_caption(ns: Iterable[int]) -> str:
     return text
 
 
-def compare_to_baseline(frame: pd.DataFrame, cell: list[str], baseline: str, metric: str = "miou") -> pd.DataFrame:
+#: Columns ``compare_to_baseline`` adds from ``evidence.assess`` (see that module).
+EVIDENCE_COLUMNS = [
+    "diff_sd",
+    "p_superior",
+    "p_superior_lo",
+    "p_superior_hi",
+    "p_equivalent",
+    "verdict",
+    "seeds_needed",
+]
+
+
+def compare_to_baseline(
+    frame: pd.DataFrame, cell: list[str], baseline: str, metric: str = "miou", min_effect: float = 0.005
+) -> pd.DataFrame:
     """Each method against ``baseline`` within its cell (``cell`` excludes method and seed).
 
     Returns one row per (cell, method) with ``n``, ``diff``, ``diff_lo``, ``diff_hi``, ``test``,
-    ``p``; the baseline itself is compared with itself (diff 0, p 1). Cells without the
-    baseline are left out.
+    ``p`` and the ``EVIDENCE_COLUMNS`` against ``min_effect`` (in the metric's unit); the
+    baseline itself is compared with itself (diff 0, p 1). Cells without the baseline are left out.
     """
-    cols = [*cell, "method", "n", "diff", "diff_lo", "diff_hi", "test", "p"]
+    cols = [*cell, "method", "n", "diff", "diff_lo", "diff_hi", "test", "p", *EVIDENCE_COLUMNS]
     rows = []
     groups = frame.groupby(cell, sort=True, dropna=False) if cell else [((), frame)]
     for key, group in groups:
@@ -178,8 +198,10 @@ def compare_to_baseline(frame: pd.DataFrame, cell: list[str], baseline: str, met
         if baseline not in wide:
             continue
         for method in wide.columns:
-            res = paired_test(wide[method].to_numpy(), wide[baseline].to_numpy())
-            rows.append([*key, method, res.n, res.diff, res.lo, res.hi, res.test, res.p])
+            a, b = wide[method].to_numpy(), wide[baseline].to_numpy()
+            res, ev = paired_test(a, b), evidence.assess(a, b, min_effect)
+            found = [ev.sd, ev.p_superior, ev.p_superior_lo, ev.p_superior_hi, ev.p_equivalent, ev.verdict]
+            rows.append([*key, method, res.n, res.diff, res.lo, res.hi, res.test, res.p, *found, ev.seeds_needed])
     return pd.DataFrame(rows, columns=cols)
 
 
@@ -199,6 +221,7 @@ __all__ = [
     "MIN_N",
     "NO_CI",
     "TEST_NAME",
+    "EVIDENCE_COLUMNS",
     "TEST_NOTES",
     "WIDE_MARK",
     "WIDE_N",

@@ -24,30 +24,52 @@ from typing import Any
 
 import pandas as pd
 
-from studybench.report import stats
+from studybench.report import evidence, stats
 from studybench.report.collect import in_group, label, main_axes, param_values
 from studybench.report.reference import match_reference
-from studybench.store.layout import METRIC_EXTRA_MEM, METRIC_LOSS, METRIC_LOSS_IQR, METRIC_STEP, METRIC_STEP_IQR
+from studybench.store.layout import (
+    METRIC_EXTRA_MEM,
+    METRIC_INFER,
+    METRIC_IOU_PREFIX,
+    METRIC_LOSS,
+    METRIC_LOSS_IQR,
+    METRIC_LOSS_SHARE,
+    METRIC_PARAMS,
+    METRIC_PEAK_MEM,
+    METRIC_STEP,
+    METRIC_STEP_IQR,
+    METRIC_TRAIN,
+    METRIC_WALL,
+    PARAM_AXIS_PREFIX,
+)
 
 ACCURACY = {"miou": "mIoU", "pixel_acc": "aAcc", "mean_acc": "mAcc"}
 #: Cost metric -> (display name, scale applied to the logged value).
 COSTS = {
-    "wall_s": ("wall (s)", 1.0),
-    "train_s": ("train (s)", 1.0),
-    "step_s": ("step (ms)", 1000.0),
-    "step_s_iqr": ("step IQR (ms)", 1000.0),
-    "loss_ms": ("loss (ms)", 1.0),
-    "loss_ms_iqr": ("loss IQR (ms)", 1.0),
-    "loss_share": ("loss share (%)", 100.0),
-    "peak_mem_mb": ("peak mem (MB)", 1.0),
-    "peak_extra_mb": ("extra mem (MB)", 1.0),
-    "params_m": ("params (M)", 1.0),
-    "infer_ms_per_image": ("infer (ms/img)", 1.0),
+    METRIC_WALL: ("wall (s)", 1.0),
+    METRIC_TRAIN: ("train (s)", 1.0),
+    METRIC_STEP: ("step (ms)", 1000.0),
+    METRIC_STEP_IQR: ("step IQR (ms)", 1000.0),
+    METRIC_LOSS: ("loss (ms)", 1.0),
+    METRIC_LOSS_IQR: ("loss IQR (ms)", 1.0),
+    METRIC_LOSS_SHARE: ("loss share (%)", 100.0),
+    METRIC_PEAK_MEM: ("peak mem (MB)", 1.0),
+    METRIC_EXTRA_MEM: ("extra mem (MB)", 1.0),
+    METRIC_PARAMS: ("params (M)", 1.0),
+    METRIC_INFER: ("infer (ms/img)", 1.0),
 }
 #: What the costs table compares: per-step medians, their within-run spread and the memory a run adds.
 #: Totals (wall, train and eval time) and the process's absolute memory follow the machine's load and
 #: what else the process held; they stay in the runs table.
-COST_TABLE = [METRIC_STEP, METRIC_STEP_IQR, METRIC_LOSS, METRIC_LOSS_IQR, "loss_share", METRIC_EXTRA_MEM, "params_m"]
+COST_TABLE = [
+    METRIC_STEP,
+    METRIC_STEP_IQR,
+    METRIC_LOSS,
+    METRIC_LOSS_IQR,
+    METRIC_LOSS_SHARE,
+    METRIC_EXTRA_MEM,
+    METRIC_PARAMS,
+]
 
 
 @dataclass
@@ -103,13 +125,13 @@ def _axis_cols(frame: pd.DataFrame) -> list[str]:
 def _labelled(frame: pd.DataFrame, cols: list[str]) -> pd.DataFrame:
     out = frame.copy()
     for col in cols:
-        if col.startswith("axis."):
+        if col.startswith(PARAM_AXIS_PREFIX):
             out[col] = out[col].map(label)
     return out
 
 
 def _display_name(col: str) -> str:
-    return col.removeprefix("axis.").rsplit(".", 1)[-1] if col.startswith("axis.") else col
+    return col.removeprefix(PARAM_AXIS_PREFIX).rsplit(".", 1)[-1] if col.startswith(PARAM_AXIS_PREFIX) else col
 
 
 def method_order(study: Any, methods: list[str]) -> list[str]:
@@ -134,7 +156,7 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
     summary = stats.summarise(main, [*cell, "method"], list(ACCURACY))
     baseline = study.baseline
     if baseline:
-        cmp = stats.compare_to_baseline(main, cell, baseline, "miou")
+        cmp = stats.compare_to_baseline(main, cell, baseline, "miou", min_effect(study))
         summary = summary.merge(cmp.drop(columns="n"), on=[*cell, "method"], how="left")
     summary = _sort_methods(summary, method_order(study, list(summary["method"].unique())), cell)
     refs = [match_reference(study.reference, row) for _, row in summary.iterrows()]
@@ -142,7 +164,7 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
 
     disp = pd.DataFrame({_display_name(c): summary[c] for c in cell})
     disp["method"] = summary["method"]
-    disp["n"] = summary["n"]
+    disp["n"] = [n_text(n, k) for n, k in zip(summary["n"], summary["seeds"])]
     for metric, name in ACCURACY.items():
         disp[f"{name} (%)"] = [mean_std(m, s) for m, s in zip(summary[metric], summary[f"{metric}_std"])]
         if metric == "miou":
@@ -151,10 +173,86 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
         head = f"Δ mIoU vs {baseline} (pp)"
         disp[head] = [("baseline" if r["method"] == baseline else _diff(r)) for _, r in summary.iterrows()]
         disp["p"] = [("baseline" if r["method"] == baseline else p_value(r["p"])) for _, r in summary.iterrows()]
+        if summary["n"].max() >= stats.MIN_N:
+            _add_evidence_columns(disp, summary, baseline, 100 * min_effect(study))
     if summary["paper_miou"].notna().any():
         disp["paper mIoU (%)"] = summary["paper_miou"].map(pct)
     note = _note(summary["n"], baseline)
+    if baseline and summary["n"].max() >= stats.MIN_N:
+        note += " " + _evidence_note(min_effect(study))
+    if (summary["n"] < summary["seeds"]).any():
+        note += " n given as '2 of 3': a seed's run is missing or has no value; mean, interval and tests are over the values present."
     return Table("main", "Main comparison (val, mean ± std over seeds)", summary, disp, note)
+
+
+def min_effect(study: Any) -> float:
+    """The study's smallest effect of interest as a fraction (``min_effect`` is in mIoU points)."""
+    return float(getattr(study, "min_effect", evidence.MIN_EFFECT_PP)) / 100.0
+
+
+def n_text(n: int, seeds: int) -> str:
+    """``3``, or ``2 of 3`` when a seed has no value."""
+    return str(n) if n >= seeds else f"{n} of {seeds}"
+
+
+def _add_evidence_columns(disp: pd.DataFrame, summary: pd.DataFrame, baseline: str, delta_pp: float) -> None:
+    """P(A > baseline) with its interval, and the verdict (with the seeds needed where no difference was found)."""
+    base = summary["method"] == baseline
+    disp[f"P(> {baseline}) [95%]"] = [
+        "baseline" if b else _superiority(r) for b, (_, r) in zip(base, summary.iterrows())
+    ]
+    disp[f"verdict (±{delta_pp:g} pp)"] = [
+        "baseline" if b else verdict_text(r) for b, (_, r) in zip(base, summary.iterrows())
+    ]
+
+
+def _superiority(row: pd.Series) -> str:
+    if pd.isna(row.get("p_superior_lo")):
+        return "-"
+    return f"{row['p_superior']:.2f} [{row['p_superior_lo']:.2f}, {row['p_superior_hi']:.2f}]"
+
+
+def verdict_text(row: pd.Series) -> str:
+    """The verdict, and beside a non-significant difference the seeds that 80 % power would take."""
+    if pd.isna(row.get("verdict")):
+        return "-"
+    text = str(row["verdict"])
+    if not pd.isna(row.get("p")) and row["p"] >= 0.05:
+        text += f"; no significant difference: {evidence.seeds_text(row['seeds_needed'])} seeds needed"
+    return text
+
+
+def _evidence_note(delta: float) -> str:
+    return (
+        evidence.SUPERIORITY_RULE
+        + ". "
+        + "V" + evidence.VERDICT_RULE.format(delta=f"{100 * delta:g}")[1:]
+        + f"; seeds needed: the fewest seeds whose paired t test would detect a {100 * delta:g} pp difference with "
+        "80% power at alpha = 0.05, from the sd of the per-seed differences observed (rough with 3 seeds)."
+    )
+
+
+def seeds_table(frame: pd.DataFrame, study: Any) -> Table | None:
+    """Per cell and method: the sd of the paired differences to the baseline and the seeds 80 % power would take."""
+    main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
+    cell, delta = _axis_cols(frame), min_effect(study)
+    if not study.baseline or main.groupby([*cell, "method"])["seed"].nunique().max() < stats.MIN_N:
+        return None
+    cmp = stats.compare_to_baseline(main, cell, study.baseline, "miou", delta)
+    cmp = _sort_methods(cmp[cmp["method"] != study.baseline], method_order(study, list(cmp["method"].unique())), cell)
+    disp = pd.DataFrame({_display_name(c): cmp[c] for c in [*cell, "method"]})
+    disp["n"] = cmp["n"]
+    disp["sd of Δ (pp)"] = cmp["diff_sd"].map(lambda v: pct(v, 2))
+    disp[f"Δ mIoU vs {study.baseline} (pp)"] = cmp["diff"].map(lambda v: "-" if pd.isna(v) else f"{100 * v:+.2f}")
+    disp["p"] = cmp["p"].map(p_value)
+    disp["verdict"] = cmp["verdict"]
+    disp[f"seeds for {100 * delta:g} pp at 80% power"] = cmp["seeds_needed"].map(evidence.seeds_text)
+    note = (
+        f"Seeds a paired t test (alpha = 0.05, two-sided) needs to detect a true difference of min_effect = "
+        f"{100 * delta:g} pp with 80% power, given the observed sd of the per-seed differences to {study.baseline} "
+        "(noncentral t). The sd comes from the seeds run, so with 3 seeds the number is an order of size."
+    )
+    return Table("seeds_needed", "Seeds needed to detect the smallest effect of interest", cmp, disp, note)
 
 
 def _diff(row: pd.Series) -> str:
@@ -349,7 +447,7 @@ def costs_table(frame: pd.DataFrame, study: Any) -> Table:
 
 
 def per_class_table(frame: pd.DataFrame, study: Any) -> Table | None:
-    classes = [c for c in frame.columns if c.startswith("iou/")]
+    classes = [c for c in frame.columns if c.startswith(METRIC_IOU_PREFIX)]
     if not classes:
         return None
     main = _labelled(frame[in_group(frame, "main")], _axis_cols(frame))
@@ -358,7 +456,7 @@ def per_class_table(frame: pd.DataFrame, study: Any) -> Table | None:
     means = _sort_methods(means, method_order(study, list(means["method"].unique())), cell)
     disp = pd.DataFrame({_display_name(c): means[c] for c in [*cell, "method"]})
     for c in classes:
-        disp[c.removeprefix("iou/")] = means[c].map(lambda x: pct(x, 1))
+        disp[c.removeprefix(METRIC_IOU_PREFIX)] = means[c].map(lambda x: pct(x, 1))
     return Table(
         "per_class",
         "Per-class IoU (%), mean over seeds",
@@ -403,8 +501,8 @@ RUN_COLUMNS = {
     "mIoU": "miou",
     "aAcc": "pixel_acc",
     "mAcc": "mean_acc",
-    "wall s": "wall_s",
-    "peak MB": "peak_mem_mb",
+    "wall s": METRIC_WALL,
+    "peak MB": METRIC_PEAK_MEM,
     "step ms": "step_ms",
     "loss ms": METRIC_LOSS,
     "extra MB": METRIC_EXTRA_MEM,

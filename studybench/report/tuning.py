@@ -17,6 +17,7 @@ import pandas as pd
 
 from studybench.report.budget import budget_curve
 from studybench.report.collect import label
+from studybench.store.layout import METRIC_WALL, PARAM_AXIS_PREFIX
 
 PHASE_TUNE, PHASE_FINAL = "tune", "final"
 
@@ -39,7 +40,7 @@ def knobs_of(study: Any, method: str) -> list[str]:
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
     """What names a cell besides the method: dataset, arch and every axis value (seed and trial aside)."""
-    axes = sorted(c for c in frame.columns if c.startswith("axis.") and c not in ("axis.method",))
+    axes = sorted(c for c in frame.columns if c.startswith(PARAM_AXIS_PREFIX) and c != f"{PARAM_AXIS_PREFIX}method")
     return ["dataset", "arch", *axes]
 
 
@@ -60,7 +61,7 @@ def fold_summary(trials: pd.DataFrame, study: Any) -> pd.DataFrame:
             chosen_trial=chosen,
             default_miou=float(scores.get(0, math.nan)),
             tuned_miou=float(scores[chosen]),
-            tuning_hours=float(fold.get("wall_s", pd.Series(dtype=float)).sum()) / 3600.0,
+            tuning_hours=float(fold.get(METRIC_WALL, pd.Series(dtype=float)).sum()) / 3600.0,
         )
         for knob in knobs:
             column = f"param.{knob}"
@@ -75,7 +76,7 @@ def ranking_change(summary: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     """Per (cell, method): ahead of or behind the baseline at the defaults, and after tuning (tuning-split scores)."""
     if summary.empty or not baseline or baseline not in set(summary["method"]):
         return pd.DataFrame()
-    cells = [c for c in summary.columns if c in ("dataset", "arch") or c.startswith("axis.")]
+    cells = [c for c in summary.columns if c in ("dataset", "arch") or c.startswith(PARAM_AXIS_PREFIX)]
     base = summary[summary["method"] == baseline].set_index(cells)[["default_miou", "tuned_miou"]]
     rows = []
     for _, row in summary[summary["method"] != baseline].iterrows():

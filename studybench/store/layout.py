@@ -69,6 +69,14 @@ PARAM_AXIS_PREFIX = "axis."  # grid/ablation values that name a run: axis.<dotte
 # ---------------------------------------------------------------- metrics
 METRIC_MIOU = "miou"
 METRIC_WALL = "wall_s"
+METRIC_TRAIN = "train_s"  # seconds in training epochs (wall clock)
+METRIC_EVAL = "eval_s"  # seconds in evaluation passes (wall clock)
+METRIC_LOSS_SHARE = "loss_share"  # median loss time / median step time
+METRIC_PEAK_MEM = "peak_mem_mb"
+METRIC_PARAMS = "params_m"  # parameters of the headline network, millions
+METRIC_INFER = "infer_ms_per_image"
+METRIC_STEPS = "steps"  # optimiser steps taken
+METRIC_IOU_PREFIX = "iou/"  # per-class IoU: iou/<class name>
 #: Per-step costs: medians of a run's timed steps (machine noise moves them little, unlike ``wall_s``),
 #: their interquartile range within the run, and the memory a run adds to its process.
 METRIC_STEP = "step_s"
@@ -79,19 +87,24 @@ METRIC_EXTRA_MEM = "peak_extra_mb"
 #: Final metrics that depend on the machine and its load, not on what a run computes.
 TIMING_METRICS = (
     METRIC_WALL,
-    "train_s",
-    "eval_s",
+    METRIC_TRAIN,
+    METRIC_EVAL,
     METRIC_STEP,
     METRIC_STEP_IQR,
     METRIC_LOSS,
     METRIC_LOSS_IQR,
-    "loss_share",
-    "peak_mem_mb",
+    METRIC_LOSS_SHARE,
+    METRIC_PEAK_MEM,
     METRIC_EXTRA_MEM,
-    "infer_ms_per_image",
+    METRIC_INFER,
 )
+#: Per-epoch curves (metrics logged with step = epoch): training means, validation metrics of the
+#: headline network (``<role>/val/`` for the others), learning rate and epoch time.
 CURVE_TRAIN_PREFIX = "train/"
 CURVE_VAL_PREFIX = "val/"
+CURVE_VAL_MIOU = CURVE_VAL_PREFIX + METRIC_MIOU
+CURVE_LR = "lr"
+CURVE_EPOCH_TIME = "epoch_s"
 
 # ---------------------------------------------------------------- artifacts
 ARTIFACT_SPEC = "spec.yaml"
