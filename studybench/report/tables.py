@@ -226,7 +226,8 @@ def _evidence_note(delta: float) -> str:
     return (
         evidence.SUPERIORITY_RULE
         + ". "
-        + "V" + evidence.VERDICT_RULE.format(delta=f"{100 * delta:g}")[1:]
+        + "V"
+        + evidence.VERDICT_RULE.format(delta=f"{100 * delta:g}")[1:]
         + f"; seeds needed: the fewest seeds whose paired t test would detect a {100 * delta:g} pp difference with "
         "80% power at alpha = 0.05, from the sd of the per-seed differences observed (rough with 3 seeds)."
     )
