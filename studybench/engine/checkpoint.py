@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from studybench.study.spec import RunSpec
+
+# torch is imported by the functions that need it: ``status`` reads checkpoint summaries without it.
 
 FORMAT = 2  # 2: plain payload read with weights_only=True (1 was a full pickle)
 ENV = "STUDYBENCH_CHECKPOINTS"
@@ -129,6 +130,8 @@ class Checkpoints:
 
         A Ctrl-C or Slurm's time-limit warning that comes meanwhile acts once the checkpoint is whole.
         """
+        import torch
+
         path = self.path(spec)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f"{spec.key}.tmp{os.getpid()}.{socket.gethostname()}")
@@ -238,6 +241,8 @@ class Fallback:
 
 def read_checkpoint(path: Path, key: str) -> dict[str, Any]:
     """Load ``path`` as data only (``weights_only=True``: no pickled code runs) and check its structure."""
+    import torch
+
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - truncated, garbage, empty, or a pickle of objects
@@ -260,6 +265,8 @@ def to_plain(value: Any, where: str = "checkpoint") -> Any:
     Dataclasses become dicts and NumPy arrays tensors (NumPy scalars numbers); anything else
     is refused here, at save time, rather than becoming a file that cannot be read back.
     """
+    import torch
+
     if value is None or isinstance(value, (bool, int, float, str, bytes, torch.Tensor)):
         return value
     if isinstance(value, np.ndarray):
@@ -277,6 +284,8 @@ def to_plain(value: Any, where: str = "checkpoint") -> Any:
 
 
 def rng_state() -> dict[str, Any]:
+    import torch
+
     state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -285,6 +294,8 @@ def rng_state() -> dict[str, Any]:
 
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore ``rng_state()`` as read back from a checkpoint (NumPy's key array comes back as a tensor)."""
+    import torch
+
     random.setstate(state["python"])
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), *rest))
