@@ -106,7 +106,9 @@ def study_status(view: StudyView, reader: StudyReader, checkpoints: Any | None =
             resume = checkpoints.resume_note(RunRef(view.study.study, key, entry["name"]))
             note = f"{note}; {resume}".strip("; ") if resume else note
         metrics = dict(state.run.data.metrics) if state.run is not None else {}
-        rows.append(StatusRow(entry["name"], key, state.state, note, metrics))
+        # a run is what its own tags say (the manifest, writable by anyone, only lists the grid's keys)
+        name = (state.run.info.run_name if state.run is not None else None) or entry["name"]
+        rows.append(StatusRow(name, key, state.state, note, metrics))
     return rows
 
 

@@ -14,3 +14,10 @@ def first_line(error: BaseException) -> str:
         last = lines[-1].strip().removeprefix(f"{type(error).__name__}: ")
         return f"{last} (in a DataLoader worker)"
     return lines[0]
+
+
+def warn(message: str) -> None:
+    """A warning for the person at the console, on stderr (layers below the CLI have no console of their own)."""
+    import sys
+
+    print(f"warning: {message}", file=sys.stderr, flush=True)

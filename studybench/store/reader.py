@@ -13,15 +13,14 @@ from typing import Any
 
 from studybench.store import quiet_mlflow, require_existing
 from studybench.store.layout import (
-    ARTIFACT_MANIFEST,
     KIND_MANIFEST,
     TAG_KEY,
     TAG_KIND,
-    TAG_LAST_USED,
     TAG_PROFILE,
     TAG_STUDY_FILE_HASH,
     records_experiment,
 )
+from studybench.store.manifest import last_used, read_manifest
 
 
 class StudyReader:
@@ -94,13 +93,18 @@ class StudyReader:
         if profile is not None:
             query += f" and tags.`{TAG_PROFILE}` = '{profile}'"
         found = self.runs(records_experiment(self.study), query)
-        return sorted(found, key=lambda r: float(r.data.tags.get(TAG_LAST_USED, "0")), reverse=True)
+        return sorted(found, key=last_used, reverse=True)
 
     def find_manifest(self, profile: str | None, study_file_sha256: str | None = None) -> dict[str, Any] | None:
-        """The newest manifest of ``profile`` ("" = none), of this study file's content if given."""
+        """The newest usable manifest of ``profile`` ("" = none), of this study file's content if given.
+
+        An unusable one is skipped with a warning (``manifest.read_manifest``).
+        """
         for record in self.manifests(profile or ""):
             if study_file_sha256 is None or record.data.tags.get(TAG_STUDY_FILE_HASH) == study_file_sha256:
-                return self.read_json(record.info.run_id, ARTIFACT_MANIFEST)
+                manifest = read_manifest(self, record)
+                if manifest is not None:
+                    return manifest
         return None
 
     def read_json(self, run_id: str, artifact: str) -> Any:

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from studybench import __version__
-from studybench.errors import first_line
+from studybench.errors import first_line, warn
 from studybench.store import local_path
 from studybench.store.creation import empty_store_template, ensure_store  # noqa: F401 - imported from here by callers
 from studybench.store.layout import (
@@ -88,6 +88,9 @@ class StudyWriter(StudyReader):
         exp_id = self.experiment_id(name)
         if exp_id is not None:
             return exp_id
+        restored = self._restore_deleted(name)
+        if restored is not None:
+            return restored
         tags = {TAG_STUDY: self.study, TAG_EXPERIMENT_KIND: EXPERIMENT_KIND_TRAINING}
         try:
             return self.client.create_experiment(name, artifact_location=self._artifact_location(name), tags=tags)
@@ -96,6 +99,19 @@ class StudyWriter(StudyReader):
             if exp_id is None:
                 raise
             return exp_id
+
+    def _restore_deleted(self, name: str) -> str | None:
+        """Restore the experiment ``name`` if it was deleted (MLflow keeps it: a new one cannot take its name)."""
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None or exp.lifecycle_stage != "deleted":
+            return None
+        self.client.restore_experiment(exp.experiment_id)
+        warn(
+            f"the experiment {name!r} was deleted (MLflow keeps deleted experiments, and their names); it is "
+            "restored with its runs. To start the study afresh, delete it for good (`mlflow gc "
+            f"--backend-store-uri {self.uri} --experiment-ids {exp.experiment_id}`) or use another store"
+        )
+        return exp.experiment_id
 
     def _artifact_location(self, name: str) -> str | None:
         path = local_path(self.uri)
