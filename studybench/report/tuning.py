@@ -39,9 +39,10 @@ def knobs_of(study: Any, method: str) -> list[str]:
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
-    """What names a cell besides the method: dataset, arch and every axis value (seed and trial aside)."""
-    axes = sorted(c for c in frame.columns if c.startswith(PARAM_AXIS_PREFIX) and c != f"{PARAM_AXIS_PREFIX}method")
-    return ["dataset", "arch", *axes]
+    """What names a cell besides the method: dataset, arch and every other axis whose value varies."""
+    named = {f"{PARAM_AXIS_PREFIX}{k}" for k in ("method", "dataset", "model.arch")}  # columns of their own
+    axes = [c for c in frame.columns if c.startswith(PARAM_AXIS_PREFIX) and c not in named and frame[c].nunique() > 1]
+    return ["dataset", "arch", *sorted(axes)]
 
 
 def fold_summary(trials: pd.DataFrame, study: Any) -> pd.DataFrame:
@@ -139,10 +140,13 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
         f"the only runs scored on the reported split (test touched {touched} times). "
         "Tuned - default > 0: the default under-sold the method."
     )
-    display = summary.copy()
+    display = summary.astype(object).fillna("-")  # "-": a knob only another method tuned
     for column in ("default_miou", "tuned_miou"):
         display[column] = summary[column].map(pct)
-    display["tuned - default"] = (summary["tuned_miou"] - summary["default_miou"]).map(pct)
+    for column in (c for c in summary.columns if c.startswith(("default ", "chosen "))):
+        display[column] = summary[column].map(_short_value)
+    gain = (summary["tuned_miou"] - summary["default_miou"]).map(pct)
+    display.insert(display.columns.get_loc("tuned_miou") + 1, "tuned - default", gain)
     display["tuning_hours"] = summary["tuning_hours"].map(lambda h: f"{h:.3f}")
     display["trials"] = [f"{t}/{b}" for t, b in zip(summary["trials"], summary["budget"])]
     display = display.drop(columns=["budget"])
@@ -158,6 +162,15 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
     return out
 
 
+def _short_value(text: Any) -> str:
+    """A knob value as a reader wants it: 4 significant digits for a float, as logged otherwise."""
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return "-" if text is None or text == "nan" else str(text)
+    return "-" if math.isnan(number) else text if "." not in str(text) else f"{number:.4g}"
+
+
 def _split_text(split: Any) -> str:
     if split.fraction is not None:
         return f"{100 * split.fraction:g}% of the images"
@@ -167,6 +180,7 @@ def _split_text(split: Any) -> str:
 def budget_figure(curves: pd.DataFrame):
     """Expected best tuning mIoU against the number of trials, a panel per cell, a line per method."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     cells = [c for c in curves.columns if c not in ("method", "n", "expected_best")]
     groups = list(curves.groupby(cells, dropna=False, sort=False)) if cells else [((), curves)]
@@ -176,6 +190,7 @@ def budget_figure(curves: pd.DataFrame):
             ax.plot(line["n"], 100 * line["expected_best"], marker="o", markersize=3, label=method)
         ax.set_title(" · ".join(label(k) for k in (key if isinstance(key, tuple) else (key,))), fontsize=9)
         ax.set_xlabel("trials")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("expected best tuning mIoU (%)")
     axes[0][-1].legend(fontsize=8, loc="lower right")
