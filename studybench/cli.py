@@ -73,6 +73,11 @@ CheckpointOpt = typer.Option(
 )
 
 
+class PhaseName(str, Enum):
+    tune = "tune"
+    final = "final"
+
+
 class ExecutorName(str, Enum):
     local = "local"
     ray = "ray"
@@ -110,6 +115,13 @@ def _uri(tracking_uri: str | None) -> str:
         return check_tracking_uri(tracking_uri or default_tracking_uri())
     except UriError as err:
         raise _fail("invalid tracking URI", err) from None
+
+
+def _check_folder(path: Path | None, flag: str) -> None:
+    """Exit 2 when ``path`` (or the nearest part of it that exists) is a file: it must be, or become, a folder."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None) if path is not None else None
+    if existing is not None and not existing.is_dir():
+        raise _fail(f"invalid {flag}", f"{existing} is a file; {flag} names a folder (created when missing)")
 
 
 def _checkpoints(checkpoint_dir: Path | None, uri: str):
@@ -153,12 +165,20 @@ def run(
     tracking_uri: str | None = UriOpt,
     only: str | None = typer.Option(None, "--only", help="Filter runs: 'method=rmi,seed=0' or a run-name substring."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the runs that would run, then stop."),
+    phase: PhaseName | None = typer.Option(
+        None, "--phase", help="A study with tune: runs its tuning trials, then its final seeds; run only one phase."
+    ),
 ) -> None:
     """Run every run of a study that is not FINISHED yet, tracking each in MLflow (a rerun resumes)."""
     from studybench.runner import UsageError, check_options, parse_resources
 
     study, grid, specs = _load(study_path, profile, only)
+    if phase is not None and study.tune is None:
+        raise _fail("invalid options", f"--phase {phase.value}: {study_path} has no tune: section (one phase only)")
+    if only and study.tune is not None:
+        raise _fail("invalid options", "--only: not available for a study with tune: (every fold gets its budget)")
     uri = _uri(tracking_uri)
+    _check_folder(checkpoint_dir, "--checkpoint-dir")
     if executor.value == "ray" and not ray_address:  # Ray joins RAY_ADDRESS: a cluster, like --ray-address
         ray_address = os.environ.get("RAY_ADDRESS") or None
     try:
@@ -168,6 +188,12 @@ def run(
         raise _fail("invalid options", err) from None
     if executor.value == "local" and workers > 1:
         _warn_fewer_threads(specs, workers)
+    if dry_run and study.tune is not None:
+        from studybench.study.phases import tuning_trials
+
+        trials = tuning_trials(study, specs, str(study_path))
+        console.print(f"{study.study}: {len(trials)} tuning trials, then {len(specs)} final runs (dry run)")
+        specs = trials
     if dry_run:
         table = Table(title=f"{study.study}: {len(specs)} runs (dry run, tracking at {uri})")
         table.add_column("run")
@@ -179,46 +205,37 @@ def run(
         return
 
     from studybench.api import record_manifest
-    from studybench.console import RunDisplay, progress_every_s, summary_table
-    from studybench.executors.ray import RayNotLocal
-    from studybench.runner import executor_for, plan_runs
+    from studybench.console import summary_table
+    from studybench.phased import PhaseError, run_phases
     from studybench.store import StoreError, StudyWriter
+    from studybench.store.studies import finished_already
 
     try:
         store = StudyWriter(uri, study.study)
         store.ensure_experiment()  # before any worker starts: no creation race
-        record_manifest(store, study, grid, profile, study_path)
     except StoreError as err:
+        if finished_already(uri, study.study, [s.key for s in specs]):  # a read-only store of a finished study
+            console.print(f"{study.study}: all {len(specs)} runs already finished; nothing to do ({err})", highlight=False)
+            return
         raise _fail("store not writable", err) from None
     checkpoints = _checkpoints(checkpoint_dir, uri)
-    plan = plan_runs(store, specs, checkpoints)
-    for dead in plan.reaped:
-        console.print(f"[yellow]{dead.info.run_name}[/]: left RUNNING by a process that died; marked KILLED, resuming")
-    parts = [f"{len(specs)} runs", f"{len(plan.finished)} already finished", f"{len(plan.todo)} to run"]
-    if plan.resumable:
-        parts.append(f"{len(plan.resumable)} of them from a checkpoint")
-    if plan.elsewhere:
-        parts.append(f"{len(plan.elsewhere)} running in another process")
-    where = f"{executor.value}" + (f", {workers} workers" if workers > 1 else "")
-    console.print(f"[bold]{study.study}[/]: {', '.join(parts)}; tracking at {uri}; executor {where}")
-    outcomes = plan.finished + plan.elsewhere
-    bars = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
-    every_s = None if bars else progress_every_s()  # logs (CI, nohup, Slurm): a line per run every ~30 s
-    try:
-        with RunDisplay(len(plan.todo), console, enabled=bars, every_s=every_s) as display:
-            if plan.todo:
-                with executor_for(
-                    executor.value, uri, store, workers, ray_address, request, checkpoints, retries
-                ) as runner:
-                    outcomes += runner.run(plan.todo, display)
-    except KeyboardInterrupt:
-        store.reap_dead_runs()
-        _print_resume_hint(store, specs, checkpoints)
-        raise typer.Exit(130) from None
-    except RayNotLocal as err:  # refused before any run started
-        raise _fail("local Ray instance refused", err) from None
-    for dead in store.reap_dead_runs():  # runs of workers that died without a word
-        console.print(f"[yellow]{dead.info.run_name}[/]: its worker died; marked KILLED")
+    options = (executor.value, uri, workers, ray_address, request, checkpoints, retries)
+
+    def execute(todo: list, listed: list) -> list:
+        try:
+            record_manifest(store, study, listed, profile, study_path)
+        except StoreError as err:
+            raise _fail("store not writable", err) from None
+        return _execute(store, study.study, todo, options)
+
+    if study.tune is None:
+        outcomes = execute(specs, grid)
+    else:
+        try:
+            outcomes = run_phases(study, specs, str(study_path), phase and phase.value, store, execute)
+        except PhaseError as err:
+            raise _fail("the final phase cannot start", err) from None
+        specs = [o.spec for o in outcomes]
     order = {s.key: i for i, s in enumerate(specs)}
     outcomes.sort(key=lambda o: order[o.spec.key])
     console.print(summary_table(outcomes))
@@ -229,6 +246,42 @@ def run(
             "(studybench ui); rerun the same command to run them again (from their checkpoints)."
         )
         raise typer.Exit(1)
+
+
+def _execute(store, study: str, specs: list, options: tuple) -> list:
+    """Plan ``specs`` against the store (finished, alive elsewhere, to run), run what is left, return outcomes."""
+    from studybench.console import RunDisplay, progress_every_s
+    from studybench.executors.ray import RayNotLocal
+    from studybench.runner import executor_for, plan_runs
+
+    executor, uri, workers, ray_address, request, checkpoints, retries = options
+    plan = plan_runs(store, specs, checkpoints)
+    for dead in plan.reaped:
+        console.print(f"[yellow]{dead.info.run_name}[/]: left RUNNING by a process that died; marked KILLED, resuming")
+    parts = [f"{len(specs)} runs", f"{len(plan.finished)} already finished", f"{len(plan.todo)} to run"]
+    if plan.resumable:
+        parts.append(f"{len(plan.resumable)} of them from a checkpoint")
+    if plan.elsewhere:
+        parts.append(f"{len(plan.elsewhere)} running in another process")
+    where = f"{executor}" + (f", {workers} workers" if workers > 1 else "")
+    console.print(f"[bold]{study}[/]: {', '.join(parts)}; tracking at {uri}; executor {where}")
+    outcomes = plan.finished + plan.elsewhere
+    bars = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
+    every_s = None if bars else progress_every_s()  # logs (CI, nohup, Slurm): a line per run every ~30 s
+    try:
+        with RunDisplay(len(plan.todo), console, enabled=bars, every_s=every_s) as display:
+            if plan.todo:
+                with executor_for(executor, uri, store, workers, ray_address, request, checkpoints, retries) as runner:
+                    outcomes += runner.run(plan.todo, display)
+    except KeyboardInterrupt:
+        store.reap_dead_runs()
+        _print_resume_hint(store, specs, checkpoints)
+        raise typer.Exit(130) from None
+    except RayNotLocal as err:  # refused before any run started
+        raise _fail("local Ray instance refused", err) from None
+    for dead in store.reap_dead_runs():  # runs of workers that died without a word
+        console.print(f"[yellow]{dead.info.run_name}[/]: its worker died; marked KILLED")
+    return outcomes
 
 
 def _print_resume_hint(store, specs, checkpoints) -> None:
@@ -312,20 +365,26 @@ def report(
     study_path: Path | None = OptionalStudyArg,
     profile: str | None = ProfileOpt,
     study_name: str | None = StudyNameOpt,
-    out: Path | None = typer.Option(None, "--out", help="Output folder (default: reports/<study>)."),
+    out: Path | None = typer.Option(None, "--out", help="Output folder (default: results/reports/<study>)."),
     tracking_uri: str | None = UriOpt,
 ) -> None:
-    """Rebuild reports/<study>/ (tables and figures) from the MLflow store alone."""
+    """Rebuild a study's report (tables and figures) from the MLflow store alone, in results/reports/<study>/."""
     from studybench.api import make_report
+    from studybench.report.destination import OutDirError, check_out_dir, default_out_dir
 
-    view, reader = _view(study_path, study_name, profile, _uri(tracking_uri))
-    result = make_report(view, reader, out or Path("reports") / view.study.study)
+    uri = _uri(tracking_uri)
+    view, reader = _view(study_path, study_name, profile, uri)
+    try:
+        out_dir = check_out_dir(out or default_out_dir(view.study.study), uri, view.study.study)
+    except OutDirError as err:
+        raise _fail("invalid --out", err) from None
+    result = make_report(view, reader, out_dir)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning[/]: {warning}", highlight=False)
     for problem in result.problems:
         err_console.print(f"[yellow]{problem}[/]", highlight=False)
-    if not result.files:
-        raise typer.Exit(1)
+    if not result.files:  # nothing to report (no finished run): like a missing store, nothing was written
+        raise typer.Exit(2)
     console.print(f"report of {result.runs} runs written to {result.out_dir}/ ({len(result.files)} files)")
 
 
@@ -404,9 +463,11 @@ def bench(
     """Cost of every loss (time, memory, share of a training step) and of the harness: reports/bench/."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from studybench.bench.cases import select_cases
-    from studybench.bench.page import summary, write_report
-    from studybench.bench.runner import QUICK_OUT, count_work, make_plan, run_bench
+    from studybench.bench import load_or_exit  # the suite is in benchmarks/suite, outside the package
+
+    select_cases, page, runner = load_or_exit("cases").select_cases, load_or_exit("page"), load_or_exit("runner")
+    summary, write_report, QUICK_OUT = page.summary, page.write_report, runner.QUICK_OUT
+    count_work, make_plan, run_bench = runner.count_work, runner.make_plan, runner.run_bench
 
     def split(text: str | None) -> list[str]:
         return [t.strip() for t in (text or "").split(",") if t.strip()]
@@ -415,7 +476,8 @@ def bench(
         err_console.print(f"[red]invalid --device[/]: {device!r}; use cpu or cuda")
         raise typer.Exit(2)
     if harness:
-        from studybench.bench.harness import HARNESS_ONLY, harness_table, measure_harness
+        parts = load_or_exit("harness")
+        HARNESS_ONLY, harness_table, measure_harness = parts.HARNESS_ONLY, parts.harness_table, parts.measure_harness
 
         result = measure_harness(repeats or 5, **HARNESS_ONLY, threads=threads, device=device)
         console.print(harness_table(result), markup=False, highlight=False)
