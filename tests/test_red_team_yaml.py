@@ -74,3 +74,18 @@ def test_thirty_thousand_unknown_keys_list_only_the_first_few(tmp_path):
     assert result.stderr.count("unknown key") == MAX_LISTED_ERRORS
     assert f"{30_000 - MAX_LISTED_ERRORS} more problems" in result.stderr
     assert len(result.stderr) < 10_000  # was 9.4 MB
+
+
+def test_the_params_of_one_run_are_bounded_in_number_and_characters(tracking_uri):
+    """Params are written to a real store; the whole spec stays in spec.yaml, not in thousands of params."""
+    from mlflow.tracking import MlflowClient
+
+    from studybench.store.writer import _CUT_PARAM, _MAX_PARAMS, _MAX_PARAMS_CHARS, RunLogger, StudyWriter
+
+    writer = StudyWriter(tracking_uri, "params")
+    run_id = writer.client.create_run(writer.ensure_experiment()).info.run_id
+    RunLogger(writer.client, run_id).log_params({f"k{i:04d}": "x" * 5000 for i in range(3000)})
+    params = MlflowClient(tracking_uri).get_run(run_id).data.params
+    assert len(params) == _MAX_PARAMS
+    assert sum(map(len, params.values())) <= _MAX_PARAMS_CHARS + _MAX_PARAMS * len(_CUT_PARAM)
+    assert params["k0000"] == "x" * 5000 and params["k0999"] == _CUT_PARAM  # the first ones whole, then the note

@@ -71,6 +71,11 @@ from studybench.store.reader import StudyReader
 from studybench.study.spec import RunSpec
 
 _MAX_PARAM_LEN = 6000
+#: Params of one run, in characters and in number. Params feed the UI's columns and search; the
+#: whole resolved spec is the run's spec.yaml. Unbounded, a study of aliased strings wrote 480 MB.
+_MAX_PARAMS_CHARS = 200_000
+_MAX_PARAMS = 1000
+_CUT_PARAM = "(cut: too long to log as a param; the run's spec.yaml holds it)"
 
 
 class StudyWriter(StudyReader):
@@ -291,7 +296,7 @@ class RunLogger:
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
 
-        items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
+        items = [Param(k, v) for k, v in bounded_params(params)]
         for i in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[i : i + 100])
 
@@ -339,6 +344,18 @@ def _param_str(value: Any) -> str:
     if text.endswith("\n..."):
         text = text[:-4].strip()
     return text[:_MAX_PARAM_LEN]
+
+
+def bounded_params(params: dict[str, Any]) -> list[tuple[str, str]]:
+    """The first ``_MAX_PARAMS`` params as text; values past ``_MAX_PARAMS_CHARS`` in all are replaced by a note."""
+    out, left = [], _MAX_PARAMS_CHARS
+    for key, value in sorted(params.items())[:_MAX_PARAMS]:
+        text = _param_str(value)
+        if len(text) > left:
+            text = _CUT_PARAM
+        left -= len(text)
+        out.append((key, text))
+    return out
 
 
 @lru_cache(maxsize=1)

@@ -32,7 +32,7 @@ MAX_FILE_BYTES = 1_000_000
 MAX_YAML_NODES = 100_000
 #: Characters of all scalars after expanding aliases: a string aliased a thousand times is a
 #: 400 MB parameter, written into every run; a real study holds far less than its file size.
-MAX_YAML_CHARS = 2_000_000
+MAX_YAML_CHARS = 1_000_000
 #: Problems listed in one validation error; the rest are counted (30,000 unknown keys made 9 MB).
 MAX_LISTED_ERRORS = 20
 #: A seed as numpy and torch accept it; ``true`` is not the integer 1 here.
