@@ -89,3 +89,11 @@ def test_the_params_of_one_run_are_bounded_in_number_and_characters(tracking_uri
     assert len(params) == _MAX_PARAMS
     assert sum(map(len, params.values())) <= _MAX_PARAMS_CHARS + _MAX_PARAMS * len(_CUT_PARAM)
     assert params["k0000"] == "x" * 5000 and params["k0999"] == _CUT_PARAM  # the first ones whole, then the note
+
+
+def test_a_deeply_nested_param_read_back_from_a_store_stays_text():
+    """Params are read back as YAML by the report; one planted as [[[... must not raise RecursionError."""
+    from studybench.report.collect import parse_value
+
+    deep = "[" * 3000 + "]" * 3000
+    assert parse_value(deep) == deep and parse_value("[1, 2]") == [1, 2]

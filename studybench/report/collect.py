@@ -120,7 +120,7 @@ def parse_value(text: Any) -> Any:
         return text
     try:
         return yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):  # a param of [[[...: PyYAML recurses once per level
         return text
 
 
