@@ -26,10 +26,12 @@ from collections.abc import Callable
 
 import torch
 
-from studybench.bench.cases import make_batch
+from studybench.bench import load
 from studybench.engine.measure import reset_peak_rss, status_kib
 from studybench.losses import build_loss
 from studybench.losses.lad import locally_adaptive_loss
+
+make_batch = load("cases").make_batch
 
 CASES = {
     "ce": {"name": "ce"},

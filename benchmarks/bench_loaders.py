@@ -27,7 +27,16 @@ from pathlib import Path
 
 import torch
 
-from studybench.bench.loaders import PIPELINES, epoch_rate, fixture_writers, loader, write_trees
+from studybench.bench import load
+
+loaders = load("loaders")
+PIPELINES, epoch_rate, fixture_writers, loader = (
+    loaders.PIPELINES,
+    loaders.epoch_rate,
+    loaders.fixture_writers,
+    loaders.loader,
+)
+write_trees = loaders.write_trees
 
 
 def main() -> None:

@@ -20,8 +20,10 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from studybench.bench.cases import build_training_scheme
+from studybench.bench import load
 from studybench.engine.measure import count_params
+
+build_training_scheme = load("cases").build_training_scheme
 
 
 def cases(peer_encoder: str) -> dict[str, dict]:

@@ -278,7 +278,7 @@ def test_a_bad_file_met_by_a_loader_worker_is_named_in_the_summary_line():
 
 def test_checks_against_a_dataset_on_disk(tmp_path):
     """Batch size and loss size are checked against the files too (3 training images of 24 x 32)."""
-    from fixtures_data import write_cityscapes
+    from studybench.data.fixtures import write_cityscapes
 
     root = tmp_path / "cityscapes"
     write_cityscapes(root, {"train": {"aachen": 3}, "val": {"lindau": 2}})

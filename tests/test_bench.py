@@ -9,12 +9,15 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from studybench.bench.cases import LOSS_CASES, Size, loss_step, select_cases
-from studybench.bench.cells import cell_spec, measure_cells
-from studybench.bench.harness import MemoryRecorder, harness_rate, harness_spec
-from studybench.bench.timing import time_interleaved
+from studybench.bench import load
 from studybench.cli import app
 from studybench.losses import list_losses
+
+cases, cells, harness = load("cases"), load("cells"), load("harness")  # benchmarks/suite, outside the package
+LOSS_CASES, Size, loss_step, select_cases = cases.LOSS_CASES, cases.Size, cases.loss_step, cases.select_cases
+cell_spec, measure_cells = cells.cell_spec, cells.measure_cells
+MemoryRecorder, harness_rate, harness_spec = harness.MemoryRecorder, harness.harness_rate, harness.harness_spec
+time_interleaved = load("timing").time_interleaved
 
 
 def run_bench_cli(*args: str):

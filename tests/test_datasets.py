@@ -1,5 +1,5 @@
 """Real-format dataset loaders (VOC, VOC+SBD, Cityscapes, CamVid, folder) on tiny trees written
-in each release's exact layout (tests/fixtures_data.py), and the joint transforms."""
+in each release's exact layout (studybench.data.fixtures), and the joint transforms."""
 
 from __future__ import annotations
 
@@ -10,7 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures_data import (
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from studybench.data import DATASETS, build_dataset, verify_dataset
+from studybench.data.base import DataUnavailableError
+from studybench.data.files import DataFileError, DatasetSizeError, DatasetSizeWarning, SplitOverlapError
+from studybench.data.fixtures import (
     FOLDER_PALETTE,
     save_palette_png,
     save_sbd_mat,
@@ -20,12 +26,6 @@ from fixtures_data import (
     write_voc,
     write_voc_aug,
 )
-from PIL import Image
-from torch.utils.data import DataLoader
-
-from studybench.data import DATASETS, build_dataset, verify_dataset
-from studybench.data.base import DataUnavailableError
-from studybench.data.files import DataFileError, DatasetSizeError, DatasetSizeWarning, SplitOverlapError
 from studybench.data.transforms import IMAGENET_MEAN, IMAGENET_STD, build_transform, resize_pair
 from studybench.registry import RegistryError
 from studybench.study.spec import DataCfg

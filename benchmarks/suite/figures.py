@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from studybench.bench.runner import BenchResult  # noqa: E402
+from .runner import BenchResult  # noqa: E402
 
 MIB = 2**20
 

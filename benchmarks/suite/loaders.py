@@ -1,7 +1,7 @@
 """Data loader throughput: images/s of each dataset format's loader alone (no model).
 
-A temporary tree per on-disk format is written in the real layout by the writers of the test
-fixtures (``tests/fixtures_data.py``, present in a source checkout), so every format's decode
+A temporary tree per on-disk format is written in the real layout by the writers the tests use
+too (``studybench.data.fixtures``), so every format's decode
 and label mapping runs on files like the real ones; the built-in ``synthetic`` dataset needs no
 files. Each configuration gets a fresh ``DataLoader``, an untimed warm-up epoch (worker
 start-up, page cache) and timed epochs, interleaved round by round.
@@ -9,7 +9,6 @@ start-up, page cache) and timed epochs, interleaved round by round.
 
 from __future__ import annotations
 
-import importlib.util
 import statistics
 import time
 import warnings
@@ -28,18 +27,13 @@ PIPELINES = {
     "goncalves": {"resize": 234, "crop": 224},
     "deeplab": {"scale": [0.5, 1.5], "flip": True, "crop": 321, "normalize": "imagenet"},
 }
-#: Where the fixture writers live in a source checkout.
-FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures_data.py"
 
 
-def fixture_writers() -> ModuleType | None:
-    """The module of on-disk format writers, or None outside a source checkout."""
-    if not FIXTURES.is_file():
-        return None
-    spec = importlib.util.spec_from_file_location("_studybench_fixtures_data", FIXTURES)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def fixture_writers() -> ModuleType:
+    """The module of on-disk format writers (``studybench.data.fixtures``)."""
+    from studybench.data import fixtures
+
+    return fixtures
 
 
 def write_trees(

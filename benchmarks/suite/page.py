@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from studybench.bench.cases import LOSS_CASES, SCHEME_CASES
-from studybench.bench.runner import BenchResult
+from .cases import LOSS_CASES, SCHEME_CASES
+from .runner import BenchResult
 
 #: The goal: a loss at its paper setting costs under this share of a U-Net-resnet18 step.
 GOAL_SHARE = 0.05
@@ -188,7 +188,7 @@ def write_report(result: BenchResult, out: Path) -> list[Path]:
     (out / "result.json").write_text(json.dumps(result.to_json(), allow_nan=True) + "\n")
     files += [out / "machine.json", out / "result.json"]
     try:
-        from studybench.bench.figures import draw_figures
+        from .figures import draw_figures
 
         figures = draw_figures(result, losses, out)
     except Exception as err:  # a plotting failure never loses the measured tables

@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
-from studybench.bench.cases import MODELS, LossCase, SchemeCase, Size, loss_step, scheme_step
-from studybench.bench.cells import cell_spec, measure_cells
-from studybench.bench.harness import HarnessResult, measure_harness
-from studybench.bench.loaders import measure_loaders
-from studybench.bench.timing import time_interleaved
+from .cases import MODELS, LossCase, SchemeCase, Size, loss_step, scheme_step
+from .cells import cell_spec, measure_cells
+from .harness import HarnessResult, measure_harness
+from .loaders import measure_loaders
+from .timing import time_interleaved
 
 DEFAULT_SIZES = ("2x21x128", "2x21x256", "2x21x512", "2x2x256", "2x19x256")
 DEFAULT_MAIN = "2x21x256"

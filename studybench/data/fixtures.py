@@ -1,4 +1,4 @@
-"""Writers of tiny datasets in the real on-disk formats (also used by benchmarks/bench_loaders.py).
+"""Writers of tiny datasets in the real on-disk formats, for the tests and the loader benchmark.
 
 Each writer creates the folder tree, file names and encodings of the real release (VOC
 palette PNGs and ImageSets lists, SBD ``.mat`` structs, Cityscapes city folders and
