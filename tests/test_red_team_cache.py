@@ -231,11 +231,20 @@ def test_a_cache_lock_that_is_a_fifo_does_not_hang(cache, tmp_path):
     _new_store_is_empty(tmp_path)  # no cache this time (the lock cannot be taken), but no hang
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a read-only mount")
 def test_a_read_only_cache_builds_each_store_itself(cache, tmp_path):
-    cache.chmod(0o500)
-    try:
-        assert empty_store_template() is None
-        _new_store_is_empty(tmp_path)
-    finally:
-        cache.chmod(0o700)
+    """A real process in its own mount namespace where the cache holds garbage and is mounted read-only."""
+    _template_path(cache).write_bytes(b"garbage")
+    db = tmp_path / "results" / "mlflow.db"
+    code = (
+        "from studybench.store.creation import empty_store_template, ensure_store\n"
+        f"print(empty_store_template()); ensure_store('sqlite:///{db}'); print('created')"
+    )
+    script = f'mount --bind {cache} {cache} && mount -o remount,ro,bind {cache} && {sys.executable} -c "$0"'
+    env = {**os.environ, "XDG_CACHE_HOME": str(cache.parent)}
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script, code], capture_output=True, text=True, env=env)
+    if done.returncode != 0 and "mount" in done.stderr and "created" not in done.stdout:
+        pytest.skip(f"no read-only mount here: {done.stderr.strip()}")
+    assert done.stdout.split() == ["None", "created"], done.stdout + done.stderr
+    assert _template_path(cache).read_bytes() == b"garbage"  # could not be replaced: not used either
+    assert template_problem(db) is None  # MLflow's own empty store
