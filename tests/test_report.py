@@ -40,7 +40,15 @@ reference:
   - {method: focal, dataset: synthetic, ablation: focal-gamma, loss.gamma: 1.0, miou: 0.4}
 """
 TABLES = ["main", "main_by_dataset", "ablation_focal-gamma", "costs", "seeds_needed", "per_class", "reference", "runs"]
-FIGURES = ["miou_bars", "accuracy_vs_cost", "ablation_focal-gamma", "per_class_iou", "training_curves", "samples"]
+FIGURES = [
+    "miou_bars",
+    "accuracy_vs_cost",
+    "ablation_focal-gamma",
+    "per_class_iou",
+    "performance_profile",
+    "training_curves",
+    "samples",
+]
 
 
 @pytest.fixture(scope="module")

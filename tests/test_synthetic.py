@@ -39,3 +39,14 @@ def test_more_classes_reuse_shapes():
     ds = SyntheticSegmentation(split="val", num_classes=9, image_size=32, val_images=2)
     assert len(ds.class_names) == 9 and len(set(ds.class_names)) == 9
     assert int(ds[0][1].max()) < 9
+
+
+def test_detail_widens_the_rare_classes_and_defaults_to_the_old_pixels():
+    base = SyntheticSegmentation(split="val", image_size=64, val_images=6)
+    same = SyntheticSegmentation(split="val", image_size=64, val_images=6, detail=1.0)
+    wide = SyntheticSegmentation(split="val", image_size=64, val_images=6, detail=1.5)
+    count = lambda ds, c: sum(int((ds[i][1] == c).sum()) for i in range(6))  # noqa: E731
+    assert all(torch.equal(base[i][1], same[i][1]) for i in range(6))
+    for cls in (2, 3):  # small discs and thin lines: more pixels, still rare
+        assert count(wide, cls) > 1.5 * count(base, cls)
+        assert count(wide, cls) < 0.1 * 6 * 64 * 64

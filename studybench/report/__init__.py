@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from studybench.report import collect, plots, ranking, stats, tables, tuning
+from studybench.report import aggregate, collect, plots, ranking, stats, tables, tuning
 from studybench.report.collect import collect_runs, in_group, label, main_axes
 from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
@@ -215,8 +216,17 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
         yield (
             "critical_difference",
             f"Average rank of each method over the {cells} cells of the main grid (1 = best); bars join methods "
-            "whose ranks differ by less than the Nemenyi critical difference (α = 0.05, Demšar 2006)",
+            "that no pairwise Wilcoxon signed-rank test with Holm's correction separates (α = 0.05, Benavoli et al. "
+            "2016; with fewer than 6 cells none can); the CD interval is Nemenyi's, drawn for scale (Demšar 2006)",
             lambda: ranking.cd_diagram(ranking.study_ranking(frame, study)),
+        )
+    values = ranking.cell_values(frame, "miou")
+    if values["method"].nunique() > 1 and values["value"].notna().any():
+        yield (
+            "performance_profile",
+            "Performance profile: fraction of each method's runs (every cell and seed of the main grid) whose mIoU "
+            "exceeds τ (Agarwal et al. 2021); a curve above another is better at every threshold",
+            lambda: plots.performance_profile(_profile(values, study)),
         )
     main_runs = frame[in_group(frame, "main")]
     series = ["method", *_varying(main_runs, axes)]
@@ -233,6 +243,12 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
             f"Validation images of {ds}: ground truth and each method's prediction (lowest seed)",
             lambda d=ds: _samples(store, main_runs[main_runs["dataset"] == d], study, series),
         )
+
+
+def _profile(values: pd.DataFrame, study: Any) -> pd.DataFrame:
+    scores = values["value"].dropna()
+    taus = np.linspace(scores.min() - 0.01, scores.max() + 0.01, 200)
+    return aggregate.profile(values, tables.method_order(study, list(values["method"].unique())), taus)
 
 
 def _curves(store: StudyReader, runs: pd.DataFrame, series: list[str]):

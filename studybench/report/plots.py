@@ -458,3 +458,24 @@ def _class_legend(sample: dict[str, np.ndarray], masks: list[np.ndarray]) -> lis
     if 255 in present:
         handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, label="ignore (255)"))
     return handles
+
+
+_DASHES = ("-", "--", ":", "-.")
+
+
+def performance_profile(profile: pd.DataFrame, metric: str = "mIoU", scale: float = 100.0) -> plt.Figure:
+    """Agarwal et al. (2021)'s performance profile: per method, the fraction of its runs scoring above τ.
+
+    ``profile`` is ``aggregate.profile`` (τ index x method columns). A curve lying above another
+    everywhere dominates it over every threshold, not only on average; line styles tell the
+    methods apart in grayscale.
+    """
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    for (method, col), color, dash in zip(profile.items(), _colors(profile.shape[1]), cycle(_DASHES)):
+        ax.step(scale * profile.index.to_numpy(), col.to_numpy(), where="post", color=color, ls=dash, label=method)
+    ax.set_xlabel(f"{metric} threshold τ" + (" (%)" if scale == 100.0 else ""))
+    ax.set_ylabel("fraction of runs > τ")
+    ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    return fig
