@@ -28,10 +28,10 @@ demo: install
 SMOKE_STUDIES := zhao2019_rmi_ablation guo2018_lad zhang2021_sr goncalves2022_mi_study
 reports: install
 	$(BIN)/studybench run studies/quickstart.yaml
-	$(BIN)/studybench report studies/quickstart.yaml
+	$(BIN)/studybench report studies/quickstart.yaml --out reports/quickstart
 	set -e; for s in $(SMOKE_STUDIES); do \
 		$(BIN)/studybench run studies/$$s.yaml --profile smoke; \
-		$(BIN)/studybench report studies/$$s.yaml --profile smoke; \
+		$(BIN)/studybench report studies/$$s.yaml --profile smoke --out reports/$$s; \
 	done
 
 ## test: the whole test suite

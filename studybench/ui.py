@@ -78,22 +78,13 @@ def study_links(uri: str, port: int) -> list[tuple[str, str]]:
     Leaves out MLflow's empty ``Default`` experiment and the studies' records experiments
     (manifests, reports); a local store that does not exist yet has no studies.
     """
-    from studybench.store import local_path, quiet_mlflow
-    from studybench.store.layout import METRIC_MIOU, records_experiment
+    from studybench.store.layout import METRIC_MIOU
+    from studybench.store.studies import study_experiments
 
-    path = local_path(uri)
-    if path is not None and not path.exists():
-        return []
-    quiet_mlflow()
-    from mlflow.tracking import MlflowClient
-
-    experiments = MlflowClient(tracking_uri=uri).search_experiments(max_results=1000)
-    records = {records_experiment(e.name) for e in experiments}
     query = f"workflowType=machine_learning&orderByKey=metrics.%60{METRIC_MIOU}%60&orderByAsc=false"
     return [
         (e.name, f"http://127.0.0.1:{port}/#/experiments/{e.experiment_id}/runs?{query}")
-        for e in sorted(experiments, key=lambda e: e.name)
-        if e.name not in records and e.name != "Default"
+        for e in study_experiments(uri)
     ]
 
 

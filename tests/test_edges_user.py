@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import http.server
+import os
+import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from helpers import TINY_STUDY, invoke
+from helpers import REPO, SMALL_BASE, TINY_STUDY, invoke, run_study
 
 
 def free_port() -> int:
@@ -89,3 +93,148 @@ def test_a_control_character_in_a_study_names_its_line_and_column(tmp_path):
     result = invoke("validate", str(study), cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"{study}: line 3, column 15: control character U+0000" in " ".join(result.stderr.split()), result.stderr
+
+
+# --------------------------------------------------------------------------- the mistakes of a new user
+ONE_RUN = (
+    """\
+study: edge
+seeds: [0]
+"""
+    + SMALL_BASE
+    + """\
+  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  method: [ce]
+"""
+)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> dict:
+    """One finished run of the study ``edge`` in ``root/results/mlflow.db``."""
+    root = tmp_path_factory.mktemp("edge")
+    study, uri = run_study(root, ONE_RUN)
+    return {"root": root, "study": study, "uri": uri}
+
+
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_a_misspelt_method_is_reported_where_it_is_written(write_study):
+    study = write_study(
+        ONE_RUN.replace("method: [ce]", "method:\n    - ce\n    - rmii")
+        + "ablations:\n  radius: {of: rmi, vary: {loss.radius: [1, 2]}}\n"
+    )
+    result = invoke("validate", str(study))
+    assert result.returncode == 2
+    assert "grid.method[1]: unknown loss 'rmii'; did you mean 'rmi'?" in flat(result.stderr), result.stderr
+
+
+def test_a_run_without_a_dataset_axis_is_named_without_none(write_study):
+    study = write_study(ONE_RUN.replace("method: [ce]", "method:\n    - {name: rmi, loss: {name: rmii}}"))
+    result = invoke("validate", str(study))
+    assert result.returncode == 2 and "[in run rmi]" in result.stderr and "None" not in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("only", "said"),
+    [
+        ("metod=rmi", "unknown key 'metod'; did you mean 'method'?; keys and values: arch: unet; dataset: synthetic;"),
+        ("method=rmj", "no run has method=rmj; method is one of: ce"),
+        ("seed=0,method=dice", "no run has method=dice; did you mean 'ce'?; method is one of: ce"),
+        ("xyz", "no run name contains 'xyz'"),
+    ],
+)
+def test_an_only_filter_that_matches_nothing_lists_the_keys_and_values(write_study, only, said):
+    result = invoke("run", str(write_study(ONE_RUN)), "--only", only, "--dry-run")
+    assert result.returncode == 2 and said in flat(result.stderr), result.stderr
+
+
+def test_dataset_filter_matches_when_the_dataset_is_no_axis(write_study):
+    result = invoke("run", str(write_study(ONE_RUN)), "--only", "dataset=synthetic", "--dry-run")
+    assert result.returncode == 0 and "ce · unet · s0" in result.stdout, result.stdout + result.stderr
+
+
+def test_status_of_an_unknown_study_lists_the_studies_of_the_store(finished):
+    result = invoke("status", "--study", "nope", "--tracking-uri", finished["uri"], cwd=finished["root"])
+    assert result.returncode == 2 and "studies in this store: edge" in flat(result.stderr), result.stderr
+
+
+def test_report_before_run_exits_2_and_writes_nothing(finished, write_study):
+    study = write_study(ONE_RUN.replace("study: edge", "study: later"))
+    before = files_under(finished["root"])
+    result = invoke("report", str(study), "--tracking-uri", finished["uri"], cwd=finished["root"])
+    assert result.returncode == 2 and "run the study first" in flat(result.stderr), result.stderr
+    assert files_under(finished["root"]) == before
+
+
+def test_report_writes_to_results_reports_by_default_never_to_reports(finished):
+    root = finished["root"]
+    result = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], cwd=root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (root / "results" / "reports" / "edge" / "runs.csv").is_file() and not (root / "reports").exists()
+    again = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], cwd=root)  # rewrites its own
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+@pytest.mark.parametrize(
+    ("out", "said"),
+    [
+        (".", "holds the MLflow store"),
+        ("results", "holds the MLflow store"),
+        ("study.yaml", "a file, not a folder"),
+        ("project", "holds README.md of something other than a report"),
+    ],
+)
+def test_report_refuses_a_folder_that_holds_the_store_or_other_files(finished, out, said):
+    root = finished["root"]
+    (root / "project").mkdir(exist_ok=True)
+    (root / "project" / "README.md").write_text("the project's own\n")
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    result = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], "--out", out, cwd=root)
+    assert result.returncode == 2 and said in flat(result.stderr), result.stdout + result.stderr
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before  # nothing written, not even the store
+    assert (root / "project" / "README.md").read_text() == "the project's own\n"
+
+
+def test_a_checkpoint_dir_that_is_a_file_exits_2_before_anything_is_written(tmp_path):
+    (tmp_path / "study.yaml").write_text(ONE_RUN)
+    (tmp_path / "afile").write_text("")
+    result = invoke("run", "study.yaml", "--checkpoint-dir", "afile/sub", cwd=tmp_path)
+    assert result.returncode == 2 and "afile is a file; --checkpoint-dir names a folder" in flat(result.stderr)
+    assert files_under(tmp_path) == {"study.yaml", "afile"}
+
+
+def test_an_ascii_console_gets_ascii_run_names_not_a_crash(finished):
+    env = {**os.environ, "PYTHONIOENCODING": "ascii", "PYTHONWARNINGS": "ignore", "COLUMNS": "160"}
+    argv = [sys.executable, "-m", "studybench.cli", "run", str(finished["study"]), "--tracking-uri", finished["uri"]]
+    done = subprocess.run(argv, cwd=finished["root"], env=env, capture_output=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert b"ce - unet - s0" in done.stdout and b"Traceback" not in done.stderr, done.stdout
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare for a read-only mount")
+def test_a_finished_study_on_a_read_only_store_has_nothing_to_do(finished):
+    """A real process in its own mount namespace where the store's folder is mounted read-only (EROFS)."""
+    results = finished["root"] / "results"
+    command = f"{sys.executable} -m studybench.cli run {finished['study']} --tracking-uri {finished['uri']}"
+    script = f"mount --bind {results} {results} && mount -o remount,ro,bind {results} && {command}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    if "mount" in done.stderr and "studybench" not in done.stdout + done.stderr:
+        pytest.skip(f"no read-only mount here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "edge: all 1 runs already finished; nothing to do" in flat(done.stdout), done.stdout
+
+
+def test_the_dataset_not_on_disk_message_keeps_its_instructions(write_study, tmp_path):
+    study = write_study(
+        ONE_RUN.replace(
+            "data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}",
+            f"data: {{dataset: voc2012, root: {tmp_path / 'no'}}}",
+        )
+    )
+    result = invoke("validate", str(study))
+    text = flat(result.stderr)
+    assert result.returncode == 2 and "Point data.root" in text and "characters)" not in text, result.stderr

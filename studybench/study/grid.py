@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from studybench.study.checks import check_runs
 from studybench.study.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
 from studybench.study.keys import keyed_spec
+from studybench.study.only import run_fields
 from studybench.study.phases import method_knobs, tuning_trials
 from studybench.study.spec import NAMED_ALWAYS, DataCfg, LossCfg, RunConfig, RunSpec, SchemeCfg, axis_leaves, run_name
 
@@ -78,7 +79,7 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
             merged["train"]["iterations"] = max(1, math.ceil(merged["train"]["iterations"] * prof.iterations_scale))
         for key, value in axis_values.items():
             merged = _merge(merged, _dotted(key, value))
-        config = _run_config(merged, source, f"run {ds['name']}/{method['name']}")
+        config = _run_config(merged, source, "run " + "/".join(n for n in (ds["name"], method["name"]) if n))
         axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
         for seed in seeds:
             spec = keyed_spec(
@@ -120,15 +121,7 @@ def select(specs: list[RunSpec], only: str | None) -> list[RunSpec]:
         if "=" not in term:
             return term in spec.name
         key, value = (s.strip() for s in term.split("=", 1))
-        fields = {
-            **{k: str(v) for k, v in spec.axes.items()},
-            "seed": str(spec.seed),
-            "method": spec.method,
-            "dataset": spec.dataset,
-            "arch": spec.arch,
-        }
-        fields.update({k.rsplit(".", 1)[-1]: str(v) for k, v in spec.axes.items()})
-        return fields.get(key) == value
+        return run_fields(spec).get(key) == value
 
     return [s for s in specs if all(matches(s, t) for t in terms)]
 
@@ -252,6 +245,7 @@ def _methods(values: list[Any] | None, base: dict[str, Any], source: str) -> lis
     for i, value in enumerate(values):
         where = f"grid.method[{i}]"
         if isinstance(value, str):  # shorthand: a loss name
+            _check_loss_name(value, source, where)
             value = {"name": value, "loss": {"name": value}}
         if not isinstance(value, dict) or not isinstance(value.get("name"), str):
             raise StudyError(
@@ -279,6 +273,17 @@ def _validated_partial(sections: dict[str, Any], source: str, where: str) -> dic
     except ValidationError as err:
         raise StudyError(format_validation(err, source, RunConfig, prefix=f"{where}.")) from None
     return sections
+
+
+def _check_loss_name(name: str, source: str, where: str) -> None:
+    """A method written as a bare loss name is checked where it is written, not where an ablation names it."""
+    from studybench.losses import LOSSES
+    from studybench.registry import RegistryError
+
+    try:
+        LOSSES.canonical(name)
+    except RegistryError as err:
+        raise StudyError(f"{source}: {where}: {err}") from None
 
 
 def _check_axis_key(key: str, source: str, where: str) -> None:
@@ -386,7 +391,7 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
                 try:
                     verify_dataset(data, split)
                 except (FileNotFoundError, ValueError) as err:
-                    raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err))}") from None
+                    raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err), 4000)}") from None
     check_runs(specs, source, check_data, losses)  # batch vs data, classes, loss vs input size, model options
 
 
