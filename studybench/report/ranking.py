@@ -434,9 +434,7 @@ def friedman_text(fr: Friedman) -> str:
     """Friedman's chi-square, the permutation p where computed, and Iman-Davenport's F (or why it is undefined)."""
     text = f"Friedman test over N = {fr.n} cells, k = {fr.k} methods: chi2 = {fr.statistic:.2f}"
     if not math.isnan(fr.p_exact):
-        text += (
-            f", permutation p = {_p(fr.p_exact)} ({fr.exact}; the chi-square p {_p(fr.p)} is too small with few cells)"
-        )
+        text += f", permutation p = {_p(fr.p_exact)} ({fr.exact}; the chi-square approximation gives {_p(fr.p)})"
     else:
         text += f", p = {_p(fr.p)}"
     if math.isnan(fr.f):
