@@ -128,3 +128,16 @@ def test_seeds_needed_edges():
     assert evidence.seeds_needed(0.0, 0.005) == 2
     assert math.isinf(evidence.seeds_needed(1.0, 0.005))
     assert evidence.seeds_text(math.inf) == f"> {evidence.MAX_SEEDS}" and evidence.seeds_text(12.0) == "12"
+
+
+def test_study_min_effect_defaults_to_half_a_point_and_rejects_nonsense():
+    from pydantic import ValidationError
+
+    from studybench.report.tables import min_effect
+    from studybench.study.config import Study
+
+    assert Study(study="s").min_effect == evidence.MIN_EFFECT_PP == 0.5
+    assert min_effect(Study(study="s", min_effect=2.0)) == pytest.approx(0.02)
+    for bad in (0, -1, 150):
+        with pytest.raises(ValidationError, match="min_effect"):
+            Study(study="s", min_effect=bad)
