@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.server
+import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -106,6 +108,8 @@ seeds: [0]
   train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
 grid:
   method: [ce]
+reference:  # a note with a pipe and a line break: the Markdown tables must keep their columns
+  - {method: ce, miou: 0.5, note: "R&D | 50% #1 \\\\ $x$\\nTable 2"}
 """
 )
 
@@ -175,6 +179,10 @@ def test_report_writes_to_results_reports_by_default_never_to_reports(finished):
     result = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (root / "results" / "reports" / "edge" / "runs.csv").is_file() and not (root / "reports").exists()
+    for page in ("README.md", "reference.md"):
+        blocks = table_blocks((root / "results" / "reports" / "edge" / page).read_text())
+        assert blocks and all(len({pipes(line) for line in block}) == 1 for block in blocks), page
+    assert "R&D \\| 50%" in (root / "results" / "reports" / "edge" / "reference.md").read_text()
     again = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], cwd=root)  # rewrites its own
     assert again.returncode == 0, again.stdout + again.stderr
 
@@ -238,3 +246,47 @@ def test_the_dataset_not_on_disk_message_keeps_its_instructions(write_study, tmp
     result = invoke("validate", str(study))
     text = flat(result.stderr)
     assert result.returncode == 2 and "Point data.root" in text and "characters)" not in text, result.stderr
+
+
+# --------------------------------------------------------------------------- names that become metric names or Markdown
+@pytest.mark.parametrize("bad", ["<script>", "R&D | 50% #1 \\\\ $x$", "..", " padded", "a/b"])
+def test_class_names_that_cannot_be_metric_names_are_refused_before_training(write_study, tmp_path, bad):
+    data = f"data: {{dataset: folder, root: {tmp_path / 'data'}, options: {{classes: [bg, {json.dumps(bad)}]}}}}"
+    study = write_study(
+        ONE_RUN.replace(
+            "data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 4, val_images: 2}}",
+            data,
+        )
+    )
+    result = invoke("validate", str(study), cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "folder: classes[1]: class name" in flat(result.stderr) and "cannot be a metric name" in result.stderr
+
+
+def test_names_made_safe_for_files_and_markdown():
+    import pandas as pd
+
+    from studybench.names import file_stem, markdown_table
+
+    assert file_stem("samples_x/../../../../escaped") == "samples_x_.._.._.._.._escaped"
+    assert "/" not in file_stem("../a/b") and not file_stem("..").startswith(".")
+    text = markdown_table(pd.DataFrame({"method | x": ["a | b", "c\nd"], "note": ["1", "2|3"]}))
+    lines = text.splitlines()
+    assert len(lines) == 4 and {pipes(line) for line in lines} == {3}, text
+    assert "c d" in text and "a \\| b" in text
+
+
+def pipes(line: str) -> int:
+    """Column separators of a Markdown table row: pipes not escaped with a backslash."""
+    return len(re.findall(r"(?<!\\)\|", line))
+
+
+def table_blocks(text: str) -> list[list[str]]:
+    """The Markdown tables of a page: runs of consecutive lines that start with a pipe."""
+    blocks: list[list[str]] = [[]]
+    for line in text.splitlines():
+        if line.startswith("|"):
+            blocks[-1].append(line)
+        elif blocks[-1]:
+            blocks.append([])
+    return [b for b in blocks if b]

@@ -27,6 +27,7 @@ from studybench.data.files import (
     read_rgb_mask,
 )
 from studybench.data.voc import voc_colour
+from studybench.names import check_class_names
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
@@ -66,6 +67,7 @@ class FolderDataset(FileSegDataset):
     ) -> None:
         if not classes or len(classes) >= IGNORE_INDEX or len(set(classes)) != len(classes):
             raise ValueError(f"folder: classes must be 1 to 254 distinct names, got {classes!r}")
+        check_class_names(classes, "folder: classes")
         if palette is not None:
             if len(palette) != len(classes) or not all(_is_colour(c) for c in palette):
                 raise ValueError(

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from studybench.names import file_stem
 from studybench.report import aggregate, collect, plots, ranking, stats, tables, tuning
 from studybench.report.collect import collect_runs, in_group, label, main_axes
 from studybench.report.page import Figure, write_pages
@@ -90,6 +91,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
     plan = [*_figure_plan(store, frame, study, {t.stem: t for t in built}), *_tuning_figures(trials)]
     for stem, caption, draw in plan:
         fig = _attempt(result, f"figure {stem}", draw)
+        stem = file_stem(stem)  # names read from the store (a dataset tag) never leave out_dir
         if (
             fig is not None
             and _attempt(

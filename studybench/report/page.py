@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from studybench.names import markdown_table
 from studybench.report.tables import Table
 
 PACKAGES = ("studybench", "torch", "segmentation-models-pytorch", "mlflow", "numpy", "pandas", "scipy", "matplotlib")
@@ -128,7 +129,7 @@ def _write_md(out_dir: Path, study, frame, tables, figures, problems, prov, scop
         lines += [
             f"### {t.title}",
             "",
-            t.display.to_markdown(index=False),
+            markdown_table(t.display),
             "",
             t.note,
             "",

@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from studybench.names import markdown_table
 from studybench.report import evidence, stats
 from studybench.report.collect import in_group, label, main_axes, param_values
 from studybench.report.reference import match_reference
@@ -526,7 +527,7 @@ def write_table(table: Table, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md, csv, tex = (out_dir / f"{table.stem}.{ext}" for ext in ("md", "csv", "tex"))
     note = f"\n{table.note}\n" if table.note else ""
-    md.write_text(f"**{table.title}**\n\n{table.display.to_markdown(index=False)}\n{note}")
+    md.write_text(f"**{table.title}**\n\n{markdown_table(table.display)}\n{note}")
     table.data.to_csv(csv, index=False, float_format="%.6g")
     tex.write_text(to_latex(table))
     return [md, csv, tex]
