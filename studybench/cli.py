@@ -1,6 +1,6 @@
 """``studybench`` command line: run, status, report, ui, bench, validate.
 
-Parses flags, calls ``api``/``runner``, prints. Exit codes: 0 every run finished; 1 a run
+Parses flags, calls ``api`` (the program), prints; nothing else. Exit codes: 0 every run finished; 1 a run
 failed or was killed (the others still ran); 2 the study, the options or the store are
 invalid (nothing ran, nothing was written to MLflow); 130 interrupted (Ctrl-C; the same
 command resumes).
@@ -18,9 +18,12 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from studybench.encoding import fall_back_to_ascii
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Fair, reproducible comparison studies of segmentation losses."
 )
+fall_back_to_ascii()  # a console that cannot encode run names (ce · unet · s0) gets ASCII, not a crash
 #: Width when output goes to a file or pipe (rich's default of 80 columns cuts run names in logs).
 _PIPE_WIDTH = None if sys.stdout.isatty() or "COLUMNS" in os.environ else 160
 console = Console(width=_PIPE_WIDTH)
@@ -94,13 +97,13 @@ def _fail(title: str, err: Exception | str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def _load(study_path: Path, profile: str | None, only: str | None = None, check_data: bool = True):
-    """Load, expand and filter a study; on any problem print it and exit 2."""
-    from studybench.api import SelectionError, load_runs
+def _studied(what, *args):
+    """``what(*args)`` for a command that loads a study file; on any problem print it and exit 2."""
+    from studybench.api import SelectionError
     from studybench.study.config import StudyError
 
     try:
-        return load_runs(study_path, profile, only, check_data)
+        return what(*args)
     except SelectionError as err:
         raise _fail("invalid selection", err) from None
     except StudyError as err:
@@ -117,33 +120,22 @@ def _uri(tracking_uri: str | None) -> str:
         raise _fail("invalid tracking URI", err) from None
 
 
-def _check_folder(path: Path | None, flag: str) -> None:
-    """Exit 2 when ``path`` (or the nearest part of it that exists) is a file: it must be, or become, a folder."""
-    existing = next((p for p in (path, *path.parents) if p.exists()), None) if path is not None else None
-    if existing is not None and not existing.is_dir():
-        raise _fail(f"invalid {flag}", f"{existing} is a file; {flag} names a folder (created when missing)")
-
-
-def _checkpoints(checkpoint_dir: Path | None, uri: str):
-    from studybench.engine.checkpoint import Checkpoints, default_checkpoint_root
-
-    return Checkpoints(checkpoint_dir.resolve() if checkpoint_dir else default_checkpoint_root(uri))
-
-
-def _view(study_path: Path | None, study_name: str | None, profile: str | None, uri: str):
-    """The study view for status/report (manifest or file); exit 2 on a missing store or bad study."""
-    from studybench.api import open_view
+def _reading(what, *args, **kwargs):
+    """``what(*args, **kwargs)`` for a command that reads a study; a missing store or a bad study exits 2."""
     from studybench.store import StoreError
     from studybench.study.config import StudyError
 
-    if (study_path is None) == (study_name is None):
-        raise _fail("invalid arguments", "give either a study file or --study NAME (one of them)")
     try:
-        return open_view(uri, study_path, study_name, profile)
+        return what(*args, **kwargs)
     except StoreError as err:
         raise _fail("no store", err) from None
     except StudyError as err:
         raise _fail("invalid study", err) from None
+
+
+def _one_study(study_path: Path | None, study_name: str | None) -> None:
+    if (study_path is None) == (study_name is None):
+        raise _fail("invalid arguments", "give either a study file or --study NAME (one of them)")
 
 
 @app.command()
@@ -170,135 +162,128 @@ def run(
     ),
 ) -> None:
     """Run every run of a study that is not FINISHED yet, tracking each in MLflow (a rerun resumes)."""
-    from studybench.runner import UsageError, check_options, parse_resources
+    from studybench import api
 
-    study, grid, specs = _load(study_path, profile, only)
-    if phase is not None and study.tune is None:
-        raise _fail("invalid options", f"--phase {phase.value}: {study_path} has no tune: section (one phase only)")
-    if only and study.tune is not None:
-        raise _fail("invalid options", "--only: not available for a study with tune: (every fold gets its budget)")
-    uri = _uri(tracking_uri)
-    _check_folder(checkpoint_dir, "--checkpoint-dir")
-    if executor.value == "ray" and not ray_address:  # Ray joins RAY_ADDRESS: a cluster, like --ray-address
-        ray_address = os.environ.get("RAY_ADDRESS") or None
-    try:
-        request = parse_resources(resources, study.resources)
-        check_options(executor.value, workers, ray_address, uri, request)
-    except UsageError as err:
-        raise _fail("invalid options", err) from None
-    if executor.value == "local" and workers > 1:
-        _warn_fewer_threads(specs, workers)
-    if dry_run and study.tune is not None:
-        from studybench.study.phases import tuning_trials
-
-        trials = tuning_trials(study, specs, str(study_path))
-        console.print(f"{study.study}: {len(trials)} tuning trials, then {len(specs)} final runs (dry run)")
-        specs = trials
+    options = api.RunOptions(
+        executor.value,
+        workers,
+        ray_address,
+        resources,
+        retries,
+        checkpoint_dir,
+        tracking_uri,
+        only,
+        phase and phase.value,
+    )
+    prepared = _prepared(study_path, profile, options)
+    _warn_fewer_threads(prepared)
     if dry_run:
-        table = Table(title=f"{study.study}: {len(specs)} runs (dry run, tracking at {uri})")
-        table.add_column("run")
-        table.add_column("key")
-        table.add_column("groups")
-        for spec in specs:
-            table.add_row(spec.name, spec.key, ",".join(spec.groups))
-        console.print(table)
+        _print_dry_run(prepared)
         return
-
-    from studybench.api import record_manifest
+    result = _run_study(prepared)
+    if result.nothing_to_do:
+        console.print(result.nothing_to_do, highlight=False)
+        return
     from studybench.console import summary_table
-    from studybench.phased import PhaseError, run_phases
-    from studybench.store import StoreError, StudyWriter
-    from studybench.store.studies import finished_already
 
-    try:
-        store = StudyWriter(uri, study.study)
-        store.ensure_experiment()  # before any worker starts: no creation race
-    except StoreError as err:
-        if finished_already(uri, study.study, [s.key for s in specs]):  # a read-only store of a finished study
-            console.print(f"{study.study}: all {len(specs)} runs already finished; nothing to do ({err})", highlight=False)
-            return
-        raise _fail("store not writable", err) from None
-    checkpoints = _checkpoints(checkpoint_dir, uri)
-    options = (executor.value, uri, workers, ray_address, request, checkpoints, retries)
-
-    def execute(todo: list, listed: list) -> list:
-        try:
-            record_manifest(store, study, listed, profile, study_path)
-        except StoreError as err:
-            raise _fail("store not writable", err) from None
-        return _execute(store, study.study, todo, options)
-
-    if study.tune is None:
-        outcomes = execute(specs, grid)
-    else:
-        try:
-            outcomes = run_phases(study, specs, str(study_path), phase and phase.value, store, execute)
-        except PhaseError as err:
-            raise _fail("the final phase cannot start", err) from None
-        specs = [o.spec for o in outcomes]
-    order = {s.key: i for i, s in enumerate(specs)}
-    outcomes.sort(key=lambda o: order[o.spec.key])
-    console.print(summary_table(outcomes))
-    failed = [o for o in outcomes if o.status in ("FAILED", "KILLED")]
-    if failed:
+    console.print(summary_table(result.outcomes))
+    if result.failed:
         console.print(
-            f"[red]{len(failed)} run(s) did not finish[/]; tracebacks are in each run's error.txt artifact "
+            f"[red]{len(result.failed)} run(s) did not finish[/]; tracebacks are in each run's error.txt artifact "
             "(studybench ui); rerun the same command to run them again (from their checkpoints)."
         )
         raise typer.Exit(1)
 
 
-def _execute(store, study: str, specs: list, options: tuple) -> list:
-    """Plan ``specs`` against the store (finished, alive elsewhere, to run), run what is left, return outcomes."""
-    from studybench.console import RunDisplay, progress_every_s
-    from studybench.executors.ray import RayNotLocal
-    from studybench.runner import executor_for, plan_runs
+def _prepared(study_path: Path, profile: str | None, options):
+    """``api.prepare_run``; on any problem print it and exit 2."""
+    from studybench import api
+    from studybench.uris import UriError
 
-    executor, uri, workers, ray_address, request, checkpoints, retries = options
-    plan = plan_runs(store, specs, checkpoints)
-    for dead in plan.reaped:
-        console.print(f"[yellow]{dead.info.run_name}[/]: left RUNNING by a process that died; marked KILLED, resuming")
-    parts = [f"{len(specs)} runs", f"{len(plan.finished)} already finished", f"{len(plan.todo)} to run"]
-    if plan.resumable:
-        parts.append(f"{len(plan.resumable)} of them from a checkpoint")
-    if plan.elsewhere:
-        parts.append(f"{len(plan.elsewhere)} running in another process")
-    where = f"{executor}" + (f", {workers} workers" if workers > 1 else "")
-    console.print(f"[bold]{study}[/]: {', '.join(parts)}; tracking at {uri}; executor {where}")
-    outcomes = plan.finished + plan.elsewhere
-    bars = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
-    every_s = None if bars else progress_every_s()  # logs (CI, nohup, Slurm): a line per run every ~30 s
     try:
-        with RunDisplay(len(plan.todo), console, enabled=bars, every_s=every_s) as display:
-            if plan.todo:
-                with executor_for(executor, uri, store, workers, ray_address, request, checkpoints, retries) as runner:
-                    outcomes += runner.run(plan.todo, display)
-    except KeyboardInterrupt:
-        store.reap_dead_runs()
-        _print_resume_hint(store, specs, checkpoints)
+        return api.prepare_run(study_path, profile, options)
+    except api.SelectionError as err:
+        raise _fail("invalid selection", err) from None
+    except api.StudyError as err:
+        raise _fail("invalid study", err) from None
+    except UriError as err:
+        raise _fail("invalid tracking URI", err) from None
+    except api.UsageError as err:
+        raise _fail(err.title, err) from None
+
+
+def _print_dry_run(prepared) -> None:
+    """The runs ``run`` would start (a tuned study: its tuning trials), with their keys."""
+    from studybench import api
+
+    specs = api.dry_run_specs(prepared)
+    if prepared.study.tune is not None:
+        console.print(
+            f"{prepared.study.study}: {len(specs)} tuning trials, then {len(prepared.specs)} final runs (dry run)"
+        )
+    table = Table(title=f"{prepared.study.study}: {len(specs)} runs (dry run, tracking at {prepared.uri})")
+    for column in ("run", "key", "groups"):
+        table.add_column(column)
+    for spec in specs:
+        table.add_row(spec.name, spec.key, ",".join(spec.groups))
+    console.print(table)
+
+
+def _run_study(prepared):
+    """``api.run_study`` with progress on the console; store, Ray and phase problems exit 2, Ctrl-C 130."""
+    from studybench import api
+    from studybench.executors.ray import RayNotLocal
+    from studybench.phased import PhaseError
+    from studybench.store import StoreError
+
+    try:
+        return api.run_study(prepared, _ConsoleEvents())
+    except api.Interrupted as stop:
+        _print_resume_hint(stop)
         raise typer.Exit(130) from None
+    except StoreError as err:
+        raise _fail("store not writable", err) from None
     except RayNotLocal as err:  # refused before any run started
         raise _fail("local Ray instance refused", err) from None
-    for dead in store.reap_dead_runs():  # runs of workers that died without a word
-        console.print(f"[yellow]{dead.info.run_name}[/]: its worker died; marked KILLED")
-    return outcomes
+    except PhaseError as err:
+        raise _fail("the final phase cannot start", err) from None
 
 
-def _print_resume_hint(store, specs, checkpoints) -> None:
+class _ConsoleEvents:
+    """``api.RunEvents`` printed: reaped runs, the plan, progress bars (or a line per run every ~30 s in logs)."""
+
+    def reaped(self, run, why: str) -> None:
+        console.print(f"[yellow]{run.info.run_name}[/]: {why}")
+
+    def planned(self, prepared, specs: list, plan) -> None:
+        parts = [f"{len(specs)} runs", f"{len(plan.finished)} already finished", f"{len(plan.todo)} to run"]
+        if plan.resumable:
+            parts.append(f"{len(plan.resumable)} of them from a checkpoint")
+        if plan.elsewhere:
+            parts.append(f"{len(plan.elsewhere)} running in another process")
+        options = prepared.options
+        where = options.executor + (f", {options.workers} workers" if options.workers > 1 else "")
+        console.print(
+            f"[bold]{prepared.study.study}[/]: {', '.join(parts)}; tracking at {prepared.uri}; executor {where}"
+        )
+
+    def display(self, total: int):
+        from studybench.console import RunDisplay, progress_every_s
+
+        bars = sys.stdout.isatty() or bool(os.environ.get("STUDYBENCH_PROGRESS"))
+        every_s = None if bars else progress_every_s()  # logs (CI, nohup, Slurm): a line per run every ~30 s
+        return RunDisplay(total, console, enabled=bars, every_s=every_s)
+
+
+def _print_resume_hint(stop) -> None:
     """After Ctrl-C: what is done, what was cut (and from which epoch it resumes), and the command to resume."""
     import shlex
 
-    from studybench.store.liveness import run_state
-
-    latest = store.latest_by_key()
-    states = {s.key: run_state(latest.get(s.key)) for s in specs}
-    done = sum(st.state == "done" for st in states.values())
-    console.print(f"[yellow]interrupted[/]: {done} of {len(specs)} runs finished; running runs were marked KILLED.")
-    for spec in specs:
-        run = latest.get(spec.key)
-        if run is not None and run.info.status == "KILLED":
-            resume = checkpoints.resume_note(spec) or "restarts from the beginning (no checkpoint yet)"
-            console.print(f"  {spec.name}: KILLED; {resume}")
+    console.print(
+        f"[yellow]interrupted[/]: {stop.done} of {stop.total} runs finished; running runs were marked KILLED."
+    )
+    for name, resume in stop.killed:
+        console.print(f"  {name}: KILLED; {resume}")
     command = " ".join(shlex.quote(arg) for arg in ["studybench", *sys.argv[1:]])
     console.print(f"Resume with: {command}")
 
@@ -320,16 +305,16 @@ def status(
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Where `run` keeps checkpoints."),
 ) -> None:
     """Each run of the study: done / failed / running / pending, from MLflow."""
-    from studybench.api import count_states, study_status
+    from studybench import api
     from studybench.store.layout import METRIC_MIOU, METRIC_WALL
 
     uri = _uri(tracking_uri)
-    view, reader = _view(study_path, study_name, profile, uri)
-    rows = study_status(view, reader, _checkpoints(checkpoint_dir, uri))
-    table = Table(title=f"{view.study.study}: {len(rows)} runs")
+    _one_study(study_path, study_name)
+    found = _reading(api.status, uri, study_path, study_name, profile, checkpoint_dir)
+    table = Table(title=f"{found.view.study.study}: {len(found.rows)} runs")
     for col in ("run", "state", "mIoU", "wall s", "note"):
         table.add_column(col)
-    for row in rows:
+    for row in found.rows:
         miou, wall = row.metrics.get(METRIC_MIOU), row.metrics.get(METRIC_WALL)
         table.add_row(
             row.name,
@@ -339,12 +324,11 @@ def status(
             row.note,
         )
     console.print(table)
-    counts = count_states(rows)
-    compute = sum(r.metrics.get(METRIC_WALL, 0.0) for r in rows if r.state == "done")
+    counts = found.counts
     line = ", ".join(f"{n} {state}" for state, n in counts.items())
-    complete = counts["done"] == len(rows)
-    console.print(f"{line}; {'study complete, total' if complete else 'so far'} compute time {compute:.1f} s")
-    _print_slurm_jobs(view.study.study, _checkpoints(checkpoint_dir, uri).root)
+    complete = counts["done"] == len(found.rows)
+    console.print(f"{line}; {'study complete, total' if complete else 'so far'} compute time {found.compute_s:.1f} s")
+    _print_slurm_jobs(found.view.study.study, found.checkpoint_root)
 
 
 def _print_slurm_jobs(study: str, checkpoint_root: Path) -> None:
@@ -369,16 +353,15 @@ def report(
     tracking_uri: str | None = UriOpt,
 ) -> None:
     """Rebuild a study's report (tables and figures) from the MLflow store alone, in results/reports/<study>/."""
-    from studybench.api import make_report
-    from studybench.report.destination import OutDirError, check_out_dir, default_out_dir
+    from studybench import api
+    from studybench.report.destination import OutDirError
 
     uri = _uri(tracking_uri)
-    view, reader = _view(study_path, study_name, profile, uri)
+    _one_study(study_path, study_name)
     try:
-        out_dir = check_out_dir(out or default_out_dir(view.study.study), uri, view.study.study)
+        result = _reading(api.report, uri, study_path, study_name, profile, out)
     except OutDirError as err:
         raise _fail("invalid --out", err) from None
-    result = make_report(view, reader, out_dir)
     for warning in result.warnings:
         err_console.print(f"[yellow]warning[/]: {warning}", highlight=False)
     for problem in result.problems:
@@ -420,19 +403,17 @@ def ui(
 @app.command()
 def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> None:
     """Check a study (keys, types, names, data presence) and print its expanded grid size."""
-    study, _, specs = _load(study_path, profile)
-    by_abl: dict[str, int] = {}
-    for spec in specs:
-        for group in spec.groups:
-            by_abl[group] = by_abl.get(group, 0) + 1
-    seeds = sorted({s.seed for s in specs})
+    from studybench import api
+
+    found = _studied(api.validate, study_path, profile)
+    study, specs = found.study, found.specs
     console.print(
         f"[green]valid[/]: {study_path} -> study {study.study!r}{f' (profile {profile})' if profile else ''}: {len(specs)} runs"
     )
     console.print(
-        f"  seeds {seeds}; datasets {sorted({s.dataset for s in specs})}; methods {sorted({s.method for s in specs})}"
+        f"  seeds {found.seeds}; datasets {sorted({s.dataset for s in specs})}; methods {sorted({s.method for s in specs})}"
     )
-    for name, count in by_abl.items():
+    for name, count in found.groups.items():
         console.print(f"  {name}: {count} runs")
 
 
@@ -495,8 +476,11 @@ def bench(
         task = progress.add_task("bench", total=count_work(plan))
         result = run_bench(plan, lambda what: progress.update(task, advance=1, description=what))
     out = out or (QUICK_OUT if quick else Path("reports/bench"))
-    files = write_report(result, out)
-    info = summary(result)
+    _print_bench(summary(result), write_report(result, out), out)
+
+
+def _print_bench(info: dict, files: list, out: Path) -> None:
+    """The bench's main table, the losses over the 5 % goal, the harness ratio and where the files went."""
     console.print(info["main_table"], markup=False, highlight=False)
     if info["over_goal"]:
         console.print(f"at or over 5 % of a U-Net-resnet18 step: {', '.join(info['over_goal'])}", markup=False)
@@ -528,16 +512,17 @@ def rank_methods(
     tracking_uri: str | None = UriOpt,
 ) -> None:
     """Rank methods over every (dataset, arch, ...) cell of one or more studies: average ranks, Friedman, CD."""
-    from studybench.report.ranking import RankError, rank_studies, write_ranking
+    from studybench import api
+    from studybench.report.ranking import RankError
 
     uri = _uri(tracking_uri)
-    views = [_view(p, None, profile, uri) for p in study_paths or []]
-    views += [_view(None, *study_and_profile(n, profile), uri) for n in study_names or []]
-    if not views:
+    studies = [(p, None, profile) for p in study_paths or []]
+    studies += [(None, *study_and_profile(n, profile)) for n in study_names or []]
+    if not studies:
         raise _fail("invalid arguments", "give study files and/or --study NAME")
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     try:
-        result, tables = rank_studies(views, metric, chosen, baseline)
+        _, tables, files = _reading(api.rank, uri, studies, metric, chosen, baseline, out)
     except RankError as err:
         raise _fail("cannot rank", err) from None
     for table in tables:
@@ -549,27 +534,22 @@ def rank_methods(
         console.print(shown)
         console.print(table.note, highlight=False)
     if out is not None:
-        files = write_ranking(result, tables, out)
         console.print(f"{len(files)} files written to {out}/")
 
 
-def _warn_fewer_threads(specs: list, workers: int) -> None:
-    """Say when ``--workers`` gives runs fewer torch threads than their ``train.threads`` asks for.
+def _warn_fewer_threads(prepared) -> None:
+    """Say when ``--workers`` gives runs fewer torch threads than their ``train.threads`` asks for (``api.fewer_threads``)."""
+    from studybench.api import fewer_threads
+    from studybench.executors.pool import cpu_count
 
-    The thread count is not part of the run key, yet CPU float reductions depend on it: such a
-    run's numbers differ in the last digits from a sequential run of the same key (measured:
-    quickstart ``ce · fpn · s0`` mIoU 0.308211 with 2 threads, 0.307689 with 1).
-    """
-    from studybench.executors.pool import cpu_count, threads_per_worker
-
-    threads = threads_per_worker(workers)
-    fewer = [s for s in specs if (s.config.train.threads or 0) > threads]
+    fewer, threads = fewer_threads(prepared)
     if fewer:
         asked = sorted({s.config.train.threads for s in fewer})
         console.print(
             f"[yellow]warning[/]: {len(fewer)} run(s) ask for train.threads={'/'.join(map(str, asked))} but "
-            f"--workers {workers} gives each {threads} thread(s) on {cpu_count()} CPUs; CPU results then differ "
-            "slightly from a sequential run of the same key (and a run resumed under the other setting mixes both)"
+            f"--workers {prepared.options.workers} gives each {threads} thread(s) on {cpu_count()} CPUs; CPU results "
+            "then differ slightly from a sequential run of the same key (and a run resumed under the other setting "
+            "mixes both)"
         )
 
 
