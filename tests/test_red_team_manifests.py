@@ -17,7 +17,14 @@ import pytest
 from helpers import TINY_STUDY, invoke, run_study
 from mlflow.tracking import MlflowClient
 
-from studybench.store.layout import ARTIFACT_MANIFEST, KIND_MANIFEST, TAG_KIND, TAG_LAST_USED, records_experiment
+from studybench.store.layout import (
+    ARTIFACT_MANIFEST,
+    KIND_MANIFEST,
+    TAG_KIND,
+    TAG_LAST_USED,
+    TAG_MANIFEST_HASH,
+    records_experiment,
+)
 
 STUDY = TINY_STUDY.replace("epochs: 2", "epochs: 1")
 
@@ -196,3 +203,23 @@ def test_a_deleted_experiment_is_restored_by_the_next_run(experiment, store):
     assert "restored" in again.stderr and "mlflow gc" in again.stderr
     assert client.get_experiment_by_name(experiment).lifecycle_stage == "active"
     assert "2 already finished, 0 to run" in again.stdout  # its runs are back, nothing retrained
+
+
+def test_a_planted_record_with_the_right_hash_tag_does_not_stand_in_for_the_manifest(store):
+    """`run` reuses a manifest record only if it holds the manifest, so the warning's advice (run again) works."""
+    from studybench.api import load_runs
+    from studybench.store.manifest import build_manifest, manifest_hash
+
+    root, uri, client = store
+    study, specs, _ = load_runs(root / "study.yaml", None, check_data=False)
+    digest = manifest_hash(build_manifest(study, specs, None, (root / "study.yaml").resolve()))
+    planted = _plant(client, b"{not json")
+    client.set_tag(planted, TAG_MANIFEST_HASH, digest)
+    again = invoke("run", str(root / "study.yaml"), "--tracking-uri", uri, cwd=root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    exp = client.get_experiment_by_name(records_experiment("tiny"))
+    same = client.search_runs([exp.experiment_id], f"tags.`{TAG_MANIFEST_HASH}` = '{digest}'")
+    assert len(same) == 2  # the planted one and a true one recorded beside it
+    (true,) = [r for r in same if r.info.run_id != planted]
+    folder = Path(true.info.artifact_uri.removeprefix("file://"))
+    assert manifest_hash(json.loads((folder / ARTIFACT_MANIFEST).read_text())) == digest

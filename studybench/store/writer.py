@@ -215,11 +215,10 @@ class StudyWriter(StudyReader):
         exp_id = self.ensure_experiment(records_experiment(self.study))
         digest = manifest_hash(manifest)
         found = self.client.search_runs(
-            [exp_id], filter_string=f"tags.`{TAG_MANIFEST_HASH}` = '{digest}'", max_results=1
+            [exp_id], filter_string=f"tags.`{TAG_MANIFEST_HASH}` = '{digest}'", max_results=10
         )
-        if found:
-            run_id = found[0].info.run_id
-        else:
+        run_id = next((r.info.run_id for r in found if self._holds(r.info.run_id, manifest)), None)
+        if run_id is None:
             tags = {
                 TAG_KIND: KIND_MANIFEST,
                 TAG_STUDY: self.study,
@@ -233,6 +232,13 @@ class StudyWriter(StudyReader):
             self.client.set_terminated(run_id, "FINISHED")
         _shared_write(lambda: self.client.set_tag(run_id, TAG_LAST_USED, f"{time.time():.3f}"))
         return run_id
+
+    def _holds(self, run_id: str, manifest: dict[str, Any]) -> bool:
+        """Whether record ``run_id`` holds ``manifest`` (anyone can write a store: a hash tag proves nothing)."""
+        try:
+            return self.read_json(run_id, ARTIFACT_MANIFEST) == json.loads(json.dumps(manifest))
+        except Exception:  # noqa: BLE001 - missing, unreadable or not JSON: not this manifest
+            return False
 
     def log_report(self, out_dir: Path, profile: str | None) -> str:
         """Log a report folder as the provenance record of ``profile``'s report (reused by later builds)."""
