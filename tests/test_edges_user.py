@@ -290,3 +290,40 @@ def table_blocks(text: str) -> list[list[str]]:
         elif blocks[-1]:
             blocks.append([])
     return [b for b in blocks if b]
+
+
+# --------------------------------------------------------------------------- costs on a loaded machine
+def test_each_run_records_the_load_and_the_cpus_it_ran_with(finished):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=finished["uri"])
+    run = client.search_runs([client.get_experiment_by_name("edge").experiment_id])[0]
+    metrics = run.data.metrics
+    assert metrics["cpus"] == len(os.sched_getaffinity(0))
+    assert 0.0 <= metrics["load_start"] < 1000 and 0.0 <= metrics["load_end"] < 1000, metrics
+
+
+def test_load_warnings_count_the_runs_whose_load_exceeded_their_cpus():
+    import pandas as pd
+
+    from studybench.report.machine_load import load_warnings
+
+    frame = pd.DataFrame({"load_start": [0.5, 3.0, 1.0], "load_end": [1.0, 1.0, 7.5], "cpus": [2.0, 2.0, 4.0]})
+    (warning,) = load_warnings(frame)
+    assert warning.startswith("2 of 3 runs ran on a loaded machine (1-minute load average up to 7.5 on 4 CPUs")
+    assert load_warnings(frame.assign(load_end=1.0, load_start=2.0)) == []  # equal to the CPUs is not above
+    assert load_warnings(frame.drop(columns=["cpus", "load_start", "load_end"])) == []  # runs from before
+
+
+def test_the_report_warns_when_the_runs_ran_on_a_loaded_machine(finished, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=finished["uri"])
+    run = client.search_runs([client.get_experiment_by_name("edge").experiment_id])[0]
+    client.log_metric(run.info.run_id, "load_end", run.data.metrics["cpus"] + 40.0)  # as a busy machine leaves it
+    result = invoke(
+        "report", str(finished["study"]), "--tracking-uri", finished["uri"], "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 of 1 runs ran on a loaded machine" in flat(result.stderr)
+    assert "ran on a loaded machine" in (tmp_path / "r" / "README.md").read_text()

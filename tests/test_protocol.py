@@ -60,6 +60,9 @@ COSTS = (
     "peak_mem_mb",
     "peak_extra_mb",
     "infer_ms_per_image",
+    "load_start",
+    "load_end",
+    "cpus",
 )
 
 

@@ -47,6 +47,7 @@ from studybench.engine.checkpoint import Checkpoints, Fallback, rng_state, set_r
 from studybench.engine.device import Placement, default_workers, resolve_device
 from studybench.engine.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_csv, samples_npz
 from studybench.engine.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
+from studybench.engine.load import load_metrics
 from studybench.engine.measure import PeakMemory, Timer, count_params
 from studybench.engine.rng import seed_method_stream, torch_generator
 from studybench.engine.run_images import log_run_images
@@ -67,6 +68,8 @@ from studybench.store.layout import (
     METRIC_EXTRA_MEM,
     METRIC_INFER,
     METRIC_IOU_PREFIX,
+    METRIC_LOAD_END,
+    METRIC_LOAD_START,
     METRIC_LOSS,
     METRIC_LOSS_IQR,
     METRIC_LOSS_SHARE,
@@ -161,6 +164,7 @@ def fit(spec: RunSpec, recorder: Recorder, progress: Progress | None, checkpoint
     """Build the run, train it epoch by epoch (evaluating when due), then log what it measured."""
     cfg = spec.config
     wall = time.perf_counter()
+    recorder.log_metrics(load_metrics(METRIC_LOAD_START))  # a resumed run records its own start
     placement = Placement.for_run(cfg.train, resolve_device(cfg.train.device))
     data = build_data(spec, placement)
     with PeakMemory(placement.device) as peak:
@@ -400,6 +404,7 @@ def run_costs(scheme: Scheme, data: RunData, state: TrainState, step_timer: Time
         METRIC_PARAMS: count_params(scheme.networks[scheme.headline]) / 1e6,
         METRIC_INFER: 1000 * state.eval_s / images,
         METRIC_STEPS: float(state.step),
+        **load_metrics(METRIC_LOAD_END),
         **scheme.extra_costs(),
     }
 

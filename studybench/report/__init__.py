@@ -26,6 +26,7 @@ import pandas as pd
 from studybench.names import file_stem
 from studybench.report import aggregate, collect, plots, ranking, stats, tables, tuning
 from studybench.report.collect import collect_runs, in_group, label, main_axes
+from studybench.report.machine_load import load_warnings
 from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
 from studybench.report.scope import grid_scope, unequal_cells
@@ -62,7 +63,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
         )
         return result
     scope.unequal = unequal_cells(frame, _cell_columns(frame))
-    result.warnings = scope.warnings() + _deviations(frame)
+    result.warnings = scope.warnings() + _deviations(frame) + load_warnings(frame)
     result.problems += check_reference(study.reference)
     if study.baseline and study.baseline not in set(frame["method"]):
         result.problems.append(f"baseline {study.baseline!r} has no finished run: no paired comparison")

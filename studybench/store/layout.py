@@ -84,6 +84,11 @@ METRIC_STEP_IQR = "step_s_iqr"
 METRIC_LOSS = "loss_ms"
 METRIC_LOSS_IQR = "loss_ms_iqr"
 METRIC_EXTRA_MEM = "peak_extra_mb"
+#: The machine's 1-minute load average when the run started and ended, and the CPUs the run could
+#: use: a load above them means the time costs were measured on a busy machine.
+METRIC_LOAD_START = "load_start"
+METRIC_LOAD_END = "load_end"
+METRIC_CPUS = "cpus"
 #: Final metrics that depend on the machine and its load, not on what a run computes.
 TIMING_METRICS = (
     METRIC_WALL,
@@ -97,6 +102,8 @@ TIMING_METRICS = (
     METRIC_PEAK_MEM,
     METRIC_EXTRA_MEM,
     METRIC_INFER,
+    METRIC_LOAD_START,
+    METRIC_LOAD_END,
 )
 #: Per-epoch curves (metrics logged with step = epoch): training means, validation metrics of the
 #: headline network (``<role>/val/`` for the others), learning rate and epoch time.
