@@ -248,3 +248,20 @@ def test_a_read_only_cache_builds_each_store_itself(cache, tmp_path):
     assert done.stdout.split() == ["None", "created"], done.stdout + done.stderr
     assert _template_path(cache).read_bytes() == b"garbage"  # could not be replaced: not used either
     assert template_problem(db) is None  # MLflow's own empty store
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "garbage"])
+def test_a_store_that_is_no_sqlite_file_is_named_at_once(kind, tmp_path):
+    """MLflow retried such a store for minutes (a FIFO: forever) before a traceback; now: exit 2 naming it."""
+    from helpers import TINY_STUDY, invoke
+
+    db = tmp_path / "results" / "mlflow.db"
+    db.parent.mkdir()
+    {"fifo": os.mkfifo, "folder": Path.mkdir, "garbage": lambda p: p.write_bytes(b"x" * 100)}[kind](db)
+    (tmp_path / "study.yaml").write_text(TINY_STUDY)
+    for command in ("status", "run"):
+        started = time.monotonic()
+        result = invoke(command, str(tmp_path / "study.yaml"), cwd=tmp_path)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert str(db) in result.stderr and "move this one aside" in result.stderr
+        assert time.monotonic() - started < 30

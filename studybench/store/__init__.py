@@ -50,6 +50,9 @@ def require_existing(uri: str) -> None:
             "(`studybench run STUDY.yaml`) from the folder that holds results/, or pass --tracking-uri "
             "(or set MLFLOW_TRACKING_URI) to the store the study was run with"
         )
+    from studybench.store.creation import check_store_file  # a FIFO or garbage file: a message, not minutes of retries
+
+    check_store_file(uri)
 
 
 def quiet_mlflow() -> None:

@@ -57,7 +57,10 @@ def ensure_store(uri: str) -> None:
         raise StoreError(f"cannot create the store folder {path.parent}: {err.strerror}") from None
     if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
         raise StoreError(f"the MLflow store {path} is not writable: fix its permissions or pass --tracking-uri")
-    if path.exists() or not uri.startswith("sqlite:///"):
+    if path.exists():
+        check_store_file(uri)
+        return
+    if not uri.startswith("sqlite:///"):
         return
     try:
         _create_once(path, lambda temp: _copy_empty_store(temp, path.parent), STORE_LOCK_TIMEOUT_S)
@@ -68,6 +71,29 @@ def ensure_store(uri: str) -> None:
         ) from None
     except OSError as err:
         raise StoreError(f"cannot create the store {path}: {err}") from None
+
+
+def check_store_file(uri: str) -> None:
+    """``StoreError`` when an existing SQLite store is no SQLite file (MLflow would retry it for minutes).
+
+    A link to a store is followed (a user may keep the store elsewhere); a FIFO is not waited on.
+    """
+    path = local_path(uri)
+    if path is None or not uri.startswith("sqlite:///") or not os.path.lexists(path):
+        return
+    fix = "point --tracking-uri (or MLFLOW_TRACKING_URI) at the store, or move this one aside for `run` to create anew"
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as err:
+        raise StoreError(f"cannot open the MLflow store {path}: {err.strerror}; {fix}") from None
+    try:
+        head = os.read(fd, len(_SQLITE_HEADER)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    finally:
+        os.close(fd)
+    if head is None:
+        raise StoreError(f"the MLflow store {path} is not a file (a folder, FIFO or device); {fix}")
+    if head and head != _SQLITE_HEADER:
+        raise StoreError(f"the MLflow store {path} is not an SQLite database; {fix}")
 
 
 def _create_once(path: Path, make: Callable[[Path], None], timeout_s: float) -> None:
