@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test install lint reports
+.PHONY: demo test test-fast install lint reports
 
 $(BIN)/studybench: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,9 +34,13 @@ reports: install
 		$(BIN)/studybench report studies/$$s.yaml --profile smoke --out reports/$$s; \
 	done
 
-## test: the whole test suite
+## test: the whole test suite (what CI runs; ~8 minutes on 2 cores)
 test: install
 	$(BIN)/python -m pytest -q
+
+## test-fast: the unit and contract tests only (tests/conftest.py FAST_FILES; about a minute on 2 cores)
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check studybench tests benchmarks

@@ -49,6 +49,43 @@ LONG_FILES = (
 )
 
 
+#: The fast tier (``make test-fast``: unit and contract tests, about a minute on 2 cores): every test outside
+#: these files is marked ``slow`` (it trains, starts processes or servers, or compiles kernels), so a new test
+#: file is in the full suite only until it is measured and listed here. Seconds: one process, loaded machine.
+FAST_FILES = (
+    "test_across.py",  # 2
+    "test_bad_input.py",  # 20: exit 2 and the message for every kind of bad input
+    "test_center.py",
+    "test_config.py",
+    "test_datasets.py",  # 3
+    "test_discover.py",
+    "test_evidence.py",  # 11
+    "test_focal.py",
+    "test_grid.py",  # 2
+    "test_keys.py",
+    "test_layers.py",
+    "test_losses_contract.py",
+    "test_measure.py",  # 2
+    "test_metrics.py",
+    "test_phases.py",  # 1
+    "test_pool.py",
+    "test_ranking.py",  # 4
+    "test_report_tuning.py",
+    "test_rmi.py",  # 30
+    "test_smp_version.py",
+    "test_stats.py",  # 7
+    "test_store_names.py",
+    "test_synthetic.py",
+    "test_train.py",  # 5
+    "test_tuning.py",  # 3
+    "test_typed_params.py",
+    "test_validate_once.py",
+)
+
+
 def pytest_collection_modifyitems(items):
+    for item in items:
+        if item.path.name not in FAST_FILES:
+            item.add_marker(pytest.mark.slow)
     rank = {name: i for i, name in enumerate(LONG_FILES)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
