@@ -46,3 +46,12 @@ def markdown_table(display: Any) -> str:
     safe = display.astype(str).map(md_cell)
     safe.columns = [md_cell(c) for c in display.columns]
     return safe.to_markdown(index=False)
+
+
+#: A cell that is a link to a run's page in the local MLflow UI (escaped HTML text).
+_UI_URL = re.compile(r"(?<![\"=])(http://127\.0\.0\.1:\d+/#/[^<\s\"]+)")
+
+
+def link_urls(html_text: str) -> str:
+    """Escaped HTML whose local MLflow UI addresses become links (``open``), so a report page is a dashboard."""
+    return _UI_URL.sub(r'<a href="\1">open</a>', html_text)

@@ -72,6 +72,15 @@ def server_log_config(access_log: bool) -> Path:
     return path
 
 
+#: The port ``studybench ui`` serves on unless told otherwise (reports link runs there).
+DEFAULT_PORT = 5000
+
+
+def run_url(run_id: str, port: int = DEFAULT_PORT) -> str:
+    """A run's page in the UI of ``studybench ui``, in Model training mode (not MLflow's GenAI default)."""
+    return f"http://127.0.0.1:{port}/#/runs/{run_id}?workflowType=machine_learning"
+
+
 def study_links(uri: str, port: int) -> list[tuple[str, str]]:
     """``(study, url)`` of every study experiment in the store, each URL opening on its runs table, best mIoU first.
 
@@ -88,4 +97,4 @@ def study_links(uri: str, port: int) -> list[tuple[str, str]]:
     ]
 
 
-__all__ = ["QUIET_UVICORN", "study_links", "ui_command"]
+__all__ = ["DEFAULT_PORT", "QUIET_UVICORN", "run_url", "study_links", "ui_command"]

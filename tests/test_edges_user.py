@@ -183,6 +183,14 @@ def test_report_writes_to_results_reports_by_default_never_to_reports(finished):
         blocks = table_blocks((root / "results" / "reports" / "edge" / page).read_text())
         assert blocks and all(len({pipes(line) for line in block}) == 1 for block in blocks), page
     assert "R&D \\| 50%" in (root / "results" / "reports" / "edge" / "reference.md").read_text()
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=finished["uri"])
+    run_id = client.search_runs([client.get_experiment_by_name("edge").experiment_id])[0].info.run_id
+    url = f"http://127.0.0.1:5000/#/runs/{run_id}?workflowType=machine_learning"  # its page, Model training mode
+    assert url in (root / "results" / "reports" / "edge" / "runs.md").read_text()
+    assert f'<a href="{url}">open</a>' in (root / "results" / "reports" / "edge" / "index.html").read_text()
+    assert "MLflow" not in (root / "results" / "reports" / "edge" / "runs.csv").read_text().splitlines()[0]
     again = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], cwd=root)  # rewrites its own
     assert again.returncode == 0, again.stdout + again.stderr
 
@@ -327,3 +335,31 @@ def test_the_report_warns_when_the_runs_ran_on_a_loaded_machine(finished, tmp_pa
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 of 1 runs ran on a loaded machine" in flat(result.stderr)
     assert "ran on a loaded machine" in (tmp_path / "r" / "README.md").read_text()
+
+
+# --------------------------------------------------------------------------- cosmetics a new user sees
+def test_losses_prints_plain_text_not_docstring_markup():
+    result = invoke("losses")
+    assert result.returncode == 0 and "lad: Locally adaptive loss" in result.stdout
+    assert "``" not in result.stdout and ":func:" not in result.stdout, result.stdout
+
+
+def test_the_readme_command_table_names_every_executor():
+    readme = (REPO / "README.md").read_text()
+    assert "[--executor local\\|ray\\|slurm]" in readme
+
+
+def test_the_training_curves_legend_is_readable():
+    import pandas as pd
+
+    from studybench.report import plots
+
+    runs = pd.DataFrame({"run_id": ["a", "b"], "method": ["ce", "dice"]})
+    hist = pd.DataFrame(
+        [(r, k, e, 0.5 + 0.1 * e) for r in ("a", "b") for k in ("train/loss", "val/miou") for e in range(2)],
+        columns=["run_id", "key", "step", "value"],
+    )
+    fig = plots.curves(hist, runs, ["method"])
+    sizes = {text.get_fontsize() for legend in fig.legends for text in legend.get_texts()}
+    plots.plt.close(fig)
+    assert sizes and min(sizes) >= 8, sizes

@@ -201,7 +201,9 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
         yield (
             f"ablation_{name}",
             f"Ablation {name}: mIoU against {key} (method {abl.of}; {stats.interval_caption(table.data['n'])})",
-            lambda d=table.data, k=key, o=order, s=series, n=name: plots.ablation(d, k, o, s, n),
+            lambda d=table.data, k=key, o=order, s=series, n=name: plots.ablation(
+                d, k, o, s, f"ablation {n}: mIoU against {k}\n({stats.interval_caption(d['n'])})"
+            ),
         )
     per_class = by_stem.get("per_class")
     if per_class is not None:

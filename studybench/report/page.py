@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from studybench.names import markdown_table
+from studybench.names import link_urls, markdown_table
 from studybench.report.tables import Table
 
 PACKAGES = ("studybench", "torch", "segmentation-models-pytorch", "mlflow", "numpy", "pandas", "scipy", "matplotlib")
@@ -169,7 +169,7 @@ def _write_html(out_dir: Path, study, frame, tables, figures, problems, prov, sc
     parts.append(f"<h2>Contents</h2><ul>{toc}</ul><h2>Tables</h2>")
     for t in tables:
         parts.append(f'<h3 id="{e(t.stem)}">{e(t.title)}</h3>')
-        parts.append(t.display.to_html(index=False, border=0, escape=True, na_rep="-"))
+        parts.append(link_urls(t.display.to_html(index=False, border=0, escape=True, na_rep="-")))
         links = " ".join(f'<a href="{e(t.stem)}.{ext}">{ext}</a>' for ext in ("csv", "tex", "md"))
         parts.append(f'<p class="note">{e(t.note)} Files: {links}</p>')
     parts.append("<h2>Figures</h2>")

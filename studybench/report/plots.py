@@ -326,7 +326,7 @@ def curves(hist: pd.DataFrame, runs: pd.DataFrame, series: list[str]) -> plt.Fig
         _epoch_axis(ax, merged, f"training loss: {method}" if method else "training loss", "loss (raw, own axis)")
     for ax in list(axes.flat)[1 + len(methods) :]:
         ax.axis("off")
-    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=6)
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8)  # readable
     seeds = runs.groupby(series).size() if series else [len(runs)]
     fig.suptitle(f"per epoch, mean over seeds; {stats.interval_caption(seeds)}")
     return fig

@@ -24,8 +24,9 @@ from typing import Any
 
 import pandas as pd
 
+import studybench.report.evidence as evidence
+import studybench.report.stats as stats
 from studybench.names import markdown_table
-from studybench.report import evidence, stats
 from studybench.report.collect import in_group, label, main_axes, param_values
 from studybench.report.reference import match_reference
 from studybench.store.layout import (
@@ -43,6 +44,7 @@ from studybench.store.layout import (
     METRIC_WALL,
     PARAM_AXIS_PREFIX,
 )
+from studybench.ui import run_url
 
 ACCURACY = {"miou": "mIoU", "pixel_acc": "aAcc", "mean_acc": "mAcc"}
 #: Cost metric -> (display name, scale applied to the logged value).
@@ -516,9 +518,10 @@ def runs_table(frame: pd.DataFrame, study: Any = None) -> Table:
     if METRIC_STEP in frame:
         frame = frame.assign(step_ms=1000 * frame[METRIC_STEP])
     data = pd.DataFrame({name: frame[col] if col in frame else pd.NA for name, col in RUN_COLUMNS.items()})
+    data["MLflow"] = [run_url(r) for r in frame["run_id"]] if "run_id" in frame else ""  # the report as dashboard
     data = data.sort_values("run", kind="stable").reset_index(drop=True)
     digits = {"mIoU": 4, "aAcc": 4, "mAcc": 4, "wall s": 1, "peak MB": 0, "step ms": 2, "loss ms": 3, "extra MB": 0}
-    return Table("runs", "All finished runs", data, data.round(digits))
+    return Table("runs", "All finished runs", data.drop(columns="MLflow"), data.round(digits))
 
 
 # --------------------------------------------------------------------------- writing

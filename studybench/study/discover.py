@@ -88,13 +88,15 @@ def _entry(name: str, target: str | None, load: Callable[[], Any], hidden: froze
 
 
 def summary(obj: Any) -> str:
-    """The first line of ``obj``'s docstring, without reST link markup (``U-Net``__ -> U-Net)."""
+    """The first line of ``obj``'s docstring as plain text: no reST links, roles or literal quotes."""
     return _summary(inspect.getdoc(obj) or "")
 
 
 def _summary(doc: str) -> str:
     first = doc.strip().splitlines()[0] if doc.strip() else ""
-    return re.sub(r"`([^`]+)`__", r"\1", first).strip()
+    first = re.sub(r"`([^`]+)`__", r"\1", first)  # reST link
+    first = re.sub(r":\w+:`~?([^`]+)`", r"\1", first)  # :func:`name`
+    return re.sub(r"``([^`]+)``", r"\1", first).strip()  # ``literal``
 
 
 def reference(obj: Any) -> str:
