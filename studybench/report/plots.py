@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from studybench.report import stats  # noqa: E402
+import studybench.report.stats as stats  # noqa: E402
 from studybench.store.layout import (  # noqa: E402
     CURVE_TRAIN_PREFIX,
     CURVE_VAL_MIOU,

@@ -39,7 +39,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from studybench.report import aggregate, permutation, posthoc, stats
+import studybench.report.aggregate as aggregate
+import studybench.report.permutation as permutation
+import studybench.report.posthoc as posthoc
+import studybench.report.stats as stats
 from studybench.report.collect import in_group, label, main_axes
 from studybench.report.tables import COSTS, Table, method_order
 

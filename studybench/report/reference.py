@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from studybench.report import stats
+import studybench.report.stats as stats
 from studybench.report.collect import in_group, label, param_values
 
 METRIC_KEYS = ("miou", "pixel_acc", "mean_acc")

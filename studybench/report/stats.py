@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from studybench.report import evidence
+import studybench.report.evidence as evidence
 
 LEVEL = 0.95
 #: How every interval of a report is named (table headers and notes, figure captions).

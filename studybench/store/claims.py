@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from studybench.store import StoreError, local_path
+from studybench.store.base import StoreError, local_path
 
 
 class ClaimError(StoreError):

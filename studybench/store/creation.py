@@ -29,14 +29,13 @@ from functools import lru_cache
 from pathlib import Path
 from typing import BinaryIO
 
-from studybench.store import StoreError, local_path, quiet_mlflow
+from studybench.store.base import SQLITE_HEADER, StoreError, check_store_file, local_path, quiet_mlflow
 
 #: Seconds to wait for the cache's lock (a build takes seconds) before building without the cache.
 CACHE_LOCK_TIMEOUT_S = 30.0
 #: Seconds to wait for a store's creation lock before saying which lock file is held.
 STORE_LOCK_TIMEOUT_S = 300.0
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
 #: Tables of an empty MLflow store that hold rows: the schema version, "Default" and its workspace.
 _FILLED_TABLES = {"alembic_version": None, "experiments": [(0, "Default")], "workspaces": None}
 
@@ -71,29 +70,6 @@ def ensure_store(uri: str) -> None:
         ) from None
     except OSError as err:
         raise StoreError(f"cannot create the store {path}: {err}") from None
-
-
-def check_store_file(uri: str) -> None:
-    """``StoreError`` when an existing SQLite store is no SQLite file (MLflow would retry it for minutes).
-
-    A link to a store is followed (a user may keep the store elsewhere); a FIFO is not waited on.
-    """
-    path = local_path(uri)
-    if path is None or not uri.startswith("sqlite:///") or not os.path.lexists(path):
-        return
-    fix = "point --tracking-uri (or MLFLOW_TRACKING_URI) at the store, or move this one aside for `run` to create anew"
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    except OSError as err:
-        raise StoreError(f"cannot open the MLflow store {path}: {err.strerror}; {fix}") from None
-    try:
-        head = os.read(fd, len(_SQLITE_HEADER)) if stat.S_ISREG(os.fstat(fd).st_mode) else None
-    finally:
-        os.close(fd)
-    if head is None:
-        raise StoreError(f"the MLflow store {path} is not a file (a folder, FIFO or device); {fix}")
-    if head and head != _SQLITE_HEADER:
-        raise StoreError(f"the MLflow store {path} is not an SQLite database; {fix}")
 
 
 def _create_once(path: Path, make: Callable[[Path], None], timeout_s: float) -> None:
@@ -159,7 +135,7 @@ def template_problem(path: Path) -> str | None:
     if handle is None:
         return "missing, or not a regular file (a link, a FIFO, a folder)"
     with handle:
-        if handle.read(len(_SQLITE_HEADER)) != _SQLITE_HEADER:
+        if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
             return "not an SQLite database"
     try:
         return _schema_problem(path)

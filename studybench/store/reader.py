@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from studybench.store import quiet_mlflow, require_existing
+from studybench.store.base import quiet_mlflow, require_existing
 from studybench.store.layout import (
     KIND_MANIFEST,
     TAG_KEY,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from studybench.store import local_path, quiet_mlflow
+from studybench.store.base import local_path, quiet_mlflow
 from studybench.store.layout import records_experiment
 
 

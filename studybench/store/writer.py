@@ -22,7 +22,7 @@ import yaml
 
 from studybench import __version__
 from studybench.errors import first_line, warn
-from studybench.store import local_path
+from studybench.store.base import local_path
 from studybench.store.creation import empty_store_template, ensure_store  # noqa: F401 - imported from here by callers
 from studybench.store.layout import (
     ARTIFACT_ERROR,
