@@ -181,6 +181,18 @@ class Registry(Generic[T]):
 _VARIADIC = (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL)
 
 
+def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` that imports ``exports`` (name -> module) on first use: a family's package
+    re-exports its torch-bound base types without importing torch for a listing."""
+
+    def __getattr__(name: str) -> Any:
+        if name in exports:
+            return getattr(importlib.import_module(exports[name]), name)
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+
+    return __getattr__
+
+
 def did_you_mean(name: object, known: list[str]) -> str:
     """``"; did you mean 'dice'?"`` when ``name`` is a likely typo of a ``known`` name, else ``""``."""
     close = difflib.get_close_matches(str(name), known, n=3, cutoff=0.6)

@@ -6,12 +6,11 @@ first built or verified, not to list or describe them.
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from studybench.registry import Registry
+from studybench.registry import Registry, lazy_exports
 
 if TYPE_CHECKING:
     from studybench.data.base import SegDataset
@@ -85,11 +84,7 @@ def list_datasets() -> list[str]:
     return DATASETS.names()
 
 
-def __getattr__(name: str) -> Any:
-    """The dataset base types on first use (they import torch)."""
-    if name in ("DataUnavailableError", "SegDataset"):
-        return getattr(importlib.import_module("studybench.data.base"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, dict.fromkeys(("DataUnavailableError", "SegDataset"), "studybench.data.base"))
 
 
 __all__ = ["DATASETS", "DataUnavailableError", "SegDataset", "build_dataset", "list_datasets", "verify_dataset"]

@@ -7,10 +7,9 @@ module, and torch, are imported when it is first built, not to list or describe 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
-from studybench.registry import Registry
+from studybench.registry import Registry, lazy_exports
 
 if TYPE_CHECKING:
     from studybench.losses.base import SegLoss
@@ -40,11 +39,7 @@ def list_losses() -> list[str]:
     return LOSSES.names()
 
 
-def __getattr__(name: str) -> Any:
-    """``SegLoss`` on first use (it imports torch)."""
-    if name == "SegLoss":
-        return importlib.import_module("studybench.losses.base").SegLoss
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, {"SegLoss": "studybench.losses.base"})
 
 
 __all__ = ["LOSSES", "SegLoss", "build_loss", "list_losses"]

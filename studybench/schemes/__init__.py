@@ -6,10 +6,9 @@ first built, not to list or describe them.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from studybench.registry import Registry
+from studybench.registry import Registry, lazy_exports
 
 if TYPE_CHECKING:
     import torch
@@ -34,11 +33,9 @@ def list_schemes() -> list[str]:
     return SCHEMES.names()
 
 
-def __getattr__(name: str) -> Any:
-    """The scheme base types on first use (they import torch)."""
-    if name in ("NonFiniteLossError", "Scheme", "StepStats"):
-        return getattr(importlib.import_module("studybench.schemes.base"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(
+    __name__, dict.fromkeys(("NonFiniteLossError", "Scheme", "StepStats"), "studybench.schemes.base")
+)
 
 
 __all__ = ["SCHEMES", "NonFiniteLossError", "Scheme", "StepStats", "build_scheme", "list_schemes"]
