@@ -415,6 +415,12 @@ def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> N
     )
     for name, count in found.groups.items():
         console.print(f"  {name}: {count} runs")
+    if study.tune is not None:
+        folds = len({s.fold for s in specs})
+        console.print(
+            f"  tuning first: {study.tune.budget} trials x {folds} (method, cell) folds = {study.tune.budget * folds} "
+            f"trials on a split carved from the training data, then the {len(specs)} runs at each chosen setting"
+        )
 
 
 @app.command()
