@@ -167,8 +167,11 @@ def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | 
     """mIoU against the per-step costs of each cell; the Pareto front (cheaper and better) is a step line.
 
     Costs are per-step medians and extra memory, never wall time (which follows the machine's
-    load). With two or more seeds the whiskers are the mIoU's t interval and the costs' std over
-    seeds; with one seed there are none. Methods differ by marker and colour, the values of
+    load). The front is drawn only on the loss's own costs (its forward+backward time and
+    extra memory, what differs between losses), and only where their gaps exceed the
+    run-to-run spread, shaded grey from the cheapest cell; the step time is context. With
+    two or more seeds the whiskers are the mIoU's t interval and the costs' std over seeds;
+    with one seed there are none. Methods differ by marker and colour, the values of
     ``series`` (e.g. arch) by marker fill.
     """
     costs = [axis for axis in COST_AXES if axis[0] in summary and summary[axis[0]].notna().any()]
@@ -206,7 +209,7 @@ def cost_scatter(summary: pd.DataFrame, methods: list[str], series: list[str] | 
             what = " / ".join(c.removeprefix(PARAM_AXIS_PREFIX) for c in series)
             for key, fill in fills.items():
                 ax.plot([], [], "o", color="grey", mec="black", mfcalt="white", fillstyle=fill, label=f"{what}: {key}")
-        _pareto(ax, summary, col, scale)
+        _front_or_noise(ax, summary, col, scale)
         ax.set_xlabel(name)
         ax.set_ylabel("mIoU (%, val)")
         ax.grid(alpha=0.3)
@@ -231,6 +234,36 @@ def _xerr(summary: pd.DataFrame, col: str, scale: float) -> np.ndarray | None:
     if std is None or std.isna().all():
         return None
     return scale * std.fillna(0).to_numpy()
+
+
+#: Costs that differ between losses (the step time is mostly the model's: context, never a front).
+LOSS_COSTS = (METRIC_LOSS, METRIC_EXTRA_MEM)
+
+
+def cost_spread(summary: pd.DataFrame, col: str) -> float:
+    """The run-to-run spread of a cost: the larger of the median std over seeds and the median within-run IQR.
+
+    Why: on a shared machine the same run's step time varies by tens of percent; a cost gap
+    smaller than this is noise, and a Pareto front drawn through it ranks methods by chance.
+    """
+    parts = [summary.get(f"{col}_std"), summary.get(f"{col}_iqr")]
+    found = [float(np.nanmedian(p.to_numpy(dtype=float))) for p in parts if p is not None and p.notna().any()]
+    return max(found) if found else 0.0
+
+
+def _front_or_noise(ax: plt.Axes, summary: pd.DataFrame, col: str, scale: float) -> None:
+    """A Pareto front where cost gaps exceed the run-to-run spread; otherwise a band saying they do not."""
+    spread = cost_spread(summary, col)
+    lo = float(summary[col].min())
+    if spread > 0:
+        ax.axvspan(scale * lo, scale * (lo + spread), color="grey", alpha=0.15, lw=0, label="within run-to-run spread")
+    if col not in LOSS_COSTS:
+        ax.set_title("context: includes the model's own cost", fontsize=8)
+        return
+    if float(summary[col].max()) - lo <= spread:
+        ax.set_title("no front: cost gaps within the run-to-run spread", fontsize=8)
+        return
+    _pareto(ax, summary, col, scale)
 
 
 def _pareto(ax: plt.Axes, summary: pd.DataFrame, col: str, scale: float) -> None:
