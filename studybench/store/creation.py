@@ -116,7 +116,7 @@ def empty_store_template() -> Path | None:
             if template_problem(template) is not None:  # not rebuilt by another process while we waited
                 _remove(template)
                 _make_atomically(template, _build_schema)
-    except OSError:  # a read-only home, a held lock (LockTimeout), an entry we cannot remove
+    except Exception:  # noqa: BLE001 - a read-only home, a held lock, a full disk: build each store itself
         return None
     return template if template_problem(template) is None else None
 
