@@ -44,6 +44,8 @@ LONG_FILES = (
     "test_end_to_end.py",  # ~55 (make demo in a fresh clone)
     "test_postgres.py",  # ~40
     "test_server_lifetime.py",  # ~40
+    "test_red_team_manifests.py",  # ~70 on a loaded machine (one training, then ~70 status calls)
+    "test_red_team_cache.py",  # ~60 on a loaded machine (MLflow migrations in real child processes)
     "test_report.py",  # ~30
     "test_store.py",  # ~30
 )
