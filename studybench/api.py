@@ -384,15 +384,19 @@ def run_study(run: PreparedRun | Path, events: RunEvents | None = None) -> Study
 def _writable_store(run: PreparedRun) -> tuple[StudyWriter | None, StoreError | None]:
     """The study's store, its experiment made before any worker starts (no creation race); (None, why) when
     it is not writable and every run finished already (nothing to do)."""
+    from studybench.store.full import disk_full, full_message
     from studybench.store.studies import finished_already
 
     try:
         store = StudyWriter(run.uri, run.study.study)
         store.ensure_experiment()
-    except StoreError as err:
+    except Exception as err:  # noqa: BLE001 - a full disk reaches us as MLflow's or SQLAlchemy's error
+        if not isinstance(err, StoreError) and not disk_full(err):
+            raise
+        why = err if isinstance(err, StoreError) else StoreError(full_message(run.uri))
         if finished_already(run.uri, run.study.study, [s.key for s in run.specs]):
-            return None, err
-        raise
+            return None, why
+        raise why from None
     return store, None
 
 

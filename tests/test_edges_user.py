@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, SMALL_BASE, TINY_STUDY, invoke, run_study
+from helpers import REPO, SMALL_BASE, TINY_STUDY, invoke, run_cli, run_study
 
 
 def free_port() -> int:
@@ -363,3 +363,38 @@ def test_the_training_curves_legend_is_readable():
     sizes = {text.get_fontsize() for legend in fig.legends for text in legend.get_texts()}
     plots.plt.close(fig)
     assert sizes and min(sizes) >= 8, sizes
+
+
+# --------------------------------------------------------------------------- the store's own disk full
+@pytest.fixture
+def tiny_store_disk(tmp_path):
+    """A tmpfs holding an empty store and a few kB more (checkpoints live elsewhere)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root and mount(8) to create a small tmpfs")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_store_disk_is_one_message_per_run_and_a_rerun_finishes(tiny_store_disk, tmp_path):
+    from studybench.store import StudyWriter
+
+    uri = f"sqlite:///{tiny_store_disk / 'mlflow.db'}"
+    StudyWriter(uri, "edge").ensure_experiment()
+    used_kb = shutil.disk_usage(tiny_store_disk).used // 1024
+    subprocess.run(["mount", "-o", f"remount,size={used_kb + 40}k", str(tiny_store_disk)], check=True)
+    (tmp_path / "study.yaml").write_text(ONE_RUN.replace("method: [ce]", "method: [ce, dice]"))
+    args = ("run", "study.yaml", "--tracking-uri", uri, "--checkpoint-dir", str(tmp_path / "ck"))
+    full = run_cli(*args, cwd=tmp_path, timeout=300)  # a real process: MLflow's own log lines show too
+    out = flat(full.stdout + full.stderr)
+    assert full.returncode == 1, out
+    assert f"no space left on {tiny_store_disk}" in out and "for the MLflow store" in out, out
+    assert "Traceback" not in out and "autoflush" not in out, out
+    subprocess.run(["mount", "-o", "remount,size=20m", str(tiny_store_disk)], check=True)
+    again = invoke(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from studybench.engine.checkpoint import Checkpoints
 from studybench.engine.train import Progress, execute
 from studybench.errors import first_line
-from studybench.store import StudyWriter, local_path
+from studybench.store import StudyWriter
 from studybench.store.claims import ClaimError, claim, claims_folder
+from studybench.store.full import disk_full, full_message
 from studybench.study.spec import RunSpec
 
 #: Substrings of RuntimeError messages that mark a failure of the machine, not of the run.
@@ -93,7 +94,9 @@ def _attempts(
             unrecorded = _record_failure(logger, err, note, store)
             if is_transient(err) and attempt <= retries:
                 continue
-            return RunOutcome(spec, "FAILED", error=f"{kind}: {store_error(err, store)}{unrecorded}", attempts=attempt)
+            said = store_error(err, store)  # a full disk fails both: say it once
+            error = f"{kind}: {said}{'' if said in unrecorded else unrecorded}"
+            return RunOutcome(spec, "FAILED", error=error, attempts=attempt)
         if checkpoints:
             checkpoints.remove(spec)
         return RunOutcome(spec, "FINISHED", metrics=result.metrics, attempts=attempt)
@@ -112,15 +115,9 @@ def _record_failure(logger, err: BaseException, note: str, store: StudyWriter) -
 def store_error(err: BaseException, store: StudyWriter) -> str:
     """The first line of ``err``; a full store disk is said as such, with the path and the free space."""
     text = first_line(err)
-    if "disk is full" in text or "No space left" in text:
-        import shutil
-
-        path = local_path(store.uri)
-        folder = path.resolve().parent if path is not None else None
-        if folder is not None:
-            free = shutil.disk_usage(folder).free / 2**20
-            return f"no space left on {folder} ({free:.1f} MB free): {text}"
-    return text
+    if "no space left on" in text:  # said already, naming its folder (a checkpoint's)
+        return text
+    return full_message(store.uri) if disk_full(err) else text
 
 
 class LocalExecutor:

@@ -53,9 +53,10 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
     study = view.study
     out_dir = Path(out_dir)
     keys = view.keys
-    latest, finished = store.newest_runs()
-    scope = grid_scope(view.manifest, latest, finished)
-    trials, frame = tuning.split_phases(collect_runs(store, keys))  # a tuned study's trials: their own section
+    snapshot = store.snapshot()  # one read of the store feeds the scope and the tables
+    scope = grid_scope(view.manifest, snapshot.latest, snapshot.finished)
+    # a tuned study's trials: their own section
+    trials, frame = tuning.split_phases(collect_runs(store, keys, snapshot=snapshot))
     result = ReportResult(out_dir=out_dir, runs=len(frame))
     if frame.empty:
         result.problems.append(

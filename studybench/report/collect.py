@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 
 from studybench.store import StudyReader
+from studybench.store.history import metric_histories
 from studybench.store.layout import (
     ARTIFACT_SAMPLES,
     CURVE_TRAIN_PREFIX,
@@ -32,12 +33,15 @@ from studybench.store.layout import (
     TAG_TRIAL,
     TAG_VERSION,
 )
+from studybench.store.reader import Snapshot
 
 #: Columns every report can rely on (NaN where a run did not log them).
 ID_COLUMNS = ["run", "run_id", "run_key", "method", "arch", "encoder", "dataset", "seed", "groups", "status"]
 
 
-def collect_runs(store: StudyReader, keys: Iterable[str] | None = None, finished_only: bool = True) -> pd.DataFrame:
+def collect_runs(
+    store: StudyReader, keys: Iterable[str] | None = None, finished_only: bool = True, snapshot: Snapshot | None = None
+) -> pd.DataFrame:
     """The latest FINISHED MLflow run per run key (optionally only ``keys``), as a tidy frame.
 
     With ``finished_only`` (the default) a key's newest *finished* run is used, so a later
@@ -47,11 +51,12 @@ def collect_runs(store: StudyReader, keys: Iterable[str] | None = None, finished
 
     Columns: identity (``ID_COLUMNS``), ``axis.*`` (the grid values that named the run),
     the final metrics (``miou``, ``pixel_acc``, ``mean_acc``, ``iou/<class>``, costs), and
-    every logged param under ``param.<dotted key>``.
+    every logged param under ``param.<dotted key>``. ``snapshot``: the store as already read (else
+    it is read now).
     """
     wanted = set(keys) if keys is not None else None
     rows = []
-    for key, run in store.latest_by_key(finished_only).items():
+    for key, run in (snapshot or store.snapshot()).by_key(finished_only).items():
         if wanted is not None and key not in wanted:
             continue
         rows.append(_row(key, run))
@@ -167,15 +172,12 @@ def main_axes(frame: pd.DataFrame) -> list[str]:
 def histories(
     store: StudyReader, run_ids: Iterable[str], prefixes: tuple[str, ...] = (CURVE_VAL_MIOU, CURVE_TRAIN_PREFIX)
 ) -> pd.DataFrame:
-    """Per-epoch curves of the runs: long frame ``run_id, key, step, value`` for keys matching ``prefixes``."""
-    rows = []
-    for run_id in run_ids:
-        run = store.client.get_run(run_id)
-        for key in sorted(run.data.metrics):
-            if not key.startswith(prefixes):
-                continue
-            for m in store.client.get_metric_history(run_id, key):
-                rows.append((run_id, key, int(m.step), float(m.value)))
+    """Per-epoch curves of the runs: long frame ``run_id, key, step, value`` for keys matching ``prefixes``
+    (read in bulk: one query per curve name, see ``store.history``)."""
+    wanted = {}
+    for run_id in dict.fromkeys(run_ids):
+        wanted[run_id] = [key for key in store.run(run_id).data.metrics if key.startswith(prefixes)]
+    rows = list(metric_histories(store.client, wanted))
     return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
 
 

@@ -60,6 +60,8 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking", "mlflow"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # its ERROR repeats, traceback and all, an exception that reaches us anyway (and is said once: a full disk)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
 
 
 def check_store_file(uri: str) -> None:

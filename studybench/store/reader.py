@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,31 @@ from studybench.store.layout import (
 from studybench.store.manifest import last_used, read_manifest
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """The study's runs as one read saw them: what a report's scope and tables both use."""
+
+    runs: list[Any]  # every run of the experiment, newest first
+    latest: dict[str, Any] = field(default_factory=dict)  # run key -> its newest run
+    finished: dict[str, Any] = field(default_factory=dict)  # run key -> its newest FINISHED run
+    by_id: dict[str, Any] = field(default_factory=dict)  # MLflow run id -> run
+
+    @classmethod
+    def of(cls, runs: list[Any]) -> Snapshot:
+        snapshot = cls(runs)
+        for run in runs:  # newest first
+            snapshot.by_id[run.info.run_id] = run
+            key = run.data.tags.get(TAG_KEY)
+            if key:
+                snapshot.latest.setdefault(key, run)
+                if run.info.status == "FINISHED":
+                    snapshot.finished.setdefault(key, run)
+        return snapshot
+
+    def by_key(self, finished_only: bool) -> dict[str, Any]:
+        return self.finished if finished_only else self.latest
+
+
 class StudyReader:
     """Reads the MLflow experiment of one study (and its records experiment)."""
 
@@ -35,6 +61,7 @@ class StudyReader:
         self.uri = uri
         self.study = study
         self.client = MlflowClient(tracking_uri=uri)
+        self._snapshot: Snapshot | None = None  # the last one read (``run`` answers from it)
 
     # ----------------------------------------------------------------- runs
     def experiment_id(self, name: str | None = None) -> str | None:
@@ -70,16 +97,18 @@ class StudyReader:
 
     def newest_runs(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(newest run per key, newest FINISHED run per key)`` from one pass over the runs."""
-        latest: dict[str, Any] = {}
-        finished: dict[str, Any] = {}
-        for run in self.runs():  # newest first
-            key = run.data.tags.get(TAG_KEY)
-            if not key:
-                continue
-            latest.setdefault(key, run)
-            if run.info.status == "FINISHED":
-                finished.setdefault(key, run)
-        return latest, finished
+        snapshot = self.snapshot()
+        return snapshot.latest, snapshot.finished
+
+    def snapshot(self) -> Snapshot:
+        """One read of every run of the study (a few paged searches, whatever the number of keys)."""
+        self._snapshot = Snapshot.of(self.runs())
+        return self._snapshot
+
+    def run(self, run_id: str) -> Any:
+        """A run as the last ``snapshot`` saw it (one request when no snapshot holds it)."""
+        found = self._snapshot.by_id.get(run_id) if self._snapshot else None
+        return found if found is not None else self.client.get_run(run_id)
 
     def finished_run(self, key: str) -> Any | None:
         """The newest FINISHED run of ``key``, or None."""
