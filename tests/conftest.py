@@ -46,6 +46,7 @@ LONG_FILES = (
     "test_server_lifetime.py",  # ~40
     "test_red_team_manifests.py",  # ~70 on a loaded machine (one training, then ~70 status calls)
     "test_red_team_cache.py",  # ~60 on a loaded machine (MLflow migrations in real child processes)
+    "test_edges_user.py",  # ~80 on a loaded machine (one training, a full tmpfs, read-only and ASCII processes)
     "test_report.py",  # ~30
     "test_store.py",  # ~30
 )
