@@ -21,7 +21,7 @@ from studybench.api import load_runs
 from studybench.engine.checkpoint import Checkpoints
 from studybench.executors.local import run_tracked
 from studybench.store import StudyWriter
-from studybench.store.claims import ClaimError, claim, claims_folder
+from studybench.store.claims import ClaimError, claim, claims_folder, claims_folders
 
 STUDY = "study: claimed\nseeds: [0]\n" + SMALL_BASE + "grid:\n  method: [ce]\n"
 
@@ -35,11 +35,12 @@ def one_run(tmp_path):
     return path, f"sqlite:///{tmp_path / 'results' / 'mlflow.db'}", specs[0]
 
 
-def _holder(folder: Path, key: str, stop: bool = False) -> subprocess.Popen:
-    """A real child holding the claim on ``key`` in ``folder`` (SIGSTOPped with ``stop``)."""
+def _holder(folders: Path | list[Path], key: str, stop: bool = False) -> subprocess.Popen:
+    """A real child holding the claim on ``key`` in ``folders`` (SIGSTOPped with ``stop``)."""
+    paths = [str(f) for f in (folders if isinstance(folders, list) else [folders])]
     code = (
         "import time; from pathlib import Path; from studybench.store.claims import claim\n"
-        f"with claim(Path({str(folder)!r}), {key!r}) as mine:\n    print(mine, flush=True); time.sleep(600)"
+        f"with claim([Path(f) for f in {paths!r}], {key!r}) as mine:\n    print(mine, flush=True); time.sleep(600)"
     )
     child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "True"
@@ -62,6 +63,31 @@ def test_claims_follow_the_store_not_the_checkpoint_root(tmp_path):
     # a server store: under the checkpoint root (launches on one server share --checkpoint-dir)
     assert claims_folder("http://127.0.0.1:5000", "s", tmp_path / "a") == tmp_path / "a" / ".claims" / "s"
     assert claims_folder("http://127.0.0.1:5000", "s") is None
+
+
+def test_a_server_store_is_claimed_on_this_machine_whatever_the_checkpoint_dir(tmp_path, monkeypatch):
+    """Two launches on one machine against one server, with different --checkpoint-dir: the second one's claim
+    fails on the machine-wide claim that a real child holds."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    uri = "http://127.0.0.1:5999"
+    first, second = claims_folders(uri, "s", tmp_path / "a"), claims_folders(uri, "s", tmp_path / "b")
+    assert first[0] == second[0] and first[0].is_relative_to(tmp_path / "cache")  # shared on this machine
+    assert first[1] == tmp_path / "a" / ".claims" / "s" and second[1] == tmp_path / "b" / ".claims" / "s"
+    assert claims_folders("http://other:5999", "s")[0] != first[0]
+    holder = _holder(first, "k")
+    try:
+        with claim(second, "k") as mine:
+            assert mine is False
+    finally:
+        _end(holder)
+    with claim(second, "k") as mine:
+        assert mine is True
+
+
+def test_without_a_writable_cache_a_server_store_keeps_the_checkpoint_root_claim(tmp_path, monkeypatch):
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "not-a-folder"))
+    assert claims_folders("http://127.0.0.1:5999", "s", tmp_path / "a") == [tmp_path / "a" / ".claims" / "s"]
 
 
 def test_a_launch_with_another_checkpoint_dir_leaves_a_claimed_key_to_its_holder(one_run, tmp_path):

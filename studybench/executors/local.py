@@ -17,7 +17,7 @@ from studybench.engine.checkpoint import Checkpoints
 from studybench.engine.train import Progress, execute
 from studybench.errors import first_line
 from studybench.store import StudyWriter
-from studybench.store.claims import ClaimError, claim, claims_folder
+from studybench.store.claims import ClaimError, claim, claims_folders
 from studybench.store.full import disk_full, full_message
 from studybench.study.spec import RunSpec
 
@@ -51,9 +51,9 @@ def run_tracked(
     retries: int = 0,
 ) -> RunOutcome:
     """Claim ``spec``, then train it as tracked MLflow runs; skipped if another process has it or did it."""
-    folder = claims_folder(store.uri, spec.study, checkpoints.root if checkpoints else None)
+    folders = claims_folders(store.uri, spec.study, checkpoints.root if checkpoints else None)
     try:
-        with claim(folder, spec.key) as mine:
+        with claim(folders, spec.key) as mine:
             if not mine:
                 return RunOutcome(spec, "RUNNING", error="running in another process; left to it")
             done = store.finished_run(spec.key)

@@ -11,9 +11,12 @@ Claims belong to the store, because the store is what two launches share: beside
 store they live in ``<store folder>/.claims/<store file name>/<study>``, whatever
 ``--checkpoint-dir`` each launch was given. A tracking server (http, postgresql) has no
 folder every launcher is known to reach, and MLflow offers no atomic "take if free" on
-tags, so a claim recorded in the store would race or outlive a killed holder; for a server
-store the claims stay under ``<checkpoint root>/.claims/<study>`` and launches on one
-server must share ``--checkpoint-dir`` (the Ray and Slurm executors do by construction).
+tags, so a claim recorded in the store would race or outlive a killed holder. For a server
+store a run takes two claims: one on this machine, keyed by the tracking URI (in
+``$XDG_CACHE_HOME/studybench/claims``: launches on one machine never train a key twice,
+whatever their ``--checkpoint-dir``), and one under ``<checkpoint root>/.claims/<study>``
+(launches on several machines must share ``--checkpoint-dir``, as the Ray and Slurm
+executors do by construction). One server spelt two ways (localhost, 127.0.0.1) is two URIs.
 flock works on local disks and on the shared file systems of clusters that support POSIX
 locks (NFSv4, Lustre, GPFS).
 
@@ -24,13 +27,15 @@ refused with a message (``ClaimError``), never followed, never waited on.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import stat
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from studybench.store.base import StoreError, local_path
+from studybench.store.creation import cache_folder
 
 
 class ClaimError(StoreError):
@@ -43,6 +48,19 @@ def claims_folder(uri: str, study: str, checkpoint_root: Path | None = None) -> 
     if path is not None and uri.startswith("sqlite:///"):
         return path.resolve().parent / ".claims" / path.name / study
     return None if checkpoint_root is None else Path(checkpoint_root) / ".claims" / study
+
+
+def claims_folders(uri: str, study: str, checkpoint_root: Path | None = None) -> list[Path]:
+    """Every folder a run of ``study`` takes its claim in: beside a SQLite store; for a server, two (above)."""
+    folder = claims_folder(uri, study, checkpoint_root)
+    if local_path(uri) is not None and uri.startswith("sqlite:///"):
+        return [folder]
+    here = cache_folder() / "claims" / hashlib.sha256(uri.encode()).hexdigest()[:16] / study
+    try:
+        prepare_claims(here)
+    except ClaimError:  # no writable cache on this machine: the checkpoint root's claim still holds
+        return [folder] if folder else []
+    return [here, folder] if folder else [here]
 
 
 def prepare_claims(folder: Path | None) -> None:
@@ -61,11 +79,19 @@ def prepare_claims(folder: Path | None) -> None:
 
 
 @contextmanager
-def claim(folder: Path | None, key: str) -> Iterator[bool]:
-    """Hold the claim on ``key`` for the block; yields False (holding nothing) if another process has it."""
-    if folder is None:
+def claim(folders: Path | Sequence[Path] | None, key: str) -> Iterator[bool]:
+    """Hold the claim on ``key`` in every folder for the block; yields False (holding none) if another process has one."""
+    folders = [] if folders is None else [folders] if isinstance(folders, Path) else list(folders)
+    with ExitStack() as held:
+        for folder in folders:
+            if not held.enter_context(_claim_in(folder, key)):
+                yield False
+                return
         yield True
-        return
+
+
+@contextmanager
+def _claim_in(folder: Path, key: str) -> Iterator[bool]:
     prepare_claims(folder)
     fd = _open_claim(folder / f"{key}.claim")
     try:

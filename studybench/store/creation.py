@@ -106,7 +106,7 @@ def empty_store_template() -> Path | None:
     """
     import mlflow
 
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studybench"
+    cache = cache_folder()
     template = cache / f"empty-store-mlflow-{mlflow.__version__}.db"
     if template_problem(template) is None:
         return template
@@ -119,6 +119,11 @@ def empty_store_template() -> Path | None:
     except Exception:  # noqa: BLE001 - a read-only home, a held lock, a full disk: build each store itself
         return None
     return template if template_problem(template) is None else None
+
+
+def cache_folder() -> Path:
+    """studybench's folder in this machine's cache: ``$XDG_CACHE_HOME/studybench`` or ``~/.cache/studybench``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "studybench"
 
 
 def _remove(path: Path) -> None:
