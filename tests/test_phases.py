@@ -98,6 +98,21 @@ tune:
 )
 
 
+WITH_GAMMA = TUNED.replace(
+    "[ce, {name: focal, loss: {name: focal, gamma: 2.0}}]",
+    "[ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]",
+)
+
+
+def _tuned_with_gamma():
+    """The tuned study with focal's own gamma knob: (study, default specs, trials)."""
+    from studybench.study.phases import tuning_trials
+
+    study = Study.model_validate(yaml.safe_load(WITH_GAMMA))
+    defaults = expand(study, check_data=False)
+    return study, defaults, tuning_trials(study, defaults, "s.yaml")
+
+
 def _load(text: str, tmp_path):
     from studybench.study.config import StudyError, load_study
 
@@ -110,18 +125,10 @@ def _load(text: str, tmp_path):
 
 
 def test_a_tuned_study_validates_and_counts_its_trials_against_the_run_limit(monkeypatch, tmp_path):
-    from studybench.study.phases import tuning_trials
-
-    text = TUNED.replace(
-        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}}]",
-        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]",
-    )
-    study = Study.model_validate(yaml.safe_load(text))
-    defaults = expand(study, check_data=False)
-    trials = tuning_trials(study, defaults, "s.yaml")
+    study, defaults, trials = _tuned_with_gamma()
     assert len(trials) == 4 * 4 and {t.trial for t in trials} == {0, 1, 2, 3}
     monkeypatch.setenv("STUDYBENCH_MAX_RUNS", str(len(defaults) + len(trials) - 1))
-    assert "16 tuning trials" in _load(text, tmp_path)
+    assert "16 tuning trials" in _load(WITH_GAMMA, tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -150,15 +157,9 @@ def test_method_knobs_without_a_tune_section_are_refused(tmp_path):
 
 
 def test_settings_are_chosen_per_fold_and_a_fold_without_a_finished_trial_is_named(tmp_path):
-    from studybench.study.phases import choose_settings, final_carve, tuning_trials
+    from studybench.study.phases import choose_settings, final_carve
 
-    text = TUNED.replace(
-        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}}]",
-        "[ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]",
-    )
-    study = Study.model_validate(yaml.safe_load(text))
-    defaults = expand(study, check_data=False)
-    trials = tuning_trials(study, defaults, "s.yaml")
+    study, defaults, trials = _tuned_with_gamma()
     scores = {t.key: [1.0 if t.trial == 3 else 0.5] for t in trials}
     choices = choose_settings(study, trials, scores)
     assert len(choices) == 4 and all(c.trial == 3 for c in choices.values())
