@@ -150,6 +150,17 @@ def test_a_manifest_record_without_its_artifact_is_skipped(case, store):
     _status_ok(root, uri, planted)
 
 
+def test_an_oversized_manifest_is_skipped_before_it_is_read(store, monkeypatch):
+    from studybench.store import manifest
+
+    root, uri, client = store
+    monkeypatch.setattr(manifest, "MAX_MANIFEST_BYTES", 100_000)  # the limit, scaled down to a quick test
+    planted = _plant(client, b" " * 200_000 + b"{}")
+    _status_ok(root, uri, planted)
+    result = invoke("status", "--study", "tiny", "--tracking-uri", uri, cwd=root)
+    assert "more than 100000" in result.stderr
+
+
 @pytest.mark.parametrize("value", ["soon", "nan", "inf", ""])
 def test_a_non_numeric_last_used_does_not_break_the_order(value, store):
     root, uri, client = store

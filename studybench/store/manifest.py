@@ -124,7 +124,7 @@ def manifest_problem(data: Any, study: str) -> str | None:
 
 def read_manifest(reader: Any, record: Any) -> dict[str, Any] | None:
     """The manifest of ``record`` (a manifest run) if usable; else None, after a warning naming it and the fix."""
-    problem = _read_problem(reader, record.info.run_id)
+    problem = _checked(reader, record.info.run_id)
     if isinstance(problem, dict):
         return problem
     where = reader.client.get_experiment(record.info.experiment_id).name
@@ -136,14 +136,15 @@ def read_manifest(reader: Any, record: Any) -> dict[str, Any] | None:
     return None
 
 
-def _read_problem(reader: Any, run_id: str) -> dict[str, Any] | str:
-    """The checked manifest of ``run_id``, or why it cannot be used."""
+def _checked(reader: Any, run_id: str) -> dict[str, Any] | str:
+    """The checked manifest of ``run_id``, or why it cannot be used (the size is read before the file)."""
     try:
+        sizes = {item.path: item.file_size for item in reader.client.list_artifacts(run_id)}
+        if (sizes.get(ARTIFACT_MANIFEST) or 0) > MAX_MANIFEST_BYTES:
+            return f"{sizes[ARTIFACT_MANIFEST]} bytes, more than {MAX_MANIFEST_BYTES}"
         data = reader.read_bytes(run_id, ARTIFACT_MANIFEST)
     except Exception as err:  # noqa: BLE001 - MLflow raises several kinds for a missing or unreadable artifact
         return f"its {ARTIFACT_MANIFEST} artifact cannot be read ({type(err).__name__})"
-    if len(data) > MAX_MANIFEST_BYTES:
-        return f"{len(data)} bytes, more than {MAX_MANIFEST_BYTES}"
     try:
         manifest = json.loads(data)
     except ValueError as err:  # not UTF-8, not JSON
