@@ -116,9 +116,9 @@ reference:  # a note with a pipe and a line break: the Markdown tables must keep
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory) -> dict:
-    """One finished run of the study ``edge`` in ``root/results/mlflow.db``."""
+    """The study ``edge`` (ce and one ablation run) finished in ``root/results/mlflow.db``."""
     root = tmp_path_factory.mktemp("edge")
-    study, uri = run_study(root, ONE_RUN)
+    study, uri = run_study(root, ONE_RUN + "ablations:\n  smooth: {of: ce, vary: {loss.label_smoothing: [0.1]}}\n")
     return {"root": root, "study": study, "uri": uri}
 
 
@@ -179,6 +179,8 @@ def test_report_writes_to_results_reports_by_default_never_to_reports(finished):
     result = invoke("report", str(finished["study"]), "--tracking-uri", finished["uri"], cwd=root)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (root / "results" / "reports" / "edge" / "runs.csv").is_file() and not (root / "reports").exists()
+    title = pdf_text(root / "results" / "reports" / "edge" / "ablation_smooth.pdf")
+    assert "ablation smooth: mIoU against loss.label_smoothing" in title and "one seed: no interval" in title, title
     for page in ("README.md", "reference.md"):
         blocks = table_blocks((root / "results" / "reports" / "edge" / page).read_text())
         assert blocks and all(len({pipes(line) for line in block}) == 1 for block in blocks), page
@@ -241,7 +243,7 @@ def test_a_finished_study_on_a_read_only_store_has_nothing_to_do(finished):
     if "mount" in done.stderr and "studybench" not in done.stdout + done.stderr:
         pytest.skip(f"no read-only mount here: {done.stderr.strip()}")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "edge: all 1 runs already finished; nothing to do" in flat(done.stdout), done.stdout
+    assert "edge: all 2 runs already finished; nothing to do" in flat(done.stdout), done.stdout
 
 
 def test_the_dataset_not_on_disk_message_keeps_its_instructions(write_study, tmp_path):
@@ -333,7 +335,8 @@ def test_the_report_warns_when_the_runs_ran_on_a_loaded_machine(finished, tmp_pa
         "report", str(finished["study"]), "--tracking-uri", finished["uri"], "--out", str(tmp_path / "r"), cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "1 of 1 runs ran on a loaded machine" in flat(result.stderr)
+    cpus = run.data.metrics["cpus"]  # the other run may have met a loaded machine too (this one is shared)
+    assert f"of 2 runs ran on a loaded machine (1-minute load average up to {cpus + 40:.1f} on" in flat(result.stderr)
     assert "ran on a loaded machine" in (tmp_path / "r" / "README.md").read_text()
 
 
@@ -417,3 +420,16 @@ def test_expanding_and_checking_a_large_grid_costs_milliseconds_per_run(write_st
     specs = expand(load_study(study), source=str(study))
     per_run_ms = 1000 * (time.process_time() - started) / len(specs)
     assert len(specs) == 2000 and per_run_ms < 8.0, per_run_ms  # imports and the one model build included
+
+
+def pdf_text(path: Path) -> str:
+    """The text strings drawn in a matplotlib PDF (its compressed content streams, joined)."""
+    import zlib
+
+    data, shown = path.read_bytes(), b""
+    for stream in re.finditer(rb"stream\r?\n(.*?)\r?\nendstream", data, re.S):
+        try:
+            shown += b"".join(re.findall(rb"\((.*?)\)", zlib.decompress(stream.group(1))))
+        except zlib.error:
+            continue
+    return shown.decode("latin-1")
