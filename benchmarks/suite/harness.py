@@ -16,6 +16,7 @@ steps and at each epoch's end, so its figure is about ``1 / min(log_every, steps
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ from studybench.engine.measure import count_host_reads
 from studybench.store.layout import METRIC_STEPS, METRIC_TRAIN
 from studybench.study.keys import keyed_spec
 from studybench.study.spec import RunConfig, RunSpec
+
+from .timing import median_coverage, median_interval
 
 #: The quickstart's light U-Net decoder.
 LIGHT = [64, 32, 16, 16, 8]
@@ -164,10 +167,21 @@ class HarnessResult:
     bare: list[float]
     setting: dict[str, Any]
     syncs: dict[str, float] = field(default_factory=dict)  # host syncs per step: {"studybench": .., "bare": ..}
+    #: steps per CPU-second of each whole call (the harness's includes its evaluation and logging)
+    harness_cpu: list[float] = field(default_factory=list)
+    bare_cpu: list[float] = field(default_factory=list)
 
     @property
     def ratio(self) -> float:
         return statistics.median(self.harness) / statistics.median(self.bare)
+
+    def paired(self, cpu: bool = False) -> tuple[float, float, float]:
+        """Median of the per-round ratios (a round's two loops share its load) and its 95 % interval."""
+        h, b = (self.harness_cpu, self.bare_cpu) if cpu else (self.harness, self.bare)
+        ratios = [x / y for x, y in zip(h, b)]
+        if not ratios:
+            return math.nan, math.nan, math.nan
+        return (statistics.median(ratios), *median_interval(ratios))
 
     @property
     def best_ratio(self) -> float:
@@ -190,12 +204,14 @@ def measure_harness(
     spec = harness_spec(image_size, train_images, epochs, batch, threads, device)
     if threads:
         torch.set_num_threads(threads)
-    harness, bare = [], []
+    harness, bare, harness_cpu, bare_cpu = [], [], [], []
     for round_ in range(rounds + 1):
-        h, b = harness_rate(spec), bare_rate(spec)
+        (h, h_cpu), (b, b_cpu) = _with_cpu(harness_rate, spec), _with_cpu(bare_rate, spec)
         if round_:
             harness.append(h)
             bare.append(b)
+            harness_cpu.append(h_cpu)
+            bare_cpu.append(b_cpu)
         if done:
             done()
     syncs = {"studybench": harness_syncs(spec), "bare": bare_syncs(spec)} if count_syncs else {}
@@ -207,7 +223,19 @@ def measure_harness(
         "optimizer": "Adam (fused)",
         "rounds": rounds,
     }
-    return HarnessResult(harness, bare, setting, syncs)
+    return HarnessResult(harness, bare, setting, syncs, harness_cpu, bare_cpu)
+
+
+def _with_cpu(rate, spec: RunSpec) -> tuple[float, float]:
+    """``rate(spec)`` (steps per wall second) and the call's steps per CPU-second of this process."""
+    start = time.process_time()
+    steps_per_s = rate(spec)
+    return steps_per_s, _steps(spec) / max(time.process_time() - start, 1e-9)
+
+
+def _steps(spec: RunSpec) -> int:
+    data = spec.config.data.options
+    return spec.config.train.epochs * (data["train_images"] // spec.config.train.batch_size)
 
 
 def harness_table(result: HarnessResult) -> str:
@@ -219,5 +247,13 @@ def harness_table(result: HarnessResult) -> str:
         spread = f"{min(rates):.2f}-{max(rates):.2f}"
         rows.append(f"{name:<12} {statistics.median(rates):>17.3f} {spread:>15} {sync_text:>16}")
     rows.append(f"ratio studybench / bare (medians of {len(result.harness)} interleaved rounds): {result.ratio:.3f}")
+    coverage = median_coverage(len(result.harness))
+    for what, cpu in (("wall", False), ("CPU", True)):
+        median, lo, hi = result.paired(cpu)
+        rows.append(
+            f"  per-round ratio, {what:<4}: median {median:.3f}, interval [{lo:.3f}, {hi:.3f}] "
+            f"({100 * coverage:.1f} % distribution-free interval of the median)"
+        )
+    rows.append("  (wall: training time only; CPU: whole calls, the harness's with its evaluation and logging)")
     rows.append("setting: " + ", ".join(f"{k} {v}" for k, v in result.setting.items()))
     return "\n".join(rows)

@@ -8,6 +8,7 @@ call is timed with CUDA events between synchronisations (``measure.time_call``).
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,3 +50,34 @@ def time_interleaved(
             if done:
                 done(name)
     return timings
+
+
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval of the median: the order statistics ``(j, n + 1 - j)`` with the
+    largest ``j`` whose coverage (binomial, p = 1/2) is still at least ``level``.
+
+    Why not a t interval: timings on a shared machine are skewed by load spikes, and a ratio of
+    two of them more so; the order-statistic interval assumes nothing of the shape. It needs six
+    values for 95 %; with fewer it is the full range (``median_coverage`` says how sure that is).
+    """
+    ordered, n = sorted(values), len(values)
+    if n == 0:
+        return math.nan, math.nan
+    j = _order_index(n, level)
+    return ordered[j - 1], ordered[n - j]
+
+
+def median_coverage(n: int, level: float = 0.95) -> float:
+    """The exact coverage of ``median_interval`` for ``n`` values: 1 - 2 P(Binomial(n, 1/2) < j)."""
+    from scipy.stats import binom
+
+    return float(1 - 2 * binom.cdf(_order_index(n, level) - 1, n, 0.5)) if n else math.nan
+
+
+def _order_index(n: int, level: float) -> int:
+    from scipy.stats import binom
+
+    j = 1
+    while j + 1 <= n // 2 and 1 - 2 * binom.cdf(j, n, 0.5) >= level:
+        j += 1
+    return j
