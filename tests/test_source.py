@@ -22,7 +22,11 @@ def _pairs():
         yield "arch", name, f"{discover.SMP}:{cls.__name__}", lambda c=cls: c, hidden
 
 
-@pytest.mark.parametrize(("family", "name", "target", "load", "hidden"), list(_pairs()), ids=lambda v: str(v)[:30])
+PAIRS = list(_pairs())
+
+
+# ids from the family and name only: a lambda's or a frozenset's text differs between pytest-xdist workers
+@pytest.mark.parametrize(("family", "name", "target", "load", "hidden"), PAIRS, ids=[f"{p[0]}-{p[1]}" for p in PAIRS])
 def test_source_reading_agrees_with_importing(family, name, target, load, hidden):
     from_source = discover._entry(name, target, load, hidden)
     imported = discover._entry(name, None, load, hidden)
