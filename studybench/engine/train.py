@@ -1,10 +1,10 @@
 """Execute one RunSpec end to end: data -> scheme (model, loss, optimiser) -> epochs -> metrics.
 
 Reads top to bottom: ``execute`` sets the run's threads and switches (``settings``: restored
-when the run ends) and calls ``fit``, which builds the
-data and the scheme, then for each epoch calls ``train_one_epoch`` and, every
-``train.eval_every`` epochs and after the last, ``evaluate`` on every network of the scheme;
-``finish`` logs the final metrics, costs and artifacts. The trainer never imports the study
+when the run ends) and calls ``fit``, which builds the data and a ``Run`` (the scheme, and the
+state of a checkpoint if there is one), then for each epoch calls ``Run.train_epoch``
+(``train_one_epoch``, and every ``train.eval_every`` epochs and after the last ``Run.evaluate``
+on every network of the scheme); ``Run.finish`` logs the final metrics, costs and artifacts. The trainer never imports the study
 config or the grid, and it writes only through the ``Recorder`` it is given (MLflow in
 practice), so it can run in any process or on any node. With ``checkpoints`` it saves its state
 after every epoch and continues from there when it finds a checkpoint of its run key (see
@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -162,46 +162,160 @@ def execute(
 
 def fit(spec: RunSpec, recorder: Recorder, progress: Progress | None, checkpoints: Checkpoints | None) -> RunResult:
     """Build the run, train it epoch by epoch (evaluating when due), then log what it measured."""
-    cfg = spec.config
-    wall = time.perf_counter()
+    clock = time.perf_counter()
     recorder.log_metrics(load_metrics(METRIC_LOAD_START))  # a resumed run records its own start
-    placement = Placement.for_run(cfg.train, resolve_device(cfg.train.device))
+    placement = Placement.for_run(spec.config.train, resolve_device(spec.config.train.device))
     data = build_data(spec, placement)
     with PeakMemory(placement.device) as peak:
-        scheme = build_scheme(cfg, data.train_set.num_classes, placement.device, data.total_steps, seed=spec.seed)
-        seed_method_stream(spec.seed)  # after the networks are built: only the method draws from it
-        state = _resume(spec, scheme, recorder, checkpoints)
-        step_timer = Timer(placement.device)
-        step_timer.samples, scheme.loss_timer.samples = state.step_samples, state.loss_samples
+        run = Run(spec, recorder, progress, checkpoints, data, peak, clock)  # the scheme; a checkpoint's state
         evaluation: dict[str, Evaluation] | None = None
-        for epoch in range(state.epoch, data.epochs):
-            epoch_start = time.perf_counter()
-            if progress:
-                steps = min(len(data.train_loader), data.total_steps - state.step)
-                progress.epoch_started(epoch, data.epochs, steps)
-            means = train_one_epoch(
-                spec, scheme, data.train_loader, epoch, state, data.total_steps, step_timer, progress
-            )
-            state.train_s += time.perf_counter() - epoch_start
-            due = (epoch + 1) % cfg.train.eval_every == 0 or epoch == data.epochs - 1
-            evaluation = evaluate_epoch(spec, scheme, data, state, epoch) if due else None
-            curves = epoch_curves(scheme, means, evaluation, time.perf_counter() - epoch_start)
-            recorder.log_metrics(curves, step=epoch)
-            state.history.append(curves)
-            if progress:
-                progress.epoch_done(epoch, curves)
-            faults.inject("log", epoch, spec.name)
-            state.epoch = epoch + 1
-            if checkpoints:
-                state.peak_mb = max(state.peak_mb, peak.current())
-                state.wall_s += time.perf_counter() - wall
-                wall = time.perf_counter()
-                checkpoints.save(spec, _checkpoint(state, scheme, recorder))
+        for epoch in range(run.state.epoch, data.epochs):
+            evaluation = run.train_epoch(epoch)
         if evaluation is None:  # resumed after the last epoch: its evaluation is all that is left
-            evaluation = evaluate_epoch(spec, scheme, data, state, data.epochs - 1)
-        state.peak_mb = max(state.peak_mb, peak.current())
-    state.wall_s += time.perf_counter() - wall
-    return finish(spec, recorder, scheme, data, state, evaluation, step_timer, peak.start_mb)
+            evaluation = run.evaluate(data.epochs - 1)
+        run.note_peak()
+    run.state.wall_s += time.perf_counter() - run.clock
+    return run.finish(evaluation)
+
+
+class Run:
+    """One run in training: what it was given, the scheme it built, and where it stands (``state``).
+
+    Built in the order the protocol needs (``rng``): the scheme's networks from their own
+    streams, then the method's stream, then a checkpoint's state if there is one.
+    """
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        recorder: Recorder,
+        progress: Progress | None,
+        checkpoints: Checkpoints | None,
+        data: RunData,
+        peak: PeakMemory,
+        clock: float,
+    ) -> None:
+        self.spec, self.recorder, self.progress, self.checkpoints = spec, recorder, progress, checkpoints
+        self.data, self.peak, self.clock = data, peak, clock  # clock: when this process's share of wall_s began
+        device = peak.device
+        self.scheme = build_scheme(spec.config, data.train_set.num_classes, device, data.total_steps, seed=spec.seed)
+        seed_method_stream(spec.seed)  # after the networks are built: only the method draws from it
+        self.state = self._resume()
+        self.step_timer = Timer(device)
+        self.step_timer.samples, self.scheme.loss_timer.samples = self.state.step_samples, self.state.loss_samples
+
+    def train_epoch(self, epoch: int) -> dict[str, Evaluation] | None:
+        """Train one epoch, evaluate if due, log its curves, checkpoint; the evaluation if there was one."""
+        start, data, state = time.perf_counter(), self.data, self.state
+        if self.progress:
+            self.progress.epoch_started(epoch, data.epochs, min(len(data.train_loader), data.total_steps - state.step))
+        means = train_one_epoch(
+            self.spec, self.scheme, data.train_loader, epoch, state, data.total_steps, self.step_timer, self.progress
+        )
+        state.train_s += time.perf_counter() - start
+        due = (epoch + 1) % self.spec.config.train.eval_every == 0 or epoch == data.epochs - 1
+        evaluation = self.evaluate(epoch) if due else None
+        curves = epoch_curves(self.scheme, means, evaluation, time.perf_counter() - start)
+        self.recorder.log_metrics(curves, step=epoch)
+        state.history.append(curves)
+        if self.progress:
+            self.progress.epoch_done(epoch, curves)
+        faults.inject("log", epoch, self.spec.name)
+        state.epoch = epoch + 1
+        if self.checkpoints:
+            self.save()
+        return evaluation
+
+    def evaluate(self, epoch: int) -> dict[str, Evaluation]:
+        """``evaluation.evaluate`` every network of the scheme, by role; adds the time to ``state``."""
+        faults.inject("eval", epoch, self.spec.name)
+        start, scheme = time.perf_counter(), self.scheme
+        fmt, classes, loader = scheme.placement.memory_format, self.data.train_set.num_classes, self.data.val_loader
+        results = {role: evaluate(net, loader, classes, scheme.device, fmt) for role, net in scheme.networks.items()}
+        self.state.eval_s += time.perf_counter() - start
+        self.state.evaluations += 1
+        return results
+
+    def note_peak(self) -> None:
+        self.state.peak_mb = max(self.state.peak_mb, self.peak.current())
+
+    def save(self) -> None:
+        """Checkpoint the run after an epoch (its wall time so far included)."""
+        self.note_peak()
+        now = time.perf_counter()
+        self.state.wall_s, self.clock = self.state.wall_s + now - self.clock, now
+        payload = {"epoch": self.state.epoch, "run_id": getattr(self.recorder, "run_id", None)}
+        payload.update(state=asdict(self.state), scheme=self.scheme.state_dict(), rng=rng_state())
+        self.checkpoints.save(self.spec, payload)
+
+    def finish(self, evaluation: dict[str, Evaluation]) -> RunResult:
+        """Log the final metrics (per network), the confusion matrices, sample predictions and costs."""
+        final: dict[str, float] = {}
+        per_class: dict[str, float] = {}
+        names, scheme = self.data.val_set.class_names, self.scheme
+        for role, (metrics, matrix, samples) in evaluation.items():
+            prefix = "" if role == scheme.headline else f"{role}/"
+            final.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
+            final.update(
+                {f"{prefix}{METRIC_IOU_PREFIX}{c}": v for c, v in zip(names, metrics.iou) if not math.isnan(v)}
+            )
+            if role == scheme.headline:
+                per_class = dict(zip(names, metrics.iou))
+            self.recorder.log_text(matrix_csv(matrix, names), f"{prefix}{ARTIFACT_CONFUSION}")
+            self.recorder.log_bytes(samples_npz(samples, self.data.val_set), f"{prefix}{ARTIFACT_SAMPLES}")
+            pngs = (f"{prefix}{ARTIFACT_SAMPLES_PNG}", f"{prefix}{ARTIFACT_CONFUSION_PNG}")
+            log_run_images(self.recorder, samples, matrix.matrix.numpy(), names, self.data.val_set.palette, pngs)
+        final.update(self.costs())
+        self.recorder.log_metrics(final)
+        faults.inject("final", None, self.spec.name)
+        return RunResult(metrics=final, per_class_iou=per_class)
+
+    def costs(self) -> dict[str, float]:
+        """Time, memory and size of the run: medians of the timed steps and their interquartile range
+        (``measure.Timer``), which the report compares; the wall clocks follow the machine's load."""
+        state, scheme, step_timer = self.state, self.scheme, self.step_timer
+        step_s, loss_s = step_timer.median, scheme.loss_timer.median
+        images = max(1, state.evaluations * len(self.data.val_set) * len(scheme.networks))
+        return {
+            METRIC_WALL: state.wall_s,
+            METRIC_TRAIN: state.train_s,
+            METRIC_EVAL: state.eval_s,
+            METRIC_STEP: step_s,
+            METRIC_STEP_IQR: step_timer.iqr,
+            METRIC_LOSS: loss_s * 1000,
+            METRIC_LOSS_IQR: scheme.loss_timer.iqr * 1000,
+            METRIC_LOSS_SHARE: loss_s / step_s if step_timer.samples else float("nan"),
+            METRIC_PEAK_MEM: state.peak_mb,
+            METRIC_EXTRA_MEM: state.peak_mb - self.peak.start_mb,  # above what the process held before the run
+            METRIC_PARAMS: count_params(scheme.networks[scheme.headline]) / 1e6,
+            METRIC_INFER: 1000 * state.eval_s / images,
+            METRIC_STEPS: float(state.step),
+            **load_metrics(METRIC_LOAD_END),
+            **scheme.extra_costs(),
+        }
+
+    def _resume(self) -> TrainState:
+        """Restore the run's checkpoint if there is one; re-log its curves into this MLflow run.
+
+        Data order and augmentation are functions of (seed, epoch), so the epoch reached is all
+        the loader needs; the global generators (the method's stream) are restored from the file.
+        """
+        payload = self.checkpoints.load(self.spec) if self.checkpoints else None
+        if payload is None:
+            return TrainState()
+        before = Fallback(self.scheme)
+        try:
+            state = TrainState(**payload["state"])
+            self.scheme.load_state_dict(payload["scheme"])
+            set_rng_state(payload["rng"])
+        except Exception as err:  # noqa: BLE001 - a checkpoint that does not fit this run: start over, not fail forever
+            before.restore()
+            self.checkpoints.set_aside(self.spec, f"it does not fit this run: {type(err).__name__}: {err}")
+            return TrainState()
+        for epoch, curves in enumerate(state.history):
+            self.recorder.log_metrics(curves, step=epoch)
+        self.recorder.set_tags({TAG_RESUMED_EPOCH: str(state.epoch), TAG_RESUMED_RUN: str(payload.get("run_id"))})
+        return state
 
 
 def build_data(spec: RunSpec, placement: Placement) -> RunData:
@@ -328,20 +442,6 @@ class LossMeter:
         )
 
 
-def evaluate_epoch(
-    spec: RunSpec, scheme: Scheme, data: RunData, state: TrainState, epoch: int
-) -> dict[str, Evaluation]:
-    """``evaluate`` every network of the scheme, by role; adds the time to ``state``."""
-    faults.inject("eval", epoch, spec.name)
-    start = time.perf_counter()
-    fmt = scheme.placement.memory_format
-    classes, device = data.train_set.num_classes, scheme.device
-    results = {role: evaluate(net, data.val_loader, classes, device, fmt) for role, net in scheme.networks.items()}
-    state.eval_s += time.perf_counter() - start
-    state.evaluations += 1
-    return results
-
-
 def epoch_curves(
     scheme: Scheme, means: dict[str, float], evaluation: dict[str, Evaluation] | None, epoch_s: float
 ) -> dict[str, float]:
@@ -353,94 +453,6 @@ def epoch_curves(
         prefix = CURVE_VAL_PREFIX if role == scheme.headline else f"{role}/{CURVE_VAL_PREFIX}"
         curves.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
     return curves
-
-
-def finish(
-    spec: RunSpec,
-    recorder: Recorder,
-    scheme: Scheme,
-    data: RunData,
-    state: TrainState,
-    evaluation: dict[str, Evaluation],
-    step_timer: Timer,
-    start_mb: float,
-) -> RunResult:
-    """Log the final metrics (per network), the confusion matrices, sample predictions and costs."""
-    final: dict[str, float] = {}
-    per_class: dict[str, float] = {}
-    names = data.val_set.class_names
-    for role, (metrics, matrix, samples) in evaluation.items():
-        prefix = "" if role == scheme.headline else f"{role}/"
-        final.update({f"{prefix}{k}": v for k, v in metrics.as_dict().items()})
-        final.update({f"{prefix}{METRIC_IOU_PREFIX}{n}": v for n, v in zip(names, metrics.iou) if not math.isnan(v)})
-        if role == scheme.headline:
-            per_class = dict(zip(names, metrics.iou))
-        recorder.log_text(matrix_csv(matrix, names), f"{prefix}{ARTIFACT_CONFUSION}")
-        recorder.log_bytes(samples_npz(samples, data.val_set), f"{prefix}{ARTIFACT_SAMPLES}")
-        pngs = (f"{prefix}{ARTIFACT_SAMPLES_PNG}", f"{prefix}{ARTIFACT_CONFUSION_PNG}")
-        log_run_images(recorder, samples, matrix.matrix.numpy(), names, data.val_set.palette, pngs)
-    final.update(run_costs(scheme, data, state, step_timer, start_mb))
-    recorder.log_metrics(final)
-    faults.inject("final", None, spec.name)
-    return RunResult(metrics=final, per_class_iou=per_class)
-
-
-def run_costs(scheme: Scheme, data: RunData, state: TrainState, step_timer: Timer, start_mb: float) -> dict[str, float]:
-    """Time, memory and size of the run: medians of the timed steps and their interquartile range
-    (``measure.Timer``), which the report compares; the wall clocks follow the machine's load."""
-    step_s, loss_s = step_timer.median, scheme.loss_timer.median
-    images = max(1, state.evaluations * len(data.val_set) * len(scheme.networks))
-    return {
-        METRIC_WALL: state.wall_s,
-        METRIC_TRAIN: state.train_s,
-        METRIC_EVAL: state.eval_s,
-        METRIC_STEP: step_s,
-        METRIC_STEP_IQR: step_timer.iqr,
-        METRIC_LOSS: loss_s * 1000,
-        METRIC_LOSS_IQR: scheme.loss_timer.iqr * 1000,
-        METRIC_LOSS_SHARE: loss_s / step_s if step_timer.samples else float("nan"),
-        METRIC_PEAK_MEM: state.peak_mb,
-        METRIC_EXTRA_MEM: state.peak_mb - start_mb,  # above what the process held before the run
-        METRIC_PARAMS: count_params(scheme.networks[scheme.headline]) / 1e6,
-        METRIC_INFER: 1000 * state.eval_s / images,
-        METRIC_STEPS: float(state.step),
-        **load_metrics(METRIC_LOAD_END),
-        **scheme.extra_costs(),
-    }
-
-
-def _resume(spec: RunSpec, scheme: Scheme, recorder: Recorder, checkpoints: Checkpoints | None) -> TrainState:
-    """Restore the run's checkpoint if there is one; re-log its curves into this MLflow run.
-
-    Data order and augmentation are functions of (seed, epoch), so the epoch reached is all
-    the loader needs; the global generators (the method's stream) are restored from the file.
-    """
-    payload = checkpoints.load(spec) if checkpoints else None
-    if payload is None:
-        return TrainState()
-    before = Fallback(scheme)
-    try:
-        state = TrainState(**payload["state"])
-        scheme.load_state_dict(payload["scheme"])
-        set_rng_state(payload["rng"])
-    except Exception as err:  # noqa: BLE001 - a checkpoint that does not fit this run: start over, not fail forever
-        before.restore()
-        checkpoints.set_aside(spec, f"it does not fit this run: {type(err).__name__}: {err}")
-        return TrainState()
-    for epoch, curves in enumerate(state.history):
-        recorder.log_metrics(curves, step=epoch)
-    recorder.set_tags({TAG_RESUMED_EPOCH: str(state.epoch), TAG_RESUMED_RUN: str(payload.get("run_id"))})
-    return state
-
-
-def _checkpoint(state: TrainState, scheme: Scheme, recorder: Recorder) -> dict[str, Any]:
-    return {
-        "epoch": state.epoch,
-        "run_id": getattr(recorder, "run_id", None),
-        "state": asdict(state),
-        "scheme": scheme.state_dict(),
-        "rng": rng_state(),
-    }
 
 
 def pad_batch(
