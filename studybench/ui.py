@@ -5,7 +5,13 @@ browser was switched to "Model training" before: the ``mlflow.experimentKind`` t
 decides, the ``workflowType`` query parameter does. So ``studybench ui`` prints, per study in
 the store, a link that opens straight on the study's runs table in Model training mode, best
 mIoU first (the runs page takes its sort from the URL; which columns it shows it keeps in the
-browser, so mIoU itself is one click away, under "Columns").
+browser's localStorage, with no server-side default or experiment tag to set it, so mIoU itself
+is one click away, under "Columns"). The report's runs table links each run to its page in the
+same mode (``run_url``), so the report is the dashboard and the UI the place to dig.
+
+MLflow 3.18 (the range pyproject pins) logs an ERROR per artifact preview and, now and then,
+an ``AttributeError`` traceback from its Assistant panel; ``_ui_server`` quiets both from inside
+the server process, through the logging configuration uvicorn loads (``server_log_config``).
 
 Left to its defaults, ``mlflow ui`` prints a line per HTTP request (dozens per page view),
 starts four server processes and a job runner (Huey consumers for MLflow's GenAI jobs, unused
