@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -116,7 +117,10 @@ def _check_server(uri: str) -> None:
             return
         raise UriError(_not_mlflow(uri, f"HTTP {err.code} for its REST API")) from None
     except (urllib.error.URLError, OSError) as err:
-        raise UriError(_no_answer(uri, getattr(err, "reason", err))) from None
+        reason = getattr(err, "reason", err)
+        if isinstance(reason, ssl.SSLError):  # it answers; its certificate is MLflow's to judge (MLFLOW_TRACKING_*)
+            return
+        raise UriError(_no_answer(uri, reason)) from None
     if kind != "application/json" or not isinstance(_json(body), dict):
         raise UriError(_not_mlflow(uri, f"it answers with {kind}, not MLflow's JSON"))
 
