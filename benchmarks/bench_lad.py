@@ -27,11 +27,11 @@ from collections.abc import Callable
 import torch
 
 from studybench.bench import load
-from studybench.engine.measure import reset_peak_rss, status_kib
 from studybench.losses import build_loss
 from studybench.losses.lad import locally_adaptive_loss
 
 make_batch = load("cases").make_batch
+reset_peak_rss, status_kib = load("memory").reset_peak_rss, load("memory").status_kib
 
 CASES = {
     "ce": {"name": "ce"},

@@ -25,8 +25,10 @@ import time
 import torch
 import torch.nn.functional as F
 
-from studybench.engine.measure import peak_rss_kib
+from studybench.bench import load
 from studybench.losses.rmi import region_mutual_information
+
+peak_rss_kib = load("memory").peak_rss_kib
 
 SETTINGS = {  # name -> (pool, factor, label kind)
     "avg 4/4": ("avg", 4, "random"),

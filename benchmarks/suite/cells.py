@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 
-from studybench.engine.measure import peak_rss_kib, reset_peak_rss, status_kib
-
 from .cases import LossCase, Size, loss_step, scheme_step
+from .memory import peak_rss_kib, reset_peak_rss, status_kib
 
 #: Environment of a CPU cell: freed large blocks go back to the OS at once, one BLAS pool.
 CELL_ENV = {"MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}

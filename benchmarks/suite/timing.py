@@ -3,19 +3,18 @@
 Running the cases round by round (rather than all repeats of one case, then the next) means a
 change in the machine's load, frequent on a shared machine, hits every case of a table alike,
 so ratios measured in the same call stay meaningful even when absolute times drift. On GPU each
-call is timed with CUDA events between synchronisations (``measure.time_call``).
+call is timed with CUDA events between synchronisations (``time_call``).
 """
 
 from __future__ import annotations
 
 import math
 import statistics
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-
-from studybench.engine.measure import time_call
 
 
 @dataclass
@@ -81,3 +80,18 @@ def _order_index(n: int, level: float) -> int:
     while j + 1 <= n // 2 and 1 - 2 * binom.cdf(j, n, 0.5) >= level:
         j += 1
     return j
+
+
+def time_call(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds one call of ``fn`` takes: CUDA events around it on GPU, a wall clock on CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize(device)
+        start.record()
+        fn()
+        end.record()
+        torch.cuda.synchronize(device)
+        return start.elapsed_time(end) / 1000
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0

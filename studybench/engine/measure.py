@@ -9,8 +9,9 @@ on CPU the process RSS sampled by a background thread, because ``ru_maxrss`` is 
 lifetime peak that cannot be reset between runs of one process. Before a CPU measurement
 starts, the memory that earlier runs freed but glibc kept is returned (``malloc_trim``):
 otherwise a later run reuses it without the RSS growing and its "extra" memory reads near 0
-(measured: 10 MB against 229 MB for the same-sized run after trimming). Benchmarks that need
-the exact peak of one call on CPU read the kernel's ``VmHWM`` in a fresh process (``peak_rss_kib``).
+(measured: 10 MB against 229 MB for the same-sized run after trimming).
+(Benchmarks that need the exact peak of one call read the kernel's ``VmHWM`` in a fresh process:
+``benchmarks/suite/memory.py``.)
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import ctypes
 import ctypes.util
 import functools
 import os
-import resource
 import statistics
 import sys
 import threading
@@ -191,49 +191,6 @@ def interquartile_range(values: list[float]) -> float:
 
 def count_params(*modules: torch.nn.Module) -> int:
     return sum(p.numel() for m in modules for p in m.parameters())
-
-
-def status_kib(field: str) -> int:
-    """A ``/proc/self/status`` field in KiB (Linux), e.g. ``VmRSS`` or ``VmHWM`` (peak RSS)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def peak_rss_kib() -> int:
-    """High-water mark of this process's RSS. ``VmHWM`` (Linux) belongs to the address space, so
-    unlike ``ru_maxrss`` it does not inherit the parent's peak across fork + exec."""
-    try:
-        return status_kib("VmHWM")
-    except (OSError, RuntimeError):
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-
-
-def reset_peak_rss() -> bool:
-    """Reset ``VmHWM`` to the current RSS (``/proc/self/clear_refs``); False where not allowed."""
-    try:
-        with open("/proc/self/clear_refs", "w") as clear:
-            clear.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def time_call(fn: Callable[[], object], device: torch.device) -> float:
-    """Seconds one call of ``fn`` takes: CUDA events around it on GPU, a wall clock on CPU."""
-    if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize(device)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize(device)
-        return start.elapsed_time(end) / 1000
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 #: Tensor methods that hand a value to Python (on CUDA each waits for the device: a host sync).
