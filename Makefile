@@ -23,12 +23,16 @@ demo: install
 	$(BIN)/studybench report studies/quickstart.yaml --out $(DEMO_REPORT) $(DEMO_FLAGS)
 	@echo "report: $(DEMO_REPORT)/README.md (and index.html); browse the runs with: $(BIN)/studybench ui"
 
-## reports: rebuild the committed reports/<study>/ folders: the quickstart as in `make demo`, the
-## paper studies at smoke scale (--profile smoke). Runs already FINISHED in results/ are reused.
+## reports: rebuild the committed reports/<study>/ folders: the quickstart as in `make demo` and the
+## equal-budget example (fair_tuning) in full, the paper studies at smoke scale (--profile smoke).
+## Runs already FINISHED in results/ are reused.
+FULL_STUDIES := quickstart fair_tuning
 SMOKE_STUDIES := zhao2019_rmi_ablation guo2018_lad zhang2021_sr goncalves2022_mi_study
 reports: install
-	$(BIN)/studybench run studies/quickstart.yaml
-	$(BIN)/studybench report studies/quickstart.yaml --out reports/quickstart
+	set -e; for s in $(FULL_STUDIES); do \
+		$(BIN)/studybench run studies/$$s.yaml; \
+		$(BIN)/studybench report studies/$$s.yaml --out reports/$$s; \
+	done
 	set -e; for s in $(SMOKE_STUDIES); do \
 		$(BIN)/studybench run studies/$$s.yaml --profile smoke; \
 		$(BIN)/studybench report studies/$$s.yaml --profile smoke --out reports/$$s; \
