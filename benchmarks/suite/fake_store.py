@@ -30,16 +30,9 @@ from studybench.store.layout import (
     CURVE_VAL_MIOU,
     METRIC_IOU_PREFIX,
     METRIC_MIOU,
-    PARAM_AXIS_PREFIX,
-    TAG_ARCH,
-    TAG_DATASET,
-    TAG_GROUPS,
-    TAG_KEY,
-    TAG_METHOD,
-    TAG_SEED,
-    TAG_STUDY,
     TIMING_METRICS,
 )
+from studybench.store.writer import identity_tags, run_params
 
 METHODS = ("ce", "dice")
 CLASSES = ("background", "road", "car", "sky")
@@ -79,17 +72,8 @@ def fake_run(client: Any, experiment: str, spec: Any, epochs: int, rng: np.rando
     """One FINISHED run of ``spec`` with made-up curves and results (3 store calls)."""
     from mlflow.entities import Metric, Param
 
-    tags = {
-        TAG_STUDY: spec.study,
-        TAG_KEY: spec.key,
-        TAG_METHOD: spec.method,
-        TAG_DATASET: spec.dataset,
-        TAG_ARCH: spec.arch,
-        TAG_SEED: str(spec.seed),
-        TAG_GROUPS: ",".join(spec.groups),
-    }
-    run_id = client.create_run(experiment, run_name=spec.name, tags=tags).info.run_id
-    params = {**spec.params(), **{f"{PARAM_AXIS_PREFIX}{k}": v for k, v in spec.axes.items()}}
+    run_id = client.create_run(experiment, run_name=spec.name, tags=identity_tags(spec)).info.run_id
+    params = run_params(spec)
     now = int(time.time() * 1000)
     client.log_batch(
         run_id,

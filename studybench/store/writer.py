@@ -133,13 +133,7 @@ class StudyWriter(StudyReader):
             TAG_PID: str(os.getpid()),
             TAG_HEARTBEAT: str(int(time.time())),
             TAG_ATTEMPT: str(attempt),
-            TAG_STUDY: spec.study,
-            TAG_KEY: spec.key,
-            TAG_METHOD: spec.method,
-            TAG_DATASET: spec.dataset,
-            TAG_ARCH: spec.arch,
-            TAG_SEED: str(spec.seed),
-            TAG_GROUPS: ",".join(spec.groups),
+            **identity_tags(spec),
             TAG_VERSION: __version__,
             TAG_GIT_COMMIT: git_commit(),
             **environment_tags(),
@@ -147,7 +141,7 @@ class StudyWriter(StudyReader):
         }
         run = self.client.create_run(exp_id, run_name=spec.name, tags=tags)
         logger = RunLogger(self.client, run.info.run_id, heartbeat_s=HEARTBEAT_S)
-        logger.log_params({**spec.params(), **{f"{PARAM_AXIS_PREFIX}{k}": v for k, v in spec.axes.items()}})
+        logger.log_params(run_params(spec))
         logger.log_text(yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False), ARTIFACT_SPEC)
         return logger
 
@@ -253,6 +247,24 @@ class StudyWriter(StudyReader):
         self.client.log_artifacts(run_id, str(out_dir), ARTIFACT_REPORT_DIR)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
+
+
+def identity_tags(spec: RunSpec) -> dict[str, str]:
+    """What a run is, as tags: study, key, method, dataset, arch, seed and groups (what readers select on)."""
+    return {
+        TAG_STUDY: spec.study,
+        TAG_KEY: spec.key,
+        TAG_METHOD: spec.method,
+        TAG_DATASET: spec.dataset,
+        TAG_ARCH: spec.arch,
+        TAG_SEED: str(spec.seed),
+        TAG_GROUPS: ",".join(spec.groups),
+    }
+
+
+def run_params(spec: RunSpec) -> dict[str, Any]:
+    """A run's params: its resolved config (dotted keys) and the grid values that named it (``axis.*``)."""
+    return {**spec.params(), **{f"{PARAM_AXIS_PREFIX}{k}": v for k, v in spec.axes.items()}}
 
 
 def _shared_write(write: Any, attempts: int = 4) -> Any:
