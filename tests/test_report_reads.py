@@ -12,7 +12,7 @@ from studybench.store import StudyReader
 from studybench.store import history as store_history
 
 fake = load("fake_store")  # benchmarks/suite: also what benchmarks/bench_report.py times
-RUNS = 40
+RUNS = 24
 
 
 @pytest.fixture(scope="module")
