@@ -204,6 +204,7 @@ def test_report_writes_to_results_reports_by_default_never_to_reports(finished):
         ("results", "holds the MLflow store"),
         ("study.yaml", "a file, not a folder"),
         ("project", "holds README.md of something other than a report"),
+        ("results/artifacts/mine", "is inside the store's artifacts"),
     ],
 )
 def test_report_refuses_a_folder_that_holds_the_store_or_other_files(finished, out, said):

@@ -38,6 +38,11 @@ def check_out_dir(out: Path, uri: str, study: str) -> Path:
             f"--out {out} holds the MLflow store {store}; the report is logged into the store, which would "
             f"copy the store into itself: {instead}"
         )
+    artifacts = store.expanduser().resolve().parent / "artifacts" if store is not None else None
+    if artifacts is not None and (target == artifacts or artifacts in target.parents):
+        raise OutDirError(
+            f"--out {out} is inside the store's artifacts ({artifacts}), where MLflow keeps files: {instead}"
+        )
     if target == Path.cwd().resolve() or target in Path.cwd().resolve().parents:
         raise OutDirError(
             f"--out {out} is the current folder or one above it: the report would overwrite its files; {instead}"
