@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader
 
 from studybench import IGNORE_INDEX
 from studybench.data import SegDataset, build_dataset
-from studybench.data.sampler import EpochSampler
+from studybench.data.loaders import train_loader_for, val_loader_for
 from studybench.engine import faults
 from studybench.engine.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
 from studybench.engine.device import Placement, default_workers, resolve_device
@@ -49,7 +49,7 @@ from studybench.engine.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, ma
 from studybench.engine.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
 from studybench.engine.load import load_metrics
 from studybench.engine.measure import PeakMemory, Timer, count_params
-from studybench.engine.rng import seed_method_stream, torch_generator
+from studybench.engine.rng import seed_method_stream
 from studybench.engine.run_images import log_run_images
 from studybench.engine.settings import run_settings
 from studybench.schemes import NonFiniteLossError, Scheme, StepStats, build_scheme
@@ -469,54 +469,3 @@ def pad_batch(
 def seed_everything(seed: int) -> None:
     """Seed the global generators as a run does before its first step (the method's stream, see ``rng``)."""
     seed_method_stream(seed)
-
-
-def train_loader_for(
-    dataset: SegDataset, batch_size: int, seed: int, workers: int, pin_memory: bool = False
-) -> DataLoader:
-    """Shuffled full batches in the order of ``(seed, epoch)``, each sample augmented from its own
-    stream (``EpochSampler``): the batches are the same whatever ``workers`` is. Workers persist
-    from epoch to epoch: a sample's augmentation is keyed by (seed, epoch, index), never by the
-    worker's own state, so keeping them changes nothing but the start-up cost of each epoch."""
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed),
-        drop_last=len(dataset) >= batch_size,
-        num_workers=workers,
-        generator=torch_generator(seed, "workers"),  # workers' own seeds; never the global generator
-        persistent_workers=workers > 0,
-        pin_memory=pin_memory,
-        collate_fn=_collate,
-    )
-
-
-def val_loader_for(
-    dataset: SegDataset, batch_size: int, seed: int, workers: int, pin_memory: bool = False
-) -> DataLoader:
-    """The evaluation split in order, as lists of inputs and native-size masks (see ``evaluation``)."""
-    return DataLoader(
-        dataset,
-        batch_size=min(batch_size, len(dataset)),
-        shuffle=False,
-        num_workers=workers,
-        generator=torch_generator(seed, "workers"),
-        persistent_workers=workers > 0,
-        pin_memory=pin_memory,
-        collate_fn=_collate_lists,
-    )
-
-
-def _collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
-    shapes = {tuple(img.shape) for img, _ in batch}
-    if len(shapes) > 1:
-        raise ValueError(
-            f"training images of one batch differ in size ({sorted(shapes)[:3]}...): set data.crop, or "
-            "data.resize to [height, width]"
-        )
-    return torch.stack([img for img, _ in batch]), torch.stack([m for _, m in batch])
-
-
-def _collate_lists(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Evaluation batches stay lists: inputs and native masks may differ in size from image to image."""
-    return [img for img, _ in batch], [m for _, m in batch]
