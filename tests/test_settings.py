@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -79,11 +81,26 @@ def test_a_real_run_leaves_the_process_as_it_found_it(caller_settings, monkeypat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(trainer, "fit", spying_fit)
-    with torch.random.fork_rng():
-        trainer.execute(tiny_spec(threads=2, deterministic=True, tf32="all"), recorder)
+    expected = caller_draws(seed=5)  # what the caller's own streams give next, had no run drawn from them
+    seed_caller(5)
+    trainer.execute(tiny_spec(threads=2, deterministic=True, tf32="all"), recorder)
     assert seen == {"threads": 2, "cublas": ":4096:8", "algorithms": True}  # the run had its settings
     assert recorder.tags["studybench.cublas_workspace_config"] == ":4096:8"
     assert process_settings() == caller_settings
+    assert caller_draws() == expected
+
+
+def seed_caller(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def caller_draws(seed: int | None = None) -> tuple[float, float, float]:
+    """The next draw of Python's, NumPy's and torch's global generators (seeded first if asked)."""
+    if seed is not None:
+        seed_caller(seed)
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
 
 
 def test_a_failing_block_restores_the_settings_too(caller_settings):
