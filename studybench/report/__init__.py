@@ -92,8 +92,8 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
     figures: list[Figure] = []
     plan = [*_figure_plan(store, frame, study, {t.stem: t for t in built}), *_tuning_figures(trials)]
     for stem, caption, draw in plan:
-        fig = _attempt(result, f"figure {stem}", draw)
         stem = file_stem(stem)  # names read from the store (a dataset tag) never leave out_dir
+        fig = _attempt(result, f"figure {stem}", draw)
         if (
             fig is not None
             and _attempt(
@@ -188,7 +188,8 @@ def _figure_plan(store: StudyReader, frame: pd.DataFrame, study: Any, by_stem: d
             yield (
                 "accuracy_vs_cost",
                 f"mIoU against the cost per training step (median step time, median loss time, memory above the "
-                f"run's start; wall times are in the runs table){fill}, Pareto front dashed; "
+                f"run's start; wall times are in the runs table){fill}; Pareto front dashed, on the loss's own costs "
+                f"only and only where their gaps exceed the run-to-run spread (grey band from the cheapest cell); "
                 f"{plots.cost_whiskers(both['n'])}",
                 lambda: plots.cost_scatter(both, methods, other),
             )

@@ -8,6 +8,7 @@ checked against that component's registry signature instead.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any, Literal
@@ -17,6 +18,29 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, fi
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CarveCfg(Section):
+    """A tuning split carved from the training split (``data.carve``; see ``data.carve``).
+
+    The run trains on the rest of the training split; ``score_on: carved`` (a tuning trial)
+    evaluates on the carved images and never opens the reported split, ``val`` on the reported
+    split as usual. ``salt`` picks which images (by salted hash): one salt, one carve.
+    """
+
+    fraction: float | None = Field(default=None, gt=0, lt=1)
+    by: str | None = None  # a grouping the dataset defines (e.g. Cityscapes 'city')
+    count: StrictInt | None = Field(default=None, ge=1)  # groups carved out
+    salt: StrictInt = Field(default=0, ge=0)
+    score_on: Literal["carved", "val"] = "carved"
+
+    @model_validator(mode="after")
+    def _one_way(self) -> CarveCfg:
+        if (self.fraction is None) == (self.by is None):
+            raise ValueError("give either fraction: F (0 < F < 1) or by: GROUP with count: N")
+        if (self.by is None) != (self.count is None):
+            raise ValueError("by: GROUP needs count: N (how many groups to carve out)")
+        return self
 
 
 class DataCfg(Section):
@@ -34,6 +58,7 @@ class DataCfg(Section):
     normalize: Literal["none", "imagenet"] = "none"
     eval_on: Literal["full", "crop"] = "full"  # evaluate on full images or on centre crops
     num_workers: StrictInt | None = Field(default=None, ge=0)  # loader processes; null = from the CPU count
+    carve: CarveCfg | None = None  # train without a carved tuning split (set by tuning, see study.tuning)
 
     @field_validator("resize", "crop", mode="before")
     @classmethod
@@ -155,11 +180,18 @@ class RunSpec(Section):
     method: str
     seed: int
     config: RunConfig
+    #: Stable run key, the hash of the canonical computation (``keys.run_key``): computed once, by
+    #: ``keys.keyed_spec`` (which ``grid.expand`` uses), never re-derived from the registries per access.
+    key: str
     axes: dict[str, Any] = Field(default_factory=dict)  # grid/ablation values that name this run
     groups: tuple[str, ...] = ("main",)  # "main" (the grid) and/or the names of its ablations
     #: The axis values that tell this study's runs apart (set by ``grid.expand``), as paths into
     #: ``axes``: only these are worth a place in the run name, which MLflow's runs table cuts.
     named_by: tuple[tuple[str, ...], ...] = ()
+    #: A tuned study's phase: ``tune`` (trial ``trial`` of its fold, scored on the carved split) or
+    #: ``final`` (a seed of the chosen setting); ``None`` for a study without ``tune:``.
+    phase: Literal["tune", "final"] | None = None
+    trial: int | None = None
 
     @field_validator("axes")
     @classmethod
@@ -176,16 +208,22 @@ class RunSpec(Section):
         return self.config.model.arch
 
     @property
-    def name(self) -> str:
-        """Short readable run name, e.g. ``ce+dice · unet · s0`` or ``rmi · deeplabv3 · radius=3 · s1``."""
-        return run_name(self.method, self.arch, self.seed, self.axes, self.named_by)
+    def fold(self) -> str:
+        """The (method, cell) this run belongs to, as 16 hex digits: its axes without the seed, hashed.
+
+        A tuned study's trials of one fold are compared with each other and fold under one parent run.
+        """
+        text = json.dumps(self.axes, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
-    def key(self) -> str:
-        """Stable run key: hash of the canonical computation (see ``studybench.keys``)."""
-        from studybench.study.keys import run_key
-
-        return run_key(self.config, self.seed)
+    def name(self) -> str:
+        """Short readable run name, e.g. ``ce+dice · unet · s0`` or ``rmi · deeplabv3 · radius=3 · s1``."""
+        name = run_name(self.method, self.arch, self.seed, self.axes, self.named_by)
+        if self.trial is None:
+            return name
+        head, _, seed = name.rpartition(NAME_SEPARATOR)
+        return NAME_SEPARATOR.join([head, f"t{self.trial}", seed])
 
     def with_threads(self, threads: int) -> RunSpec:
         """This run with at most ``threads`` torch threads (a runtime flag: the key is unchanged)."""
