@@ -51,7 +51,7 @@ def test_quickstart_smoke_runs_and_tracks_everything(quickstart_store):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "studybench summary" in first.stdout
     runs = runs_of(uri, "quickstart")
-    assert len(runs) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    assert len(runs) == 6 and all(r.info.status == "FINISHED" for r in runs)
     client = MlflowClient(tracking_uri=uri)
     for run in runs:
         m, p, t = run.data.metrics, run.data.params, run.data.tags
@@ -84,7 +84,7 @@ def test_rerun_starts_no_new_runs(quickstart_store):
     before = {r.info.run_id for r in runs_of(uri, "quickstart")}
     again = invoke("run", "studies/quickstart.yaml", "--profile", "smoke", "--tracking-uri", uri, cwd=clone)
     assert again.returncode == 0, again.stderr
-    assert "8 already finished, 0 to run" in again.stdout
+    assert "6 already finished, 0 to run" in again.stdout
     assert {r.info.run_id for r in runs_of(uri, "quickstart")} == before
 
 
@@ -97,7 +97,7 @@ def test_report_builds_from_the_store_alone(quickstart_store):
     assert result.returncode == 0, result.stdout + result.stderr
     table = (out / "runs.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and " · s" in line]  # `ce · unet · s0`
-    assert len(rows) >= 8, table
+    assert len(rows) >= 6, table
     assert (out / "runs.csv").exists()
     assert len(list(out.glob("*.png"))) >= 2
 
@@ -106,7 +106,7 @@ def test_status_lists_every_run(quickstart_store):
     clone, uri, _ = quickstart_store
     result = invoke("status", "studies/quickstart.yaml", "--profile", "smoke", "--tracking-uri", uri, cwd=clone)
     assert result.returncode == 0, result.stderr
-    assert "8 done, 0 failed, 0 running, 0 pending" in result.stdout
+    assert "6 done, 0 failed, 0 running, 0 pending" in result.stdout
 
 
 def test_failing_run_is_recorded_and_others_still_run(tmp_path: Path):

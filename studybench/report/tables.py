@@ -254,7 +254,7 @@ def seeds_table(frame: pd.DataFrame, study: Any) -> Table | None:
     note = (
         f"Seeds a paired t test (alpha = 0.05, two-sided) needs to detect a true difference of min_effect = "
         f"{100 * delta:g} pp with 80% power, given the observed sd of the per-seed differences to {study.baseline} "
-        "(noncentral t). The sd comes from the seeds run, so with 3 seeds the number is an order of size."
+        "(noncentral t). The sd comes from the seeds run, so with few seeds the number is an order of size."
     )
     return Table("seeds_needed", "Seeds needed to detect the smallest effect of interest", cmp, disp, note)
 
