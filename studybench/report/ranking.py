@@ -472,7 +472,10 @@ def _p(p: float) -> str:
 
 # ----------------------------------------------------------------------------- figure
 def cliques(average: pd.Series, cd: float) -> list[tuple[int, int]]:
-    """Maximal runs ``(first, last)`` of methods (in ``average`` order) whose ranks all differ by less than ``cd``."""
+    """Nemenyi's cliques: maximal runs ``(first, last)`` of methods (in ``average`` order) whose ranks differ by < ``cd``.
+
+    Kept for callers; the CD diagram draws ``posthoc.cliques`` (Wilcoxon-Holm) instead.
+    """
     r = average.to_numpy(dtype=float)
     out: list[tuple[int, int]] = []
     for i in range(len(r)):
