@@ -33,9 +33,14 @@ def run_phases(study: Any, defaults: list[RunSpec], source: str, phase: str | No
     trials = tuning_trials(study, defaults, source)
     outcomes: list[Any] = []
     if phase in (None, "tune"):
-        for spec in trials:
-            if spec.trial == 0:
-                store.ensure_tune_parent(spec.fold, parent_name(spec))
+        from studybench.data.carve import tuning_split_digest  # lists the training files (torch: datasets)
+
+        digests: dict[str, str] = {}  # one listing per distinct data section
+        for spec in (t for t in trials if t.trial == 0):
+            data = spec.config.data
+            if data.model_dump_json() not in digests:
+                digests[data.model_dump_json()] = tuning_split_digest(data)
+            store.ensure_tune_parent(spec.fold, parent_name(spec), digests[data.model_dump_json()])
         outcomes += execute(trials, trials)
         if phase == "tune":
             return outcomes

@@ -8,8 +8,9 @@ from collections import Counter
 import pytest
 from helpers import invoke, run_cli
 
+from studybench.data.carve import carve_fraction
 from studybench.store import StudyReader
-from studybench.store.layout import KIND_TUNE_PARENT, TAG_KIND, TAG_PARENT_RUN, TAG_PHASE, TAG_TRIAL
+from studybench.store.layout import KIND_TUNE_PARENT, TAG_KIND, TAG_PARENT_RUN, TAG_PHASE, TAG_TRIAL, TAG_TUNE_SPLIT
 
 TUNED = """\
 study: tinytune
@@ -62,6 +63,8 @@ def test_every_fold_gets_the_budget_and_a_kill_loses_and_repeats_nothing(tuned):
     parents = {r.info.run_id: r for r in runs if r.data.tags.get(TAG_KIND) == KIND_TUNE_PARENT}
     assert len(parents) == 2 and TAG_PHASE not in next(iter(parents.values())).data.tags
     assert all(r.data.tags.get(TAG_PARENT_RUN) in parents for r in trials)
+    carve = carve_fraction([str(i) for i in range(10)], 0.3)  # the synthetic training split's ids
+    assert {p.data.tags[TAG_TUNE_SPLIT] for p in parents.values()} == {carve.digest}
     chosen = {p.data.tags[TAG_TRIAL] for p in parents.values()}
     assert chosen <= {"0", "1", "2"} and all(
         any(k.startswith("chosen.") for k in p.data.params) for p in parents.values()

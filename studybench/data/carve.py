@@ -14,7 +14,7 @@ import hashlib
 import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 
@@ -127,3 +127,12 @@ def carved_part(dataset: SegDataset, cfg: CarveCfg, part: str) -> CarvedDataset:
     """``part`` (``fit`` or ``tune``) of ``dataset``'s carve, by position (ids may repeat across folders)."""
     chosen = set(getattr(carve_of(dataset, cfg), part))
     return CarvedDataset(dataset, [i for i, name in enumerate(sample_ids(dataset)) if name in chosen])
+
+
+def tuning_split_digest(data: Any) -> str:
+    """The digest of the images a trial of ``data`` (a ``DataCfg`` with ``carve``) scores on (file listing only)."""
+    from studybench.data import DATASETS, resolve_root
+
+    cls = DATASETS.get(data.dataset)
+    base = cls(root=resolve_root(data), split=data.train_split, **DATASETS.typed(data.dataset, data.options))
+    return carve_of(base, data.carve).digest

@@ -62,6 +62,7 @@ from studybench.store.layout import (
     TAG_STUDY_FILE_HASH,
     TAG_TORCH,
     TAG_TRIAL,
+    TAG_TUNE_SPLIT,
     TAG_VERSION,
     records_experiment,
 )
@@ -164,13 +165,14 @@ class StudyWriter(StudyReader):
             self._parents = {r.data.tags.get(TAG_FOLD): r.info.run_id for r in found}
         return self._parents
 
-    def ensure_tune_parent(self, fold: str, name: str) -> str:
+    def ensure_tune_parent(self, fold: str, name: str, split_digest: str = "") -> str:
         """The parent run that folds one (method, cell)'s trials in the runs table (made once per fold).
 
-        Tagged ``KIND_TUNE_PARENT`` and never with a phase, so no report or status counts it as a run.
+        Tagged ``KIND_TUNE_PARENT`` and never with a phase, so no report or status counts it as a run;
+        ``split_digest`` (the SHA-256 of the tuning split's image ids) says which images tuning scored on.
         """
         if fold not in self.tune_parents():
-            tags = {TAG_KIND: KIND_TUNE_PARENT, TAG_FOLD: fold, TAG_STUDY: self.study}
+            tags = {TAG_KIND: KIND_TUNE_PARENT, TAG_FOLD: fold, TAG_STUDY: self.study, TAG_TUNE_SPLIT: split_digest}
             run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=tags)
             self.client.set_terminated(run.info.run_id, "FINISHED")
             self._parents[fold] = run.info.run_id
