@@ -149,7 +149,7 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
     display.insert(display.columns.get_loc("tuned_miou") + 1, "tuned - default", gain)
     display["tuning_hours"] = summary["tuning_hours"].map(lambda h: f"{h:.3f}")
     display["trials"] = [f"{t}/{b}" for t, b in zip(summary["trials"], summary["budget"])]
-    display = display.drop(columns=["budget"])
+    display = display.drop(columns=["budget"]).rename(columns=DISPLAY_NAMES)
     out = [Table("tuning", "Tuning: chosen setting, default vs tuned (tuning split)", summary, display, note)]
     change = ranking_change(summary, study.baseline)
     if not change.empty:
@@ -160,6 +160,16 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
         )
         out.append(Table("tuning_ranking", "Did tuning change the comparison with the baseline?", change, change, note))
     return out
+
+
+#: Column headings of the tuning table as a reader sees them (the CSV keeps the plain names).
+DISPLAY_NAMES = {
+    "chosen_trial": "chosen trial",
+    "default_miou": "default mIoU (%)",
+    "tuned_miou": "tuned mIoU (%)",
+    "tuned - default": "tuned - default (pp)",
+    "tuning_hours": "tuning hours",
+}
 
 
 def _short_value(text: Any) -> str:
