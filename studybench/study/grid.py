@@ -370,7 +370,12 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
     losses: dict[str, Any] = {}  # built once here, asked about their input size by check_runs
     for spec in specs:
         cfg = spec.config
-        for section, part in (("loss", cfg.loss), ("scheme", cfg.scheme), ("model", cfg.model), ("data.options", cfg.data)):
+        for section, part in (
+            ("loss", cfg.loss),
+            ("scheme", cfg.scheme),
+            ("model", cfg.model),
+            ("data.options", cfg.data),
+        ):
             if (section, repr(part)) in seen:
                 continue
             seen.add((section, repr(part)))
@@ -391,7 +396,9 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
                 try:
                     verify_dataset(data, split)
                 except (FileNotFoundError, ValueError) as err:
-                    raise StudyError(f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err), 4000)}") from None
+                    raise StudyError(
+                        f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err), 4000)}"
+                    ) from None
     check_runs(specs, source, check_data, losses)  # batch vs data, classes, loss vs input size, model options
 
 
