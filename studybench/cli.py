@@ -466,9 +466,8 @@ def bench(
         parts = load_or_exit("harness")
         HARNESS_ONLY, harness_table, measure_harness = parts.HARNESS_ONLY, parts.harness_table, parts.measure_harness
 
-        result = measure_harness(
-            repeats or 9, **HARNESS_ONLY, threads=threads, device=device
-        )  # 9: a 96 % median interval
+        rounds = repeats or 9  # 9 rounds: a 96 % interval of the median ratio
+        result = measure_harness(rounds, **HARNESS_ONLY, threads=threads, device=device)
         console.print(harness_table(result), markup=False, highlight=False)
         return
     try:
