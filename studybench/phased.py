@@ -37,10 +37,10 @@ def run_phases(study: Any, defaults: list[RunSpec], source: str, phase: str | No
 
         digests: dict[str, str] = {}  # one listing per distinct data section
         for spec in (t for t in trials if t.trial == 0):
-            data = spec.config.data
-            if data.model_dump_json() not in digests:
-                digests[data.model_dump_json()] = tuning_split_digest(data)
-            store.ensure_tune_parent(spec.fold, parent_name(spec), digests[data.model_dump_json()])
+            section = spec.config.data.model_dump_json()
+            if section not in digests:
+                digests[section] = tuning_split_digest(spec.config.data)
+            store.ensure_tune_parent(spec.fold, parent_name(spec), digests[section])
         outcomes += execute(trials, trials)
         if phase == "tune":
             return outcomes

@@ -18,6 +18,7 @@ import pandas as pd
 from studybench.report.budget import budget_curve
 from studybench.report.collect import label
 from studybench.store.layout import METRIC_WALL, PARAM_AXIS_PREFIX
+from studybench.study.tuning import tuned_knobs
 
 PHASE_TUNE, PHASE_FINAL = "tune", "final"
 
@@ -27,15 +28,6 @@ def split_phases(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     phase = frame["phase"] if "phase" in frame else pd.Series("", index=frame.index)
     trials = phase == PHASE_TUNE
     return frame[trials].reset_index(drop=True), frame[~trials].reset_index(drop=True)
-
-
-def knobs_of(study: Any, method: str) -> list[str]:
-    """The knobs ``method`` tuned: the study's shared space, then the method's own."""
-    own: list[str] = []
-    for value in (study.grid or {}).get("method") or []:
-        if isinstance(value, dict) and value.get("name") == method:
-            own = list(value.get("tune") or {})
-    return [*study.tune.space, *(k for k in own if k not in study.tune.space)]
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
@@ -54,7 +46,7 @@ def fold_summary(trials: pd.DataFrame, study: Any) -> pd.DataFrame:
         if scores.empty or scores.isna().all():
             continue
         chosen = int(scores.idxmax())
-        knobs = knobs_of(study, fold["method"].iloc[0])
+        knobs = tuned_knobs(study, fold["method"].iloc[0])
         row = dict(zip([*cells, "method"], key))
         row.update(
             trials=int(fold["trial"].nunique()),

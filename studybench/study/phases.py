@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 from studybench.study.keys import keyed_spec
 from studybench.study.spec import NAME_SEPARATOR, CarveCfg, RunConfig, RunSpec
-from studybench.study.tuning import Knob, TuneCfg, choose_trial, sobol_trials
+from studybench.study.tuning import Knob, TuneCfg, choose_trial, sobol_trials, tuned_knobs
 
 PHASE_TUNE, PHASE_FINAL = "tune", "final"
 GROUP_TUNE = "tune"
@@ -180,12 +180,10 @@ def choose_settings(study: Any, trials: list[RunSpec], scores: dict[str, list[fl
     folds: dict[str, list[RunSpec]] = {}
     for trial in trials:
         folds.setdefault(trial.fold, []).append(trial)
-    knobs = list(study.tune.space)
     choices, missing = {}, []
     for fold, members in folds.items():
-        own = [k for k in _method_knob_names(study, members[0].method) if k not in knobs]
         try:
-            choices[fold] = Choice(*chosen_values(members, scores, knobs + own))
+            choices[fold] = Choice(*chosen_values(members, scores, tuned_knobs(study, members[0].method)))
         except ValueError:
             missing.append(members[0].name.rsplit(NAME_SEPARATOR, 2)[0])
     if missing:
@@ -194,13 +192,6 @@ def choose_settings(study: Any, trials: list[RunSpec], scores: dict[str, list[fl
             "the final seeds need a chosen setting; rerun to retry the failed trials"
         )
     return choices
-
-
-def _method_knob_names(study: Any, method: str) -> list[str]:
-    for value in (study.grid or {}).get("method") or []:
-        if isinstance(value, dict) and value.get("name") == method:
-            return list(value.get("tune") or {})
-    return []
 
 
 def final_carve(tune: TuneCfg) -> CarveCfg | None:

@@ -146,3 +146,12 @@ def choose_trial(scores: dict[int, list[float]]) -> int:
     if not means:
         raise ValueError("no tuning trial finished with a score: nothing to choose from")
     return min(means, key=lambda t: (-means[t], t))
+
+
+def tuned_knobs(study: Any, method: str) -> list[str]:
+    """The knobs ``method`` tunes in ``study`` (a ``config.Study``): the shared space, then its own."""
+    own: list[str] = []
+    for value in (study.grid or {}).get("method") or []:
+        if isinstance(value, dict) and value.get("name") == method:
+            own = list(value.get("tune") or {})
+    return [*study.tune.space, *(k for k in own if k not in study.tune.space)]
