@@ -82,9 +82,14 @@ def server_log_config(access_log: bool) -> Path:
 DEFAULT_PORT = 5000
 
 
-def run_url(run_id: str, port: int = DEFAULT_PORT) -> str:
-    """A run's page in the UI of ``studybench ui``, in Model training mode (not MLflow's GenAI default)."""
-    return f"http://127.0.0.1:{port}/#/runs/{run_id}?workflowType=machine_learning"
+def run_url(run_id: str, experiment_id: str, port: int = DEFAULT_PORT) -> str:
+    """A run's page in the UI of ``studybench ui``, in Model training mode (not MLflow's GenAI default).
+
+    The experiment must be in the route: MLflow 3.18 opens ``#/runs/<id>?workflowType=...`` in
+    GenAI mode whatever the query says (seen in headless Chromium), and
+    ``#/experiments/<exp>/runs/<id>?workflowType=machine_learning`` in Model training mode.
+    """
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
 
 
 def study_links(uri: str, port: int) -> list[tuple[str, str]]:

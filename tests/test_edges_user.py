@@ -188,8 +188,9 @@ def test_report_writes_to_results_reports_by_default_never_to_reports(finished):
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=finished["uri"])
-    run_id = client.search_runs([client.get_experiment_by_name("edge").experiment_id])[0].info.run_id
-    url = f"http://127.0.0.1:5000/#/runs/{run_id}?workflowType=machine_learning"  # its page, Model training mode
+    experiment = client.get_experiment_by_name("edge").experiment_id
+    run_id = client.search_runs([experiment])[0].info.run_id
+    url = f"http://127.0.0.1:5000/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
     assert url in (root / "results" / "reports" / "edge" / "runs.md").read_text()
     assert f'<a href="{url}">open</a>' in (root / "results" / "reports" / "edge" / "index.html").read_text()
     assert "MLflow" not in (root / "results" / "reports" / "edge" / "runs.csv").read_text().splitlines()[0]

@@ -72,6 +72,7 @@ def _row(key: str, run: Any) -> dict[str, Any]:
     row = {
         "run": run.info.run_name,
         "run_id": run.info.run_id,
+        "experiment_id": run.info.experiment_id,  # the UI's run links need it (ui.run_url)
         "run_key": key,
         "method": tags.get(TAG_METHOD, params.get("method")),
         "arch": params.get("model.arch"),

@@ -518,7 +518,8 @@ def runs_table(frame: pd.DataFrame, study: Any = None) -> Table:
     if METRIC_STEP in frame:
         frame = frame.assign(step_ms=1000 * frame[METRIC_STEP])
     data = pd.DataFrame({name: frame[col] if col in frame else pd.NA for name, col in RUN_COLUMNS.items()})
-    data["MLflow"] = [run_url(r) for r in frame["run_id"]] if "run_id" in frame else ""  # the report as dashboard
+    ids = zip(frame.get("run_id", []), frame.get("experiment_id", []))
+    data["MLflow"] = [run_url(run, exp) for run, exp in ids] if "experiment_id" in frame else ""  # report as dashboard
     data = data.sort_values("run", kind="stable").reset_index(drop=True)
     digits = {"mIoU": 4, "aAcc": 4, "mAcc": 4, "wall s": 1, "peak MB": 0, "step ms": 2, "loss ms": 3, "extra MB": 0}
     return Table("runs", "All finished runs", data.drop(columns="MLflow"), data.round(digits))
