@@ -36,7 +36,7 @@ class SelectionError(StudyError):
 
 def load_runs(study_path: Path, profile: str | None, only: str | None = None, check_data: bool = True):
     """Load, validate and expand a study file: ``(study, all specs, selected specs)``; raises ``StudyError``."""
-    study = load_study(study_path)
+    study = load_study(study_path).under(profile)  # a profile's tune: section makes the study a tuned one
     specs = expand(study, profile, source=str(study_path), check_data=check_data)
     chosen = select(specs, only)
     if not chosen:
@@ -46,8 +46,12 @@ def load_runs(study_path: Path, profile: str | None, only: str | None = None, ch
 
 
 def record_manifest(store: StudyWriter, study: Study, specs: list, profile: str | None, study_path: Path) -> None:
-    """Record the full grid ``run`` was asked for (before any run starts: a crash keeps it)."""
-    store.record_manifest(build_manifest(study, specs, profile, Path(study_path).resolve()))
+    """Record the full grid ``run`` was asked for (before any run starts: a crash keeps it), with the
+    hash of each tuned run's tuning split."""
+    from studybench.study.phases import tune_split_digests
+
+    splits = tune_split_digests(specs)
+    store.record_manifest(build_manifest(study, specs, profile, Path(study_path).resolve(), splits))
 
 
 @dataclass
@@ -74,6 +78,7 @@ def open_view(
         manifest = reader.find_manifest(profile, file_sha256(study_path))
         if manifest is not None:
             return StudyView(manifest_study(manifest), profile, manifest, True), reader
+        study = study.under(profile)
         specs = expand(study, profile, source=str(study_path), check_data=False)
         manifest = build_manifest(study, specs, profile, Path(study_path).resolve())
         return StudyView(study, profile, manifest, False), reader

@@ -47,8 +47,8 @@ def test_every_fold_gets_the_budget_and_trial_zero_is_its_setting(defaults):
     assert focal[0].config.loss.params["gamma"] == 2.0
     assert all(isinstance(t.config.loss.params["gamma"], float) for t in focal)
     # the shared knob gets the same Sobol draws in every fold with the same knobs (same cell or not)
-    ce = [t for f, ts in trials.items() if '"ce"' in f for t in ts]
-    assert [t.config.train.lr for t in ce[:5]] == [t.config.train.lr for t in ce[5:]]
+    ce = [t for s in first_seed if s.method == "ce" for t in trials[fold_of(s)]]  # unet, then fpn
+    assert len(ce) == 10 and [t.config.train.lr for t in ce[:5]] == [t.config.train.lr for t in ce[5:]]
 
 
 def test_the_trial_list_is_identical_across_expansions(defaults):
@@ -154,6 +154,8 @@ def test_bad_tuning_input_names_the_key(edit, message, tmp_path):
 def test_method_knobs_without_a_tune_section_are_refused(tmp_path):
     text = STUDY.replace("[ce, {", "[{name: ce, loss: {name: ce}, tune: {train.lr: {low: 0.1, high: 1}}}, {")
     assert "grid.method[0].tune: tuned knobs need a study-level tune" in _load(text, tmp_path)
+    profiled = text + "profiles:\n  tuned:\n    tune: {budget: 2}\n"  # a profile's tune: section counts
+    assert not isinstance(_load(profiled, tmp_path), str)
 
 
 def test_settings_are_chosen_per_fold_and_a_fold_without_a_finished_trial_is_named(tmp_path):
@@ -176,3 +178,122 @@ def test_settings_are_chosen_per_fold_and_a_fold_without_a_finished_trial_is_nam
     unfinished = {t.key: [] for t in trials if t.fold == focal.fold}
     with pytest.raises(ValueError, match=r"no tuning trial finished in 1 fold\(s\) \(focal · unet"):
         choose_settings(study, trials, {**scores, **unfinished})
+
+
+ABLATED = (
+    WITH_GAMMA.replace("  model.arch: [unet, fpn]\n", "")
+    + """\
+ablations:
+  wd: {of: focal, vary: {train.weight_decay: [0.0, 1.0e-4, 1.0e-3]}}
+"""
+)
+
+
+def test_an_ablation_point_is_a_fold_with_its_own_budget_and_choice():
+    from studybench.study.phases import choose_settings, final_carve, tuning_trials
+
+    study = Study.model_validate(yaml.safe_load(ABLATED))
+    defaults = expand(study, check_data=False)
+    trials = tuning_trials(study, defaults, "s.yaml")
+    folds: dict[str, list] = {}
+    for trial in trials:
+        folds.setdefault(trial.fold, []).append(trial)
+    # ce, focal (its weight_decay 0.0 point is the main run: one fold), focal at 1e-4 and at 1e-3
+    assert len(folds) == 4 and all(sorted(t.trial for t in f) == [0, 1, 2, 3] for f in folds.values())
+    decays = sorted(f[0].config.train.weight_decay for f in folds.values() if f[0].method == "focal")
+    assert decays == [0.0, 1e-4, 1e-3]
+    assert all(t.config.train.weight_decay == f[0].config.train.weight_decay for f in folds.values() for t in f)
+    assert len({t.key for t in trials}) == len(trials)
+    # each fold chooses on its own scores: fold i's best trial is i % 4
+    best = {fold: i % 4 for i, fold in enumerate(folds)}
+    scores = {t.key: [1.0 if t.trial == best[t.fold] else 0.5] for t in trials}
+    choices = choose_settings(study, trials, scores)
+    assert {fold: c.trial for fold, c in choices.items()} == best
+    finals = final_specs(defaults, {f: c.values for f, c in choices.items()}, final_carve(study.tune))
+    assert [f.groups for f in finals] == [d.groups for d in defaults]  # the ablation table still finds its runs
+    for final, default in zip(finals, defaults):
+        chosen = next(t for t in folds[final.fold] if t.trial == best[final.fold])
+        assert final.config.train.lr == chosen.config.train.lr
+        assert final.config.train.weight_decay == default.config.train.weight_decay  # the ablated value is kept
+
+
+@pytest.mark.parametrize(
+    "edit, names",
+    [
+        (
+            ("vary: {train.weight_decay: [0.0, 1.0e-4, 1.0e-3]}", "vary: {train.lr: [0.01, 0.1]}"),
+            ("ablations.wd.vary.train.lr: varies train.lr", "(tune.space.train.lr)"),
+        ),
+        (
+            ("vary: {train.weight_decay: [0.0, 1.0e-4, 1.0e-3]}", "vary: {loss.gamma: [1.0, 3.0]}"),
+            ("ablations.wd.vary.loss.gamma: varies loss.gamma", "(grid.method[1].tune.loss.gamma)"),
+        ),
+        (
+            ("grid:\n", "grid:\n  train.lr: [0.01, 0.1]\n"),
+            ("grid.train.lr: varies train.lr", "(tune.space.train.lr)"),
+        ),
+        (
+            ("grid:\n", "grid:\n  loss: [{name: focal, gamma: 1.0}]\n"),
+            ("grid.loss: varies loss.gamma", "(grid.method[1].tune.loss.gamma)"),
+        ),
+    ],
+)
+def test_an_ablation_or_axis_that_varies_a_tuned_knob_is_refused_naming_both(edit, names, tmp_path):
+    result = _load(ABLATED.replace(*edit), tmp_path)
+    assert isinstance(result, str) and all(n in result for n in names), result
+
+
+def test_an_ablation_of_a_knob_only_another_method_tunes_is_allowed(tmp_path):
+    ce_gamma = ABLATED.replace("vary: {train.weight_decay: [0.0, 1.0e-4, 1.0e-3]}", "vary: {loss.gamma: [1.0, 3.0]}")
+    ce_gamma = ce_gamma.replace("[ce, {name: focal", "[{name: focal1, loss: {name: focal, gamma: 2.0}}, {name: focal")
+    ce_gamma = ce_gamma.replace("{of: focal,", "{of: focal1,")
+    specs = _load(ce_gamma, tmp_path)
+    assert not isinstance(specs, str), specs
+    assert sorted(s.config.loss.params["gamma"] for s in specs if s.method == "focal1") == [
+        1.0,
+        1.0,
+        2.0,
+        2.0,
+        3.0,
+        3.0,
+    ]
+
+
+def test_methods_that_differ_only_in_a_tuned_knob_are_refused(tmp_path):
+    twins = WITH_GAMMA.replace("[ce, {", "[{name: focal1, loss: {name: focal, gamma: 1.0}}, {")
+    twins = twins.replace("tune:\n  budget: 4", "tune:\n  budget: 4").replace(
+        "space:\n", "space:\n    loss.gamma: {low: 0.5, high: 5.0}\n"
+    )
+    twins = twins.replace(", tune: {loss.gamma: {low: 0.5, high: 5.0}}", "")
+    result = _load(twins, tmp_path)
+    assert isinstance(result, str) and "are the same computation" in result, result
+
+
+def test_a_profile_tune_section_tunes_the_study_under_that_profile_only():
+    from studybench.study.phases import tuning_trials
+
+    raw = yaml.safe_load(WITH_GAMMA)
+    raw["profiles"] = {"tuned": {"tune": raw.pop("tune")}}
+    study = Study.model_validate(raw)
+    assert study.tune is None and study.profiles["tuned"].tune is not None
+    plain = expand(Study.model_validate(yaml.safe_load(STUDY)), check_data=False)
+    assert [s.key for s in expand(study, check_data=False)] == [s.key for s in plain]  # untuned runs unchanged
+    tuned = study.under("tuned")
+    assert tuned.tune == study.profiles["tuned"].tune and study.under(None) is study
+    defaults = expand(study, "tuned", check_data=False)
+    assert [s.key for s in defaults] == [s.key for s in plain]
+    assert len(tuning_trials(tuned, defaults, "s.yaml")) == 4 * 4
+
+
+def test_the_manifest_records_each_trials_tuning_split_hash():
+    from studybench.data.carve import carve_fraction
+    from studybench.store.manifest import MANIFEST_TUNE_SPLIT, build_manifest
+    from studybench.study.phases import tune_split_digests
+
+    study, defaults, trials = _tuned_with_gamma()
+    manifest = build_manifest(study, trials + defaults, None, None, tune_split_digests(trials + defaults))
+    expected = carve_fraction([str(i) for i in range(8)], 0.25).digest  # the synthetic training split's ids
+    entries = {e["key"]: e for e in manifest["runs"]}
+    assert {entries[t.key][MANIFEST_TUNE_SPLIT] for t in trials} == {expected}
+    assert all(MANIFEST_TUNE_SPLIT not in entries[d.key] for d in defaults)  # the final seeds train on all of it
+    assert carve_fraction([str(i) for i in range(8)], 0.5).digest != expected

@@ -106,3 +106,17 @@ def test_budget_curves_and_the_count_of_reported_split_evaluations():
     assert focal[1] == pytest.approx(np.mean([0.45, 0.60, 0.52])) and focal[3] == pytest.approx(0.60)
     assert focal[2] == pytest.approx(expected_best([0.45, 0.60, 0.52], 2))
     assert reported_split_evaluations(finals) == 4 * 2  # 3 epochs, every 2nd and the last: 2 each
+
+
+def test_an_ablation_fold_is_a_cell_of_its_own_compared_with_the_baselines_plain_cell():
+    frame = _frame()
+    ablated = frame[(frame["method"] == "focal") & (frame["phase"] == "tune")].copy()
+    ablated["axis.train.weight_decay"] = 0.001  # an ablation with one value: only its runs have the axis
+    ablated["miou"] = [0.40, 0.42, 0.58]  # behind CE at its default, ahead tuned (CE: 0.50 -> 0.55)
+    trials, _ = split_phases(pd.concat([frame, ablated], ignore_index=True))
+    summary = fold_summary(trials, STUDY)
+    assert len(summary) == 3 and summary["trials"].tolist() == [3, 3, 3]
+    assert sorted(summary["tuned_miou"]) == [0.55, 0.58, 0.60]
+    change = ranking_change(summary, "ce")
+    assert len(change) == 2 and change["changed"].tolist() == ["yes", "yes"]
+    assert len(budget_curves(trials)) == 3 * 3

@@ -31,9 +31,17 @@ def split_phases(frame: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def cell_columns(frame: pd.DataFrame) -> list[str]:
-    """What names a cell besides the method: dataset, arch and every other axis whose value varies."""
+    """What names a cell besides the method: dataset, arch and every other axis whose value varies.
+
+    Absent counts as a value: an ablation with one value (``vary: {loss.radius: [5]}``) is a
+    fold of its own beside the method's main-grid fold, whose runs lack that axis.
+    """
     named = {f"{PARAM_AXIS_PREFIX}{k}" for k in ("method", "dataset", "model.arch")}  # columns of their own
-    axes = [c for c in frame.columns if c.startswith(PARAM_AXIS_PREFIX) and c not in named and frame[c].nunique() > 1]
+    axes = [
+        c
+        for c in frame.columns
+        if c.startswith(PARAM_AXIS_PREFIX) and c not in named and frame[c].nunique(dropna=False) > 1
+    ]
     return ["dataset", "arch", *sorted(axes)]
 
 
@@ -70,10 +78,12 @@ def ranking_change(summary: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
     if summary.empty or not baseline or baseline not in set(summary["method"]):
         return pd.DataFrame()
     cells = [c for c in summary.columns if c in ("dataset", "arch") or c.startswith(PARAM_AXIS_PREFIX)]
-    base = summary[summary["method"] == baseline].set_index(cells)[["default_miou", "tuned_miou"]]
+    base = summary[summary["method"] == baseline]
     rows = []
     for _, row in summary[summary["method"] != baseline].iterrows():
-        ref = base.loc[tuple(row[c] for c in cells)] if len(cells) > 1 else base.loc[row[cells[0]]]
+        ref = _baseline_row(base, row, cells)
+        if ref is None:
+            continue
         before, after = _side(row["default_miou"] - ref["default_miou"]), _side(row["tuned_miou"] - ref["tuned_miou"])
         rows.append(
             {
@@ -85,6 +95,25 @@ def ranking_change(summary: pd.DataFrame, baseline: str | None) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def _baseline_row(base: pd.DataFrame, row: pd.Series, cells: list[str]) -> pd.Series | None:
+    """The baseline's fold that ``row`` is compared with: the same cell, where an axis the baseline's
+    fold lacks (an ablation of another method) is ignored; of several, the one matching most axes."""
+    best, matched = None, -1
+    for _, ref in base.iterrows():
+        same = [c for c in cells if _equal(ref[c], row[c])]
+        if all(c in same or _missing(ref[c]) for c in cells) and len(same) > matched:
+            best, matched = ref, len(same)
+    return best
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _equal(a: Any, b: Any) -> bool:
+    return (_missing(a) and _missing(b)) or (not _missing(a) and not _missing(b) and a == b)
 
 
 def _side(delta: float) -> str:

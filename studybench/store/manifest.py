@@ -27,12 +27,22 @@ from studybench.errors import warn
 from studybench.store.layout import ARTIFACT_MANIFEST, TAG_LAST_USED
 
 MANIFEST_SCHEMA = 1
+#: A manifest entry's field: the SHA-256 (16 hex) of the tuning split's ids its run carves (``TAG_TUNE_SPLIT``).
+MANIFEST_TUNE_SPLIT = "tune_split_sha256"
 #: A manifest artifact larger than this is not read (a 10,000-run grid is a few MB).
 MAX_MANIFEST_BYTES = 64_000_000
 
 
-def build_manifest(study: Any, specs: list[Any], profile: str | None, study_file: Path | None) -> dict[str, Any]:
-    """The manifest of ``study`` (a ``config.Study``) expanded to ``specs`` under ``profile``."""
+def build_manifest(
+    study: Any, specs: list[Any], profile: str | None, study_file: Path | None, splits: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The manifest of ``study`` (a ``config.Study``) expanded to ``specs`` under ``profile``.
+
+    ``splits`` maps the run key of a run that carves a tuning split out of its training data to
+    the SHA-256 (16 hex) of that split's image ids (``phases.tune_split_digests``): which images
+    tuning chose on, recorded with the grid as on the fold's parent run.
+    """
+    splits = splits or {}
     return {
         "schema": MANIFEST_SCHEMA,
         "study": study.study,
@@ -44,12 +54,12 @@ def build_manifest(study: Any, specs: list[Any], profile: str | None, study_file
         "baseline": study.baseline,
         "methods": list(dict.fromkeys(s.method for s in specs)),
         "seeds": sorted({s.seed for s in specs}),
-        "runs": [_entry(s) for s in specs],
+        "runs": [_entry(s, splits.get(s.key)) for s in specs],
     }
 
 
-def _entry(spec: Any) -> dict[str, Any]:
-    """One run of the grid; a tuned study's runs also say their phase (and a trial its index)."""
+def _entry(spec: Any, split: str | None = None) -> dict[str, Any]:
+    """One run of the grid; a tuned study's runs also say their phase (a trial its index and its tuning split)."""
     entry = {
         "key": spec.key,
         "name": spec.name,
@@ -62,6 +72,8 @@ def _entry(spec: Any) -> dict[str, Any]:
     }
     if getattr(spec, "phase", None) is not None:
         entry.update({"phase": spec.phase, "trial": spec.trial, "fold": spec.fold})
+    if split:
+        entry[MANIFEST_TUNE_SPLIT] = split
     return entry
 
 

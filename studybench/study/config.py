@@ -65,6 +65,9 @@ class Profile(_Strict):
     loss: dict[str, Any] | None = None
     scheme: dict[str, Any] | None = None
     train: dict[str, Any] | None = None
+    #: A tune: section that replaces the study's under this profile (``Study.under``): a paper study's
+    #: ``tuned`` profile switches equal-budget tuning on without changing its untuned runs.
+    tune: TuneCfg | None = None
 
     def sections(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in SECTIONS if getattr(self, k) is not None}
@@ -135,6 +138,17 @@ class Study(_Strict):
                     f"{', '.join(SECTIONS)} (e.g. loss.radius, model.arch)"
                 )
         return grid
+
+    def under(self, profile: str | None) -> Study:
+        """This study as ``profile`` runs it: with the profile's ``tune:`` section when it has one.
+
+        Why here and not in the runs: whether a study is tuned decides which phases run, what the
+        manifest lists and what the report shows, so every caller must see the same ``tune``.
+        """
+        chosen = self.profiles.get(profile) if profile else None
+        if chosen is None or chosen.tune is None:
+            return self
+        return self.model_copy(update={"tune": chosen.tune})
 
 
 def unique_seeds(seeds: list[int]) -> list[int]:

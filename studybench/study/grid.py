@@ -33,6 +33,7 @@ from studybench.study.spec import NAMED_ALWAYS, DataCfg, LossCfg, RunConfig, Run
 def expand(study: Study, profile: str | None = None, source: str = "<study>", check_data: bool = True) -> list[RunSpec]:
     """All runs of ``study`` (under ``profile``), validated; raises ``StudyError``."""
     prof = _profile(study, profile, source)
+    study = study.under(profile)  # idempotent: callers that keep the study resolve it too (api.load_runs)
     prof_sections = prof.sections() if prof else {}
     seeds = (prof.seeds if prof and prof.seeds else None) or study.seeds
     base = _validated_partial(study.base, source, "base")

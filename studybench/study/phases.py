@@ -133,8 +133,11 @@ def method_knobs(study: Any, source: str) -> dict[str, dict[str, Knob]]:
         if not (isinstance(value, dict) and "tune" in value):
             continue
         where = f"grid.method[{i}].tune"
-        if study.tune is None:
-            raise StudyError(f"{source}: {where}: tuned knobs need a study-level tune: section (budget, space, ...)")
+        if study.tune is None and not any(p.tune for p in study.profiles.values()):
+            raise StudyError(
+                f"{source}: {where}: tuned knobs need a study-level tune: section (budget, space, ...) "
+                "or a profile's (profiles.NAME.tune, used with --profile NAME)"
+            )
         try:
             knobs = TypeAdapter(dict[str, Knob]).validate_python(value["tune"])
             for key in knobs:
@@ -151,20 +154,78 @@ def tuning_trials(study: Any, defaults: list[RunSpec], source: str) -> list[RunS
     """Every trial of every fold of a study with ``tune:`` (one seed: the first of the study's seeds)."""
     from studybench.study.config import StudyError
 
-    if study.ablations:
-        raise StudyError(
-            f"{source}: tune: a tuned study cannot have ablations yet (an ablation varies one setting by hand); "
-            "run the ablations as a study of their own"
-        )
     knobs = method_knobs(study, source)
+    check_untuned_axes(study, source)
     first = defaults[0].seed
     trials = []
-    for spec in (s for s in defaults if s.seed == first):
+    for spec in (s for s in defaults if s.seed == first):  # an ablation point is a fold of its own
         try:
             trials += trial_specs(spec, study.tune, knobs.get(spec.method, {}))
         except ValueError as err:
             raise StudyError(f"{source}: tune: {err}  [in method {spec.method!r}]") from None
+    _check_distinct(trials, source)
     return trials
+
+
+def knob_sources(study: Any) -> dict[str, dict[str, str]]:
+    """method -> {tuned knob: where the study declares it} (``tune.space.K`` or ``grid.method[i].tune.K``)."""
+    shared = {key: f"tune.space.{key}" for key in study.tune.space}
+    out: dict[str, dict[str, str]] = {}
+    for i, value in enumerate((study.grid or {}).get("method") or []):
+        name = value if isinstance(value, str) else value.get("name") if isinstance(value, dict) else None
+        own = value.get("tune") or {} if isinstance(value, dict) else {}
+        out[name] = {**shared, **{k: f"grid.method[{i}].tune.{k}" for k in own if k not in shared}}
+    return out
+
+
+def check_untuned_axes(study: Any, source: str) -> None:
+    """``StudyError`` when an ablation or a grid axis varies a knob that tuning also sets.
+
+    Why: tuning overwrites the knob in every trial and final seed, so the runs would claim an
+    ablated (or grid) value they never trained with.
+    """
+    from studybench.study.config import StudyError
+
+    sources = knob_sources(study)
+    every = {k: w for knobs in sources.values() for k, w in knobs.items()}
+    axes = {k: v for k, v in (study.grid or {}).items() if k not in ("dataset", "method")}
+    varied = [(f"grid.{key}", key, values, every) for key, values in axes.items()]
+    for name, abl in study.ablations.items():
+        varied += [(f"ablations.{name}.vary.{k}", k, v, sources.get(abl.of, {})) for k, v in abl.vary.items()]
+    for where, key, values, tuned in varied:
+        for path in sorted({p for value in values for p in _leaf_keys(key, value)}):
+            clash = next((w for k, w in tuned.items() if _overlaps(k, path)), None)
+            if clash is not None:
+                raise StudyError(
+                    f"{source}: {where}: varies {path}, which tuning also sets ({clash}); the tuned value would "
+                    "overwrite the varied one in every trial and final seed: drop one of the two"
+                )
+
+
+def _leaf_keys(key: str, value: Any) -> list[str]:
+    """The dotted keys an axis value sets: ``key`` itself, or each leaf of a mapping (``model: {arch: ...}``)."""
+    if isinstance(value, dict) and value:
+        return [p for k, v in value.items() for p in _leaf_keys(f"{key}.{k}", v)]
+    return [key]
+
+
+def _overlaps(knob: str, key: str) -> bool:
+    """Whether setting dotted ``knob`` changes what dotted ``key`` names (equal, or one inside the other)."""
+    return knob == key or knob.startswith(key + ".") or key.startswith(knob + ".")
+
+
+def _check_distinct(trials: list[RunSpec], source: str) -> None:
+    """``StudyError`` when two folds' trials are one computation (folds that differ only in a tuned knob)."""
+    from studybench.study.config import StudyError
+
+    seen: dict[str, RunSpec] = {}
+    for trial in trials:
+        other = seen.setdefault(trial.key, trial)
+        if other is not trial:
+            raise StudyError(
+                f"{source}: tune: trials {other.name!r} and {trial.name!r} are the same computation (key "
+                f"{trial.key}): their methods or cells differ only in a tuned knob; tune it in one place only"
+            )
 
 
 class Choice(NamedTuple):
@@ -192,6 +253,24 @@ def choose_settings(study: Any, trials: list[RunSpec], scores: dict[str, list[fl
             "the final seeds need a chosen setting; rerun to retry the failed trials"
         )
     return choices
+
+
+def tune_split_digests(specs: list[RunSpec]) -> dict[str, str]:
+    """run key -> SHA-256 (16 hex) of the tuning split's ids, for each run that carves one (one file
+    listing per distinct data section; no data is read)."""
+    carving = [s for s in specs if s.config.data.carve is not None]
+    if not carving:
+        return {}
+    from studybench.data.carve import tuning_split_digest  # torch: datasets
+
+    by_data: dict[str, str] = {}
+    out = {}
+    for spec in carving:
+        section = spec.config.data.model_dump_json(exclude={"carve": {"score_on"}})
+        if section not in by_data:
+            by_data[section] = tuning_split_digest(spec.config.data)
+        out[spec.key] = by_data[section]
+    return out
 
 
 def final_carve(tune: TuneCfg) -> CarveCfg | None:
