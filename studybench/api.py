@@ -383,7 +383,8 @@ def run_study(run: PreparedRun | Path, events: RunEvents | None = None) -> Study
         return StudyResult(outcomes)
     from studybench.phased import run_phases
 
-    return StudyResult(run_phases(run.study, run.specs, str(run.study_path), run.options.phase, store, execute))
+    phase, batch = run.options.phase, run.options.workers  # TPE asks as many settings per round as run at once
+    return StudyResult(run_phases(run.study, run.specs, str(run.study_path), phase, store, execute, batch))
 
 
 def _writable_store(run: PreparedRun) -> tuple[StudyWriter | None, StoreError | None]:

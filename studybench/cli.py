@@ -217,7 +217,13 @@ def _print_dry_run(prepared) -> None:
     from studybench import api
 
     specs = api.dry_run_specs(prepared)
-    if prepared.study.tune is not None:
+    tune = prepared.study.tune
+    if tune is not None and tune.sampler == "tpe":
+        console.print(
+            f"{prepared.study.study}: {tune.budget} tuning trials per fold, chosen adaptively by TPE "
+            f"(trial 0 of each of the {len(specs)} folds below), then {len(prepared.specs)} final runs (dry run)"
+        )
+    elif tune is not None:
         console.print(
             f"{prepared.study.study}: {len(specs)} tuning trials, then {len(prepared.specs)} final runs (dry run)"
         )
@@ -417,9 +423,11 @@ def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> N
         console.print(f"  {name}: {count} runs")
     if study.tune is not None:
         folds = len({s.fold for s in specs})
+        how = ", chosen adaptively by TPE" if study.tune.sampler == "tpe" else ""
         console.print(
-            f"  tuning first: {study.tune.budget} trials x {folds} (method, cell) folds = {study.tune.budget * folds} "
-            f"trials on a split carved from the training data, then the {len(specs)} runs at each chosen setting"
+            f"  tuning first: budget {study.tune.budget} trials per fold{how}: x {folds} (method, cell) folds = "
+            f"{study.tune.budget * folds} trials on a split carved from the training data, then the {len(specs)} "
+            "runs at each chosen setting"
         )
 
 

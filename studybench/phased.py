@@ -8,7 +8,8 @@ exactly what an uninterrupted run would have chosen. Both phases go through the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from studybench.store.layout import METRIC_MIOU
@@ -24,28 +25,97 @@ class PhaseError(RuntimeError):
     """The final phase cannot start: a fold has no finished trial (the message names them)."""
 
 
-def run_phases(study: Any, defaults: list[RunSpec], source: str, phase: str | None, store: Any, execute: Execute):
+def run_phases(
+    study: Any, defaults: list[RunSpec], source: str, phase: str | None, store: Any, execute: Execute, batch: int = 1
+):
     """Run ``phase`` (``tune``, ``final`` or both when ``None``) of a study with ``tune:``; the outcomes.
 
     ``defaults`` are the study's runs at their configured settings (``grid.expand``); ``store`` a
-    ``StudyWriter`` (parent runs, the choice, the scores).
+    ``StudyWriter`` (parent runs, the choice, the scores); ``batch`` how many runs run at once
+    (``--workers``): TPE asks that many settings per round.
     """
-    trials = tuning_trials(study, defaults, source)
+    trials = tuning_trials(study, defaults, source)  # TPE: each fold's trial 0 only
     outcomes: list[Any] = []
     if phase in (None, "tune"):
-        from studybench.data.carve import tuning_split_digest  # lists the training files (torch: datasets)
-
-        digests: dict[str, str] = {}  # one listing per distinct data section
-        for spec in (t for t in trials if t.trial == 0):
-            section = spec.config.data.model_dump_json()
-            if section not in digests:
-                digests[section] = tuning_split_digest(spec.config.data)
-            store.ensure_tune_parent(spec.fold, parent_name(spec), digests[section])
-        outcomes += execute(trials, trials)
+        make_parents(study, trials, store)
+        if study.tune.sampler == "tpe":
+            trials, done = tpe_tuning(study, trials, source, store, execute, batch)
+            outcomes += done
+        else:
+            outcomes += execute(trials, trials)
         if phase == "tune":
             return outcomes
+    elif study.tune.sampler == "tpe":
+        trials = tpe_trials(study, trials, source, store)
     finals = choose_finals(study, defaults, trials, store)
     return outcomes + execute(finals, trials + finals)
+
+
+def make_parents(study: Any, trials: list[RunSpec], store: Any) -> None:
+    """Each fold's parent run (made once), with the SHA-256 of its tuning split's image ids and the sampler."""
+    from studybench.data.carve import tuning_split_digest  # lists the training files (torch: datasets)
+
+    digests: dict[str, str] = {}  # one listing per distinct data section
+    for spec in (t for t in trials if t.trial == 0):
+        section = spec.config.data.model_dump_json()
+        if section not in digests:
+            digests[section] = tuning_split_digest(spec.config.data)
+        store.ensure_tune_parent(spec.fold, parent_name(spec), digests[section], study.tune.sampler)
+
+
+def tpe_tuning(
+    study: Any, first: list[RunSpec], source: str, store: Any, execute: Execute, batch: int
+) -> tuple[list[RunSpec], list[Any]]:
+    """Every fold's ``tune.budget`` trials asked of TPE round by round; (all trials, the outcomes).
+
+    A round first runs the trials asked before and never run by this launch (a rerun after a kill
+    resumes those, so it asks next what an uninterrupted launch would); otherwise it asks each fold
+    for its share of ``batch`` new settings. Between rounds every finished trial is told its tuning
+    mIoU, read from the store. A trial whose run failed stays untold (pending to TPE) and is retried
+    by the next launch, as a failed Sobol trial is.
+    """
+    from studybench.study.tpe import fold_searches, tpe_storage
+
+    outcomes: list[Any] = []
+    tried: set[str] = set()
+    with _tpe_errors(), tpe_storage(store.uri, study.study) as storage:
+        searches = fold_searches(storage, study, first, source)
+        share = -(-max(1, batch) // len(searches))  # ceil: the round fills every worker
+        while True:
+            listed = [s for f in searches for s in f.specs()]
+            for search in searches:
+                search.tell(finished_scores(store, search.untold()))
+            todo = [s for f in searches for s in f.untold() if s.key not in tried]
+            if not todo:
+                todo = [s for f in searches for s in f.ask(share)]
+                listed = [s for f in searches for s in f.specs()]
+            if not todo:
+                return listed, outcomes
+            todo = list({s.key: s for s in todo}.values())  # two settings TPE drew alike are one run
+            outcomes += execute(todo, listed)
+            tried.update(s.key for s in todo)
+
+
+def tpe_trials(study: Any, first: list[RunSpec], source: str, store: Any) -> list[RunSpec]:
+    """The TPE trials asked so far (``--phase final``: nothing is asked; finished trials are told)."""
+    from studybench.study.tpe import fold_searches, tpe_storage
+
+    with _tpe_errors(), tpe_storage(store.uri, study.study) as storage:
+        searches = fold_searches(storage, study, first, source)
+        for search in searches:
+            search.tell(finished_scores(store, search.untold()))
+        return [s for f in searches for s in f.specs()]
+
+
+@contextmanager
+def _tpe_errors() -> Iterator[None]:
+    """A store TPE cannot use, or a launch already tuning: ``PhaseError`` (exit 2), nothing trained."""
+    from studybench.study.tuning import TuneSamplerError
+
+    try:
+        yield
+    except TuneSamplerError as err:
+        raise PhaseError(str(err)) from None
 
 
 def choose_finals(study: Any, defaults: list[RunSpec], trials: list[RunSpec], store: Any) -> list[RunSpec]:

@@ -138,7 +138,6 @@ def test_a_tuned_study_validates_and_counts_its_trials_against_the_run_limit(mon
         (("log: true}", "log: true, low2: 1}"), "low2"),
         (("{low: 1.0e-4, high: 3.0e-2, log: true}", "{low: 3.0e-2, high: 1.0e-4}"), "above high"),
         (("{low: 1.0e-4, high: 3.0e-2, log: true}", "{low: 0, high: 1.0, log: true}"), "above 0"),
-        (("seed: 0\n", "seed: 0\n  sampler: tpe\n"), "not available"),
         (("train.lr:", "train.lrr:"), "has no parameter 'lrr'"),
         (
             ("[ce, {", "[{name: ce, loss: {name: ce}, tune: {loss.gamma: {low: 1, high: 2}}}, {"),

@@ -17,7 +17,7 @@ TAG_SEED = "studybench.seed"
 TAG_GROUPS = "studybench.groups"  # comma-separated: "main" and/or ablation names
 TAG_PHASE = "studybench.phase"  # a tuned study's runs: "tune" (a trial) or "final" (a seed of the chosen setting)
 TAG_TRIAL = "studybench.trial"  # a tuning trial's index in its (method, cell) fold; 0 = the configured setting
-TAG_SAMPLER = "studybench.sampler"  # how the trial was drawn ("sobol")
+TAG_SAMPLER = "studybench.sampler"  # how the trial was drawn ("sobol" or "tpe"); on a tune-parent run too
 TAG_TUNE_SPLIT = "studybench.tune_split_sha256"  # on a tune-parent run: SHA-256 (16 hex) of the tuning split's ids
 TAG_FOLD = "studybench.fold"  # the (method, cell) fold a trial or its parent run belongs to
 TAG_PARENT_RUN = "mlflow.parentRunId"  # MLflow's own: nests a fold's trials under its parent run in the UI

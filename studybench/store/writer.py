@@ -86,6 +86,7 @@ class StudyWriter(StudyReader):
         ensure_store(uri)
         super().__init__(uri, study, must_exist=False)
         self._parents: dict[str, str] | None = None  # fold -> tune-parent run id (tune_parents)
+        self._samplers: dict[str, str] = {}  # fold -> its trials' sampler, from the parent's tag
 
     # ----------------------------------------------------------------- experiments
     def ensure_experiment(self, name: str | None = None) -> str:
@@ -152,8 +153,9 @@ class StudyWriter(StudyReader):
             return {}
         tags = {TAG_PHASE: spec.phase}
         if spec.trial is not None:
-            tags.update({TAG_TRIAL: str(spec.trial), TAG_SAMPLER: "sobol", TAG_FOLD: spec.fold})
             parent = self.tune_parents().get(spec.fold)
+            sampler = self._samplers.get(spec.fold, "sobol")
+            tags.update({TAG_TRIAL: str(spec.trial), TAG_SAMPLER: sampler, TAG_FOLD: spec.fold})
             if parent is not None:
                 tags[TAG_PARENT_RUN] = parent
         return tags
@@ -163,19 +165,24 @@ class StudyWriter(StudyReader):
         if self._parents is None:
             found = self.runs(filter_string=f"tags.`{TAG_KIND}` = '{KIND_TUNE_PARENT}'")
             self._parents = {r.data.tags.get(TAG_FOLD): r.info.run_id for r in found}
+            self._samplers = {r.data.tags.get(TAG_FOLD): r.data.tags.get(TAG_SAMPLER, "sobol") for r in found}
         return self._parents
 
-    def ensure_tune_parent(self, fold: str, name: str, split_digest: str = "") -> str:
+    def ensure_tune_parent(self, fold: str, name: str, split_digest: str = "", sampler: str = "sobol") -> str:
         """The parent run that folds one (method, cell)'s trials in the runs table (made once per fold).
 
         Tagged ``KIND_TUNE_PARENT`` and never with a phase, so no report or status counts it as a run;
-        ``split_digest`` (the SHA-256 of the tuning split's image ids) says which images tuning scored on.
+        ``split_digest`` (the SHA-256 of the tuning split's image ids) says which images tuning scored on;
+        ``sampler`` how its trials are drawn (its trials' tag, read from here by every worker's writer).
         """
         if fold not in self.tune_parents():
             tags = {TAG_KIND: KIND_TUNE_PARENT, TAG_FOLD: fold, TAG_STUDY: self.study, TAG_TUNE_SPLIT: split_digest}
-            run = self.client.create_run(self.ensure_experiment(), run_name=name, tags=tags)
+            run = self.client.create_run(self.ensure_experiment(), run_name=name, tags={**tags, TAG_SAMPLER: sampler})
             self.client.set_terminated(run.info.run_id, "FINISHED")
             self._parents[fold] = run.info.run_id
+        elif self._samplers.get(fold) != sampler:  # the study changed its sampler since the parent was made
+            self.client.set_tag(self._parents[fold], TAG_SAMPLER, sampler)
+        self._samplers[fold] = sampler
         return self._parents[fold]
 
     def record_choice(self, fold: str, chosen: dict[str, Any], trial: int) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Literal, NamedTuple
 
 from studybench.study.keys import keyed_spec
 from studybench.study.spec import NAME_SEPARATOR, CarveCfg, RunConfig, RunSpec
-from studybench.study.tuning import Knob, TuneCfg, choose_trial, sobol_trials, tuned_knobs
+from studybench.study.tuning import Knob, TuneCfg, check_tpe, choose_trial, sobol_trials, tuned_knobs
 
 PHASE_TUNE, PHASE_FINAL = "tune", "final"
 GROUP_TUNE = "tune"
@@ -86,17 +86,23 @@ def check_knobs(spec: RunSpec, knobs: dict[str, Knob]) -> dict[str, type]:
 
 
 def trial_specs(spec: RunSpec, tune: TuneCfg, method_knobs: dict[str, Knob]) -> list[RunSpec]:
-    """The ``tune.budget`` trials of ``spec``'s fold: trial 0 its setting, then Sobol points of the knobs."""
+    """The ``tune.budget`` trials of ``spec``'s fold: trial 0 its setting, then Sobol points of the knobs
+    (TPE: trial 0 only, after checking that Optuna can take the knobs)."""
     knobs = {**tune.space, **method_knobs}
     kinds = check_knobs(spec, knobs)
     default = {key: knob_value(spec.config, key) for key in knobs}
-    carve = tuning_carve(tune, score_on="carved")
-    out = []
-    for index, values in enumerate(sobol_trials(tune.budget, knobs, kinds, default, tune.seed)):
-        config = with_values(spec.config, values, carve)
-        fields = {"study": spec.study, "method": spec.method, "axes": spec.axes, "named_by": spec.named_by}
-        out.append(keyed_spec(config, spec.seed, groups=(GROUP_TUNE,), phase=PHASE_TUNE, trial=index, **fields))
-    return out
+    if tune.sampler == "tpe":  # only trial 0 is known before any score: phased.run_phases asks TPE for the rest
+        check_tpe(knobs, kinds, default)
+        return [trial_spec(spec, tune, default, 0)]
+    settings = sobol_trials(tune.budget, knobs, kinds, default, tune.seed)
+    return [trial_spec(spec, tune, values, index) for index, values in enumerate(settings)]
+
+
+def trial_spec(spec: RunSpec, tune: TuneCfg, values: dict[str, Any], index: int) -> RunSpec:
+    """Trial ``index`` of ``spec``'s fold: ``spec`` with the knob ``values``, trained and scored on the carve."""
+    config = with_values(spec.config, values, tuning_carve(tune, score_on="carved"))
+    fields = {"study": spec.study, "method": spec.method, "axes": spec.axes, "named_by": spec.named_by}
+    return keyed_spec(config, spec.seed, groups=(GROUP_TUNE,), phase=PHASE_TUNE, trial=index, **fields)
 
 
 def chosen_values(trials: list[RunSpec], scores: dict[str, list[float]], knobs: list[str]) -> tuple[int, dict]:

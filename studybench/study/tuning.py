@@ -82,16 +82,6 @@ class TuneCfg(_Strict):
     #: What the final seeds train on: the whole training split, or the part tuning trained on.
     final_train: Literal["all", "fit"] = "all"
 
-    @field_validator("sampler")
-    @classmethod
-    def _sobol_only(cls, sampler: str) -> str:
-        if sampler == "tpe":
-            raise ValueError(
-                "sampler: tpe (Optuna) is not available in this version of studybench; use sampler: sobol "
-                "(the default: the same trial list on every machine and under any parallelism)"
-            )
-        return sampler
-
     @field_validator("space")
     @classmethod
     def _dotted_keys(cls, space: dict[str, Knob]) -> dict[str, Knob]:
@@ -155,3 +145,45 @@ def tuned_knobs(study: Any, method: str) -> list[str]:
         if isinstance(value, dict) and value.get("name") == method:
             own = list(value.get("tune") or {})
     return [*study.tune.space, *(k for k in own if k not in study.tune.space)]
+
+
+# --------------------------------------------------------------------------- sampler: tpe (study/tpe.py), checked up front
+TPE_EXTRA = "pip install 'studybench[tune]'"
+#: Values Optuna can store as a categorical choice.
+_CHOICE_TYPES = (type(None), bool, int, float, str)
+
+
+class TuneSamplerError(ValueError):
+    """The sampler cannot run: Optuna missing (``sampler: tpe``), or see ``tpe.TpeError``."""
+
+
+def require_optuna() -> None:
+    """``TuneSamplerError`` naming the extra to install when Optuna is missing."""
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise TuneSamplerError(
+            f"sampler: tpe needs Optuna, an optional extra: {TPE_EXTRA} (or use sampler: sobol, the default)"
+        ) from None
+
+
+def check_tpe(knobs: dict[str, Knob], kinds: dict[str, type], default: dict[str, Any]) -> None:
+    """``ValueError`` if TPE cannot search ``knobs``: Optuna missing, a choice Optuna cannot store, or a
+    configured value (trial 0) Optuna cannot record (``kinds``: each knob's declared type, checked already)."""
+    require_optuna()
+    for key, knob in knobs.items():
+        value = default[key]
+        if knob.choices is not None:
+            bad = next((c for c in knob.choices if not isinstance(c, _CHOICE_TYPES)), None)
+            if bad is not None:
+                raise ValueError(f"tuned knob {key!r}: TPE takes choices of numbers, strings or booleans, not {bad!r}")
+            if value not in knob.choices:
+                raise ValueError(
+                    f"tuned knob {key!r}: the configured value {value!r} (trial 0) is not among its choices "
+                    f"{knob.choices}; add it to them, or configure one of them"
+                )
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ValueError(
+                f"tuned knob {key!r}: the configured value {value!r} (trial 0) is not a number; "
+                "configure one in the method or in base"
+            )
