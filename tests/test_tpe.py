@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import yaml
@@ -216,3 +217,56 @@ def test_asks_depend_on_the_seed_and_the_told_scores_only():
     assert len(one) == 14 and one == again and one[1:] != other[1:]
     assert one[0] == {"lr": 0.01, "gamma": 2.0}
     assert all(isinstance(v["gamma"], float) and 0.5 <= v["gamma"] <= 5.0 for v in one[1:])
+
+
+@pytest.fixture
+def postgres_database():
+    """A private PostgreSQL on 127.0.0.1 with an empty database ``mlflow``; yields its SQLAlchemy URI."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    from test_postgres import as_owner, free_port, postgres_bin, postgres_missing
+
+    reason = postgres_missing()
+    if reason:
+        pytest.skip(reason)
+    root, port = Path(tempfile.mkdtemp(prefix="sb-pg-")), free_port()  # pytest's tmp_path is closed to postgres
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres")
+    run = {"check": True, "capture_output": True, "timeout": 120}
+    subprocess.run(as_owner([postgres_bin("initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync"]), **run)  # fmt: skip
+    options = f"-c listen_addresses=127.0.0.1 -p {port} -k {root} -c fsync=off"
+    pg_ctl = as_owner([postgres_bin("pg_ctl"), "-D", str(root / "data"), "-l", str(root / "log"), "-o", options])
+    subprocess.run([*pg_ctl, "-w", "start"], **run)
+    try:
+        subprocess.run(as_owner([postgres_bin("createdb") or "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "mlflow"]), **run)  # fmt: skip
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "stop"], capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_a_postgresql_store_keeps_optuna_in_a_schema_of_its_own(postgres_database, tmp_path):
+    import sqlalchemy
+
+    from studybench.study.tpe import OPTUNA_SCHEMA
+
+    study = tmp_path / "study.yaml"
+    study.write_text(TPE_STUDY.replace("budget: 3", "budget: 2"))
+    checkpoints = str(tmp_path / "checkpoints")
+    ran = invoke("run", str(study), "--tracking-uri", postgres_database, "--checkpoint-dir", checkpoints)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    trials = [r for r in StudyReader(postgres_database, "tinytpe").runs() if r.data.tags.get(TAG_PHASE) == "tune"]
+    assert Counter(r.data.tags["studybench.method"] for r in trials) == {m: 2 for m in METHODS}
+    engine = sqlalchemy.create_engine(postgres_database)
+    try:
+        with engine.connect() as db:
+            tables = set(sqlalchemy.inspect(db).get_table_names(schema=OPTUNA_SCHEMA))
+            searches = db.execute(sqlalchemy.text(f"SELECT count(*) FROM {OPTUNA_SCHEMA}.studies")).scalar()
+            told = db.execute(sqlalchemy.text(f"SELECT count(*) FROM {OPTUNA_SCHEMA}.trial_values")).scalar()
+            mlflow_tables = set(sqlalchemy.inspect(db).get_table_names(schema="public"))
+    finally:
+        engine.dispose()
+    assert {"studies", "trials", "alembic_version"} <= tables and searches == len(METHODS) and told == 2 * len(METHODS)
+    assert "studies" not in mlflow_tables and "runs" in mlflow_tables  # MLflow's schema holds none of Optuna's tables
