@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 from studybench.engine.checkpoint import Checkpoints, default_checkpoint_root
 from studybench.executors.plan import RunPlan, UsageError, check_options, executor_for, parse_resources, plan_runs
 from studybench.store import StoreError, StudyReader, StudyWriter, default_tracking_uri
-from studybench.store.layout import METRIC_WALL, TAG_PROFILE
+from studybench.store.layout import METRIC_MIOU, METRIC_WALL, TAG_PROFILE
 from studybench.store.liveness import STATES, run_state
 from studybench.store.manifest import build_manifest, file_sha256, manifest_study
 from studybench.store.studies import studies_note
@@ -185,6 +185,60 @@ class Status:
     def compute_s(self) -> float:
         """Wall seconds of the finished runs."""
         return sum(r.metrics.get(METRIC_WALL, 0.0) for r in self.rows if r.state == "done")
+
+    def seeds_needed(self) -> list[SeedsNeeded]:
+        """Per cell and method of the main grid: the seeds the baseline comparison would need (see ``SeedsNeeded``)."""
+        return seeds_needed(self.view, self.rows)
+
+
+@dataclass(frozen=True)
+class SeedsNeeded:
+    """Seeds a paired t test would need to detect the study's ``min_effect`` with 80 % power, from the
+    sd of the finished runs' paired mIoU differences to the baseline (``report.evidence.seeds_needed``)."""
+
+    cell: str  # the cell's axis values ("" when the study has one cell)
+    method: str
+    pairs: int  # seeds finished by both the method and the baseline
+    sd: float  # sample sd of the paired differences (mIoU fraction)
+    needed: float  # math.inf beyond evidence.MAX_SEEDS
+
+
+def seeds_needed(view: StudyView, rows: list[StatusRow]) -> list[SeedsNeeded]:
+    """``SeedsNeeded`` of every method with two or more seeds paired with the baseline's, in its main-grid cell.
+
+    Read from the status rows (the finished runs' mIoU) and the manifest (method, seed, axes):
+    no second read of the store. The report's function is imported only when there is a pair to size.
+    """
+    baseline = view.study.baseline
+    scores: dict[str, dict[str, dict[int, float]]] = {}  # cell -> method -> seed -> mIoU
+    for entry, row in zip(view.manifest["runs"], rows):
+        miou = row.metrics.get(METRIC_MIOU)
+        if baseline is None or row.state != "done" or miou is None or "main" not in entry["groups"]:
+            continue
+        cell = " · ".join(_axis_text(v) for k, v in entry["axes"].items() if k != "method" and v is not None)
+        scores.setdefault(cell, {}).setdefault(entry["method"], {})[entry["seed"]] = miou
+    paired = []
+    for cell, methods in scores.items():
+        base = methods.get(baseline, {})
+        for method, by_seed in methods.items():
+            diffs = [by_seed[s] - base[s] for s in by_seed if s in base]
+            if method != baseline and len(diffs) >= 2:
+                paired.append((cell, method, diffs))
+    if not paired:
+        return []
+    from statistics import stdev
+
+    from studybench.report.evidence import seeds_needed as needed_for
+
+    delta = view.study.min_effect / 100.0
+    return [SeedsNeeded(c, m, len(d), stdev(d), needed_for(stdev(d), delta)) for c, m, d in paired]
+
+
+def _axis_text(value: Any) -> str:
+    """An axis value as status shows it: a mapping by its name or arch, anything else as written."""
+    if isinstance(value, dict):
+        return str(value.get("name") or value.get("arch") or value)
+    return str(value)
 
 
 def status(

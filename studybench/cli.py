@@ -334,7 +334,29 @@ def status(
     line = ", ".join(f"{n} {state}" for state, n in counts.items())
     complete = counts["done"] == len(found.rows)
     console.print(f"{line}; {'study complete, total' if complete else 'so far'} compute time {found.compute_s:.1f} s")
+    _print_seeds_needed(found)
     _print_slurm_jobs(found.view.study.study, found.checkpoint_root)
+
+
+def _print_seeds_needed(found) -> None:
+    """Seeds needed per method vs the baseline (80 % power at min_effect), where two or more seeds pair up."""
+    from studybench.report.evidence import seeds_text
+
+    rows = found.seeds_needed()
+    if not rows:
+        return
+    study = found.view.study
+    console.print(
+        f"seeds needed to detect {study.min_effect:g} pp vs {study.baseline} with 80% power "
+        "(paired t, alpha 0.05; from the sd of the finished seeds' differences, rough with few seeds):",
+        highlight=False,
+    )
+    for row in rows:
+        where = f"{row.cell}: " if row.cell else ""
+        console.print(
+            f"  {where}{row.method} {seeds_text(row.needed)} (sd {100 * row.sd:.2f} pp over {row.pairs} pairs)",
+            highlight=False,
+        )
 
 
 def _print_slurm_jobs(study: str, checkpoint_root: Path) -> None:

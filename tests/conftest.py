@@ -66,6 +66,8 @@ FAST_FILES = (
     "test_focal.py",
     "test_grid.py",  # 2
     "test_keys.py",
+    "test_seed_sources.py",  # 6: seeds by source, expanded and checked without training
+    "test_variance.py",  # the variance-by-source estimator by simulation (its trained study is marked slow)
     "test_layers.py",
     "test_losses_contract.py",
     "test_measure.py",  # 2

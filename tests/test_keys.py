@@ -93,3 +93,16 @@ def test_equivalent_study_spellings_share_every_key():
     b = expand(study({"loss": {"gamma": 2.0, "name": "focal"}, "name": "f"}), check_data=False)
     c = expand(study({"name": "f", "loss": {"name": "focal"}}, {"train": {"threads": 1}}), check_data=False)
     assert [s.key for s in a] == [s.key for s in b] == [s.key for s in c]
+
+
+def test_seeds_by_source_key_as_plain_seeds_on_the_diagonal_and_apart_elsewhere():
+    """All sources on one seed s compute what plain seed s computes (one key); any other tuple keys on its own."""
+    config = RunConfig()
+    for s in (0, 3):
+        assert run_key(config, 99, dict.fromkeys(("init", "data", "aug", "method"), s)) == run_key(config, s)
+    tuples = [(i, d, a, m) for i in (0, 1) for d in (0, 1) for a in (0, 2) for m in (0, 1)]
+    found = {run_key(config, 0, dict(zip(("init", "data", "aug", "method"), t))) for t in tuples}
+    plain = {run_key(config, s) for s in range(3)}
+    assert len(found) == len(tuples) and len(found & plain) == 1  # only (0, 0, 0, 0) is a plain seed's run
+    shuffled = {"method": 1, "aug": 2, "data": 0, "init": 1}
+    assert run_key(config, 0, shuffled) == run_key(config, 0, {"init": 1, "data": 0, "aug": 2, "method": 1})

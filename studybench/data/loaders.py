@@ -16,16 +16,17 @@ from studybench.engine.rng import torch_generator
 
 
 def train_loader_for(
-    dataset: SegDataset, batch_size: int, seed: int, workers: int, pin_memory: bool = False
+    dataset: SegDataset, batch_size: int, seed: int, workers: int, pin_memory: bool = False, aug_seed: int | None = None
 ) -> DataLoader:
     """Shuffled full batches in the order of ``(seed, epoch)``, each sample augmented from its own
     stream (``EpochSampler``): the batches are the same whatever ``workers`` is. Workers persist
     from epoch to epoch: a sample's augmentation is keyed by (seed, epoch, index), never by the
-    worker's own state, so keeping them changes nothing but the start-up cost of each epoch."""
+    worker's own state, so keeping them changes nothing but the start-up cost of each epoch.
+    ``aug_seed``: the augmentation's own seed when a study gives seeds by source (default ``seed``)."""
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochSampler(len(dataset), seed),
+        sampler=EpochSampler(len(dataset), seed, aug_seed=aug_seed),
         drop_last=len(dataset) >= batch_size,
         num_workers=workers,
         generator=torch_generator(seed, "workers"),  # workers' own seeds; never the global generator

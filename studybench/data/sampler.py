@@ -29,13 +29,15 @@ class EpochSampler(Sampler[SampleKey]):
 
     Args:
         size: number of samples.
-        seed: the run seed.
+        seed: the run seed (of the order; of the augmentation too unless ``aug_seed`` is given).
         shuffle: permute the samples each epoch (training) or keep their order.
+        aug_seed: the augmentation's seed when a study gives seeds by source (``seeds: {aug: [...]}``).
     Call ``set_epoch`` before iterating each epoch (as with ``DistributedSampler``).
     """
 
-    def __init__(self, size: int, seed: int, shuffle: bool = True) -> None:
+    def __init__(self, size: int, seed: int, shuffle: bool = True, aug_seed: int | None = None) -> None:
         self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.aug_seed = seed if aug_seed is None else aug_seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -49,7 +51,7 @@ class EpochSampler(Sampler[SampleKey]):
 
     def __iter__(self) -> Iterator[SampleKey]:
         for index in self.order():
-            yield SampleKey(index, derive_seed(self.seed, "augment", self.epoch, index))
+            yield SampleKey(index, derive_seed(self.aug_seed, "augment", self.epoch, index))
 
     def __len__(self) -> int:
         return self.size

@@ -198,8 +198,9 @@ class Run:
         self.spec, self.recorder, self.progress, self.checkpoints = spec, recorder, progress, checkpoints
         self.data, self.peak, self.clock = data, peak, clock  # clock: when this process's share of wall_s began
         device = peak.device
-        self.scheme = build_scheme(spec.config, data.train_set.num_classes, device, data.total_steps, seed=spec.seed)
-        seed_method_stream(spec.seed)  # after the networks are built: only the method draws from it
+        seeds = spec.stream_seeds  # each source's seed (spec.SOURCES): all spec.seed unless given by source
+        self.scheme = build_scheme(spec.config, data.train_set.num_classes, device, data.total_steps, seeds["init"])
+        seed_method_stream(seeds["method"])  # after the networks are built: only the method draws from it
         self.state = self._resume()
         self.step_timer = Timer(device)
         self.step_timer.samples, self.scheme.loss_timer.samples = self.state.step_samples, self.state.loss_samples
@@ -325,9 +326,10 @@ def build_data(spec: RunSpec, placement: Placement) -> RunData:
     val_set = build_dataset(cfg.data, cfg.data.val_split, train=False)
     workers = default_workers(cfg.data.num_workers, cfg.train.threads)
     pin = placement.pin_memory
-    train_loader = train_loader_for(train_set, cfg.train.batch_size, spec.seed, workers, pin_memory=pin)
+    seeds = spec.stream_seeds  # data: the order (and workers); aug: each sample's augmentation
+    train_loader = train_loader_for(train_set, cfg.train.batch_size, seeds["data"], workers, pin, seeds["aug"])
     val_batch = cfg.train.val_batch_size or cfg.train.batch_size
-    val_loader = val_loader_for(val_set, val_batch, spec.seed, workers, pin_memory=pin)
+    val_loader = val_loader_for(val_set, val_batch, seeds["data"], workers, pin_memory=pin)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"training split has {len(train_set)} images, fewer than batch_size={cfg.train.batch_size}")

@@ -30,6 +30,7 @@ from studybench.report.machine_load import load_warnings
 from studybench.report.page import Figure, write_pages
 from studybench.report.reference import check_reference
 from studybench.report.scope import grid_scope, unequal_cells
+from studybench.report.variance import variance_table
 from studybench.store import StudyReader, StudyWriter
 from studybench.store.layout import EVAL_CROP, PARAM_AXIS_PREFIX
 
@@ -77,6 +78,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
         ("ablations", lambda: tables.ablation_tables(frame, study)),
         ("costs", lambda: tables.costs_table(frame, study)),
         ("seeds_needed", lambda: tables.seeds_table(frame, study)),
+        ("variance", lambda: variance_table(frame, study)),  # studies with seeds by source only
         ("per_class", lambda: tables.per_class_table(frame, study)),
         ("reference", lambda: tables.reference_table(frame, study)),
         ("runs", lambda: tables.runs_table(frame, study)),

@@ -161,6 +161,7 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
     if baseline:
         cmp = stats.compare_to_baseline(main, cell, baseline, "miou", min_effect(study))
         summary = summary.merge(cmp.drop(columns="n"), on=[*cell, "method"], how="left")
+        summary = without_self_evidence(summary, baseline)
     summary = _sort_methods(summary, method_order(study, list(summary["method"].unique())), cell)
     refs = [match_reference(study.reference, row) for _, row in summary.iterrows()]
     summary["paper_miou"] = [r.get("miou", math.nan) if r else math.nan for r in refs]
@@ -186,6 +187,17 @@ def main_table(frame: pd.DataFrame, study: Any) -> Table:
     if (summary["n"] < summary["seeds"]).any():
         note += " n given as '2 of 3': a seed's run is missing or has no value; mean, interval and tests are over the values present."
     return Table("main", "Main comparison (val, mean ± std over seeds)", summary, disp, note)
+
+
+def without_self_evidence(summary: pd.DataFrame, baseline: str) -> pd.DataFrame:
+    """The baseline's rows with no verdict, P(A>B) or seeds needed: compared with itself they said
+    "equivalent", p_equivalent 0 and 2 seeds needed (main.csv), which no comparison found."""
+    out = summary.copy()
+    own = out["method"] == baseline
+    out.loc[own, [c for c in stats.EVIDENCE_COLUMNS if c != "verdict"]] = math.nan
+    out["verdict"] = out["verdict"].astype(object)
+    out.loc[own, "verdict"] = "baseline"
+    return out
 
 
 def min_effect(study: Any) -> float:

@@ -14,6 +14,9 @@ TAG_METHOD = "studybench.method"
 TAG_DATASET = "studybench.dataset"
 TAG_ARCH = "studybench.arch"
 TAG_SEED = "studybench.seed"
+#: Params ``seed.init``, ``seed.data``, ``seed.aug``, ``seed.method``: a run's seed of each source
+#: (``spec.SOURCES``), logged only when its study gives seeds by source (``seeds: {init: [...], ...}``).
+PARAM_SEED_PREFIX = "seed."
 TAG_GROUPS = "studybench.groups"  # comma-separated: "main" and/or ablation names
 TAG_PHASE = "studybench.phase"  # a tuned study's runs: "tune" (a trial) or "final" (a seed of the chosen setting)
 TAG_TRIAL = "studybench.trial"  # a tuning trial's index in its (method, cell) fold; 0 = the configured setting

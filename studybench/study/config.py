@@ -14,10 +14,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Strict,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from studybench.registry import did_you_mean
-from studybench.study.spec import RunConfig
+from studybench.study.spec import SOURCES, RunConfig
 from studybench.study.tuning import TuneCfg
 
 SECTIONS = tuple(RunConfig.model_fields)  # data, model, loss, scheme, train
@@ -39,6 +49,57 @@ MAX_LISTED_ERRORS = 20
 Seed = Annotated[int, Strict(), Field(ge=0, le=2**32 - 1)]
 
 
+class SeedsBySource(BaseModel):
+    """``seeds: {init: [0, 1, 2], data: [0]}``: each source's seeds; the runs are their Cartesian product.
+
+    A source left out keeps seed 0 (``{init: [0, 1, 2]}`` varies the initial weights alone, with
+    data order, augmentation and the method's draws on seed 0). Bouthillier et al. 2021 vary one
+    source at a time to see how much of a result's spread each one causes.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    init: list[Seed] | None = Field(default=None, min_length=1)  # initial weights (init/<role> streams)
+    data: list[Seed] | None = Field(default=None, min_length=1)  # training order (and loader workers)
+    aug: list[Seed] | None = Field(default=None, min_length=1)  # each sample's augmentation
+    method: list[Seed] | None = Field(default=None, min_length=1)  # the method's own draws (dropout, ...)
+
+    @field_validator(*SOURCES)
+    @classmethod
+    def _unique(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else unique_seeds(seeds)
+
+    @model_validator(mode="after")
+    def _some_source(self) -> SeedsBySource:
+        if all(getattr(self, name) is None for name in SOURCES):
+            raise ValueError(f"give the seeds of at least one source: {', '.join(SOURCES)} (e.g. {{init: [0, 1, 2]}})")
+        return self
+
+    def runs(self) -> list[dict[str, int]]:
+        """Every combination of the sources' seeds (``spec.SOURCES`` order), a left-out source on 0."""
+        import itertools
+
+        lists = [getattr(self, name) or [0] for name in SOURCES]
+        return [dict(zip(SOURCES, combo)) for combo in itertools.product(*lists)]
+
+    def varied(self) -> list[str]:
+        """The sources given more than one seed."""
+        return [name for name in SOURCES if len(getattr(self, name) or []) > 1]
+
+
+#: Tags of the ``seeds`` union (a list, or seeds by source); ``format_validation`` leaves them out of keys.
+_SEED_TAGS = ("seed list", "seeds by source")
+#: ``seeds:`` as written: one list (every source from the same seed) or seeds by source.
+Seeds = Annotated[
+    Annotated[list[Seed], Field(min_length=1), Tag(_SEED_TAGS[0])] | Annotated[SeedsBySource, Tag(_SEED_TAGS[1])],
+    Discriminator(lambda v: _SEED_TAGS[1] if isinstance(v, (dict, SeedsBySource)) else _SEED_TAGS[0]),
+]
+
+
+def seed_runs(seeds: list[int] | SeedsBySource) -> list[int] | list[dict[str, int]]:
+    """The seeds a study's runs take: plain seeds, or one mapping of source -> seed per run."""
+    return seeds.runs() if isinstance(seeds, SeedsBySource) else list(seeds)
+
+
 class StudyError(ValueError):
     """An invalid study file; the message names the file, the key and what is allowed."""
 
@@ -57,7 +118,7 @@ class Ablation(_Strict):
 class Profile(_Strict):
     """Overrides applied to every run (after base and method, before axis values)."""
 
-    seeds: list[Seed] | None = Field(default=None, min_length=1)
+    seeds: Seeds | None = None  # a list or seeds by source, as the study's
     dataset: str | list[str] | None = None  # replaces the dataset axis
     iterations_scale: float | None = Field(default=None, gt=0)  # train.iterations x this (keeps ratios between methods)
     data: dict[str, Any] | None = None
@@ -74,8 +135,8 @@ class Profile(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, seeds: list[int] | None) -> list[int] | None:
-        return None if seeds is None else unique_seeds(seeds)
+    def _unique_seeds(cls, seeds: list[int] | SeedsBySource | None) -> list[int] | SeedsBySource | None:
+        return seeds if seeds is None or isinstance(seeds, SeedsBySource) else unique_seeds(seeds)
 
 
 class Resources(_Strict):
@@ -91,7 +152,7 @@ class Resources(_Strict):
 class Study(_Strict):
     study: str = Field(pattern=NAME_PATTERN, max_length=MAX_NAME)
     description: str = ""
-    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])  # a list, or seeds by source ({init: [...], data: [...]})
     baseline: str | None = None  # method the report compares every other method against
     min_effect: float = Field(default=0.5, gt=0, lt=100)  # smallest effect of interest, mIoU points (report verdicts)
     base: dict[str, Any] = Field(default_factory=dict)
@@ -104,8 +165,8 @@ class Study(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        return unique_seeds(seeds)
+    def _unique_seeds(cls, seeds: list[int] | SeedsBySource) -> list[int] | SeedsBySource:
+        return seeds if isinstance(seeds, SeedsBySource) else unique_seeds(seeds)
 
     @field_validator("ablations", "profiles")
     @classmethod
@@ -285,14 +346,13 @@ def format_validation(err: ValidationError, where: str, model: type[BaseModel] |
     """One line per problem: ``file: dotted.key: message (got value)``; unknown keys list allowed ones."""
     lines = []
     for item in err.errors():
-        loc = prefix + ".".join(str(p) for p in item["loc"])
+        where_in = tuple(p for p in item["loc"] if p not in _SEED_TAGS)  # seeds.init, not seeds.seeds by source.init
+        loc = prefix + ".".join(str(p) for p in where_in)
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            allowed = _allowed_keys(model, item["loc"][:-1]) if model else []
-            hint = did_you_mean(item["loc"][-1], allowed)
-            msg = f"unknown key {str(item['loc'][-1])!r}{hint}" + (
-                f"; allowed: {', '.join(allowed)}" if allowed else ""
-            )
+            allowed = _allowed_keys(model, where_in[:-1]) if model else []
+            hint = did_you_mean(where_in[-1], allowed)
+            msg = f"unknown key {str(where_in[-1])!r}{hint}" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
         elif "input" in item and not isinstance(item["input"], dict):
             msg += f" (got {brief(item['input'])})"
         lines.append(f"{where}: {loc}: {msg}")

@@ -23,7 +23,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from studybench.study.checks import check_runs
-from studybench.study.config import SECTIONS, Study, StudyError, brief, check_name, cut, format_validation
+from studybench.study.config import (
+    SECTIONS,
+    SeedsBySource,
+    Study,
+    StudyError,
+    brief,
+    check_name,
+    cut,
+    format_validation,
+    seed_runs,
+)
 from studybench.study.keys import keyed_spec
 from studybench.study.only import run_fields
 from studybench.study.phases import method_knobs, tuning_trials
@@ -35,7 +45,7 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     prof = _profile(study, profile, source)
     study = study.under(profile)  # idempotent: callers that keep the study resolve it too (api.load_runs)
     prof_sections = prof.sections() if prof else {}
-    seeds = (prof.seeds if prof and prof.seeds else None) or study.seeds
+    seeds = _seeds(study, prof, profile, source)  # ints, or one mapping source -> seed per run
     base = _validated_partial(study.base, source, "base")
     for prof_name, other in study.profiles.items():  # every profile, not only the active one
         _validated_partial(other.sections(), source, f"profiles.{prof_name}")
@@ -83,10 +93,12 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
         config = _run_config(merged, source, "run " + "/".join(n for n in (ds["name"], method["name"]) if n))
         axes_named = {"dataset": ds["name"], "method": method["name"], **axis_values}
         for seed in seeds:
+            by_source = seed if isinstance(seed, dict) else None
             spec = keyed_spec(
                 study=study.study,
                 method=method["name"],
-                seed=seed,
+                seed=-1 if by_source else seed,  # by source: keyed_spec gives the run its seed id
+                sources=by_source,
                 config=config,
                 axes=axes_named,
                 groups=groups,
@@ -152,6 +164,17 @@ def _check_grid_size(
             f"x {seeds} seeds{f', + {trials} tuning trials' if trials else ''}), more than the limit of {limit}; shrink the grid or raise the limit with "
             f"{MAX_RUNS_ENV}=N"
         )
+
+
+def _seeds(study: Study, prof: Any, profile: str | None, source: str) -> list[int] | list[dict[str, int]]:
+    """The runs' seeds (the profile's if it has any); seeds by source are refused in a tuned study,
+    whose trials and final seeds are keyed by one seed each (``study.phases``)."""
+    where, seeds = ("seeds", study.seeds)
+    if prof is not None and prof.seeds:
+        where, seeds = f"profiles.{profile}.seeds", prof.seeds
+    if study.tune is not None and isinstance(seeds, SeedsBySource):
+        raise StudyError(f"{source}: {where}: seeds by source are not supported with tune: yet; give a list of seeds")
+    return seed_runs(seeds)
 
 
 def _named_by(specs: list[RunSpec], source: str) -> tuple[tuple[str, ...], ...]:

@@ -14,6 +14,9 @@ computes. The rule (docs/architecture.md, "Run keys"):
    changes). ``KEY_SCHEMA`` is bumped when the harness itself changes what every run computes.
 4. **Order and runtime out.** Mappings are sorted; runtime-only keys (``spec.RUNTIME_KEYS``:
    where the data lives, loader workers, device, threads, checkpointing) are excluded.
+5. **Seeds by source.** A run whose study gives seeds by source keys with each source's seed
+   (``"seeds": {init, data, aug, method}``), except when all four are one seed ``s``: that run
+   computes what plain seed ``s`` computes, so it keys as ``"seed": s`` (a plain key is unchanged).
 """
 
 from __future__ import annotations
@@ -26,21 +29,42 @@ from typing import Any
 from pydantic import BaseModel
 
 from studybench.registry import RegistryError
-from studybench.study.spec import RUNTIME_KEYS, RunConfig, RunSpec
+from studybench.study.spec import RUNTIME_KEYS, SOURCES, RunConfig, RunSpec, seed_id
 
 #: Bumped when the harness changes what every run computes (2: per-purpose RNG streams,
 #: native-resolution evaluation and float32 losses; canonical keys).
 KEY_SCHEMA = 2
 
 
-def keyed_spec(config: RunConfig, seed: int, **fields: Any) -> RunSpec:
-    """The ``RunSpec`` of ``config`` and ``seed`` (and its other ``fields``) with its key computed once, here."""
-    return RunSpec(config=config, seed=seed, key=run_key(config, seed), **fields)
+def keyed_spec(config: RunConfig, seed: int, sources: dict[str, int] | None = None, **fields: Any) -> RunSpec:
+    """The ``RunSpec`` of ``config`` and ``seed`` (and its other ``fields``) with its key computed once, here.
+
+    ``sources``: the seed of each source (``spec.SOURCES``) of a study that gives seeds by source;
+    ``seed`` is then ignored and the run's seed is ``spec.seed_id(sources)``.
+    """
+    if sources is not None:
+        sources = {name: int(sources[name]) for name in SOURCES}
+        seed = seed_id(sources)
+    return RunSpec(config=config, seed=seed, sources=sources, key=run_key(config, seed, sources), **fields)
 
 
-def run_key(config: Any, seed: int) -> str:
-    """The stable key of ``config`` (a ``spec.RunConfig``) trained with ``seed``."""
-    material = {"schema": KEY_SCHEMA, "seed": int(seed), "config": canonical_config(config)}
+def run_key(config: Any, seed: int, sources: dict[str, int] | None = None) -> str:
+    """The stable key of ``config`` (a ``spec.RunConfig``) trained with ``seed``, or with a seed per source.
+
+    One key, one computation: sources that are all one seed ``s`` are plain seed ``s`` (the same
+    streams), so they key as ``[s]`` does; any other tuple keys with every source's seed. A plain
+    seed's key material is unchanged (no existing key moves).
+    """
+    if sources is not None and len({sources[name] for name in SOURCES}) == 1:
+        seed, sources = sources[SOURCES[0]], None
+    if sources is not None:
+        material = {
+            "schema": KEY_SCHEMA,
+            "seeds": {n: int(sources[n]) for n in SOURCES},
+            "config": canonical_config(config),
+        }
+    else:
+        material = {"schema": KEY_SCHEMA, "seed": int(seed), "config": canonical_config(config)}
     text = json.dumps(material, sort_keys=True, separators=(",", ":"), allow_nan=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 

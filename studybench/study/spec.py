@@ -157,6 +157,37 @@ class RunConfig(Section):
     train: TrainCfg = Field(default_factory=TrainCfg)
 
 
+#: The random streams a seed drives, by source (``engine.rng``): initial weights (``init/<role>``), the
+#: training order (``order``; also the loader workers' seeds), each sample's augmentation (``augment``)
+#: and the method's own draws on the global generators (``method``: dropout, center loss's subset).
+#: A study may give each its own seeds (``seeds: {init: [...], data: [...]}``, Bouthillier et al. 2021).
+SOURCES = ("init", "data", "aug", "method")
+#: Letters of the sources in a run name (``i1.d0.a0.m0``).
+SOURCE_LETTERS = {"init": "i", "data": "d", "aug": "a", "method": "m"}
+#: Per-source seed ids live above every plain seed (a ``Seed`` is at most 2**32 - 1), so they never meet one.
+_SOURCE_ID_FLOOR = 2**32
+
+
+def seed_id(sources: dict[str, int]) -> int:
+    """The seed a run of per-source ``sources`` is paired and tagged by: one id per seed tuple.
+
+    Every source on one seed ``s`` is the run of plain seed ``s`` (the same streams, the same
+    computation), so its id is ``s``; any other tuple gets a stable 63-bit hash at or above
+    ``2**32``, which no plain seed reaches. Methods are paired by this id, i.e. by the full tuple.
+    """
+    values = {sources[name] for name in SOURCES}
+    if len(values) == 1:
+        return int(values.pop())
+    text = json.dumps([int(sources[name]) for name in SOURCES])
+    digest = int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") >> 1
+    return _SOURCE_ID_FLOOR + digest % (2**63 - _SOURCE_ID_FLOOR)
+
+
+def source_label(sources: dict[str, int]) -> str:
+    """``i1.d0.a0.m0``: a run's seeds by source, as its name shows them."""
+    return ".".join(f"{SOURCE_LETTERS[name]}{sources[name]}" for name in SOURCES)
+
+
 #: Between the parts of a run name (``ce · unet · s0``).
 NAME_SEPARATOR = " · "
 #: Axis values every run name shows anyway (method and arch lead it), never repeated as ``key=value``.
@@ -180,6 +211,9 @@ class RunSpec(Section):
     method: str
     seed: int
     config: RunConfig
+    #: The seed of each source (``SOURCES``) when the study gives seeds by source; ``None``: every
+    #: stream from ``seed``. With sources, ``seed`` is ``seed_id(sources)``: an identity, never a stream key.
+    sources: dict[str, int] | None = None
     #: Stable run key, the hash of the canonical computation (``keys.run_key``): computed once, by
     #: ``keys.keyed_spec`` (which ``grid.expand`` uses), never re-derived from the registries per access.
     key: str
@@ -198,6 +232,18 @@ class RunSpec(Section):
     def _plain(cls, value: dict[str, Any]) -> dict[str, Any]:
         json.dumps(value)  # axes become params and tags: they must be plain data
         return value
+
+    @field_validator("sources")
+    @classmethod
+    def _every_source(cls, value: dict[str, int] | None) -> dict[str, int] | None:
+        if value is not None and set(value) != set(SOURCES):
+            raise ValueError(f"sources must give a seed for each of {SOURCES}, got {sorted(value)}")
+        return value
+
+    @property
+    def stream_seeds(self) -> dict[str, int]:
+        """The seed each source's streams derive from (``SOURCES``): what the trainer reads, never ``seed``."""
+        return dict(self.sources) if self.sources is not None else dict.fromkeys(SOURCES, self.seed)
 
     @property
     def dataset(self) -> str:
@@ -220,6 +266,8 @@ class RunSpec(Section):
     def name(self) -> str:
         """Short readable run name, e.g. ``ce+dice · unet · s0`` or ``rmi · deeplabv3 · radius=3 · s1``."""
         name = run_name(self.method, self.arch, self.seed, self.axes, self.named_by)
+        if self.sources is not None:  # the tuple reads better than its id
+            name = name.rpartition(NAME_SEPARATOR)[0] + NAME_SEPARATOR + source_label(self.sources)
         if self.trial is None:
             return name
         head, _, seed = name.rpartition(NAME_SEPARATOR)
@@ -235,6 +283,10 @@ class RunSpec(Section):
         """Flat params for tracking: the resolved config plus the run's identity."""
         flat = flatten(self.config.model_dump(mode="json"))
         flat.update({"study": self.study, "method": self.method, "seed": self.seed})
+        if self.sources is not None:
+            from studybench.store.layout import PARAM_SEED_PREFIX  # here: store imports this module
+
+            flat.update({f"{PARAM_SEED_PREFIX}{name}": self.sources[name] for name in SOURCES})
         return flat
 
 
