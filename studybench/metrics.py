@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from studybench import IGNORE_INDEX
+from studybench.counts import class_scores, class_totals, mean_present
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,18 @@ class ConfusionMatrix:
     They are counted on the device (``bad``) and reported as a ``ValueError`` when the matrix is
     read: checking each batch would stop the host once per batch.
 
+    With ``per_update`` each update's own counts are kept too (on the device; the evaluation
+    updates once per image, so these are per-image counts for a bootstrap over images):
+    ``update_counts`` reads them in one copy. They cost nothing to compute (the ``bincount`` is
+    made anyway), only ``C² + 3`` integers of device memory per update.
+
     Args:
         num_classes: number of classes C.
         ignore_index: ground-truth label that is not counted.
+        per_update: keep each update's counts (``update_counts``).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX, per_update: bool = False) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes
@@ -52,6 +59,7 @@ class ConfusionMatrix:
         self._counts: torch.Tensor | None = None  # flat [C*C + 2]: the matrix, bad labels, bad predictions
         self._first_bad_label: torch.Tensor | None = None
         self._host: np.ndarray | None = None  # the matrix as last read, until the next update
+        self._updates: list[torch.Tensor] | None = [] if per_update else None  # each update's flat counts
 
     @torch.no_grad()
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -73,8 +81,10 @@ class ConfusionMatrix:
         index = torch.where(bad_label, c * c, index)  # a bad label is reported before a bad prediction
         counts = torch.bincount(index, minlength=c * c + 3)[: c * c + 2]
         first = torch.where(bad_label, target, torch.iinfo(torch.int64).max).min() if target.numel() else None
-        if self._counts is None:
-            self._counts, self._first_bad_label = counts, first
+        if self._updates is not None:
+            self._updates.append(counts)
+        if self._counts is None:  # a copy: the sum grows in place, the update's own counts must not
+            self._counts, self._first_bad_label = counts.clone(), first
         else:
             self._counts += counts
             if first is not None:
@@ -85,6 +95,22 @@ class ConfusionMatrix:
         """The ``[C, C]`` counts on the CPU (int64), copied from the device once after the last update.
         Raises ``ValueError`` if any batch held a label or prediction outside ``[0, C)``."""
         return torch.from_numpy(self._host_counts())
+
+    @property
+    def keeps_updates(self) -> bool:
+        """Whether it keeps each update's counts (``per_update``)."""
+        return self._updates is not None
+
+    def update_counts(self) -> np.ndarray:
+        """Each update's ``[C, C]`` counts, ``[updates, C, C]`` int64 on the host, read in one copy; their
+        sum is ``matrix``. Needs ``per_update``; checks labels and predictions as ``matrix`` does."""
+        if self._updates is None:
+            raise ValueError("this ConfusionMatrix keeps no per-update counts: construct it with per_update=True")
+        c = self.num_classes
+        self._host_counts()  # raises for labels or predictions outside [0, C)
+        if not self._updates:
+            return np.zeros((0, c, c), dtype=np.int64)
+        return torch.stack(self._updates)[:, : c * c].cpu().numpy().reshape(-1, c, c)
 
     def _host_counts(self) -> np.ndarray:
         if self._counts is None:
@@ -105,19 +131,14 @@ class ConfusionMatrix:
         return np.array(counts[: c * c], dtype=np.int64).reshape(c, c)
 
     def compute(self) -> SegMetrics:
-        m = self._host_counts().astype(np.float64)
-        tp = np.diag(m)
-        gt = m.sum(axis=1)
-        pr = m.sum(axis=0)
-        union = gt + pr - tp
-        with np.errstate(divide="ignore", invalid="ignore"):
-            iou = np.where(union > 0, tp / union, np.nan)
-            acc = np.where(gt > 0, tp / gt, np.nan)
-        total = m.sum()
+        """The metrics of the counts so far (``counts.class_scores``: the report's bootstrap scores the same way)."""
+        tp, gt, pr = class_totals(self._host_counts())
+        iou, acc = class_scores(tp, gt, pr)
+        total = gt.sum()
         return SegMetrics(
-            miou=float(np.nanmean(iou)) if np.any(union > 0) else float("nan"),
+            miou=float(mean_present(iou)),
             pixel_acc=float(tp.sum() / total) if total > 0 else float("nan"),
-            mean_acc=float(np.nanmean(acc)) if np.any(gt > 0) else float("nan"),
+            mean_acc=float(mean_present(acc)),
             iou=[float(v) for v in iou],
             acc=[float(v) for v in acc],
         )

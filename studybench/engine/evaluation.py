@@ -6,6 +6,10 @@ image's logits are then upsampled (bilinear) to its mask's size before the argma
 official Cityscapes/VOC evaluators and mmsegmentation score predictions. The confusion matrix
 stays on the device (``metrics.ConfusionMatrix``); the host reads it once per evaluation, plus
 the few predictions kept as samples.
+
+The matrix also keeps each image's own counts (the ``bincount`` it makes per image anyway), so a
+run's final evaluation can log them (``image_counts_npz``) and the report can bootstrap over
+validation images (``report.images``). They stay on the device and are read only when logged.
 """
 
 from __future__ import annotations
@@ -19,13 +23,19 @@ import torch
 import torch.nn.functional as F
 
 from studybench import IGNORE_INDEX
+from studybench.counts import write_image_counts
 from studybench.data import SegDataset
+from studybench.data.carve import sample_ids
 from studybench.metrics import ConfusionMatrix, SegMetrics
+from studybench.store.layout import ARTIFACT_IMAGE_COUNTS, TAG_IMAGE_COUNTS
 
 #: Inputs are padded to a multiple of this (smp encoders downsample by up to 32).
 SIZE_MULTIPLE = 32
 #: Validation images kept as the sample-prediction artifact.
 NUM_SAMPLES = 4
+#: Device memory the per-image counts may take (``images × (C² + 3)`` int64): VOC's 1,449 × 21² take 5 MB;
+#: beyond this (hundreds of classes over thousands of images) an evaluation keeps none and logs none.
+MAX_IMAGE_COUNTS_BYTES = 256 * 2**20
 
 Evaluation = tuple[SegMetrics, ConfusionMatrix, dict[str, list[np.ndarray]]]
 
@@ -41,7 +51,9 @@ def evaluate(
     """Dataset-level metrics of ``model`` on ``loader``, its confusion matrix and the first few predictions."""
     was_training = model.training
     model.eval()
-    matrix = ConfusionMatrix(num_classes)
+    matrix = ConfusionMatrix(
+        num_classes, per_update=keeps_image_counts(len(getattr(loader, "dataset", ())), num_classes)
+    )
     kept: dict[str, list[np.ndarray]] = defaultdict(list)
     for images, masks in loader:
         for start, stop in _same_size_runs(images):
@@ -57,6 +69,11 @@ def evaluate(
                     kept["pred"].append(pred.cpu().numpy())
     model.train(was_training)
     return matrix.compute(), matrix, kept
+
+
+def keeps_image_counts(images: int, num_classes: int) -> bool:
+    """Whether an evaluation of ``images`` keeps per-image counts (``MAX_IMAGE_COUNTS_BYTES``)."""
+    return images * (num_classes**2 + 3) * 8 <= MAX_IMAGE_COUNTS_BYTES
 
 
 def predict(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
@@ -106,6 +123,41 @@ def samples_npz(samples: dict[str, list[np.ndarray]], dataset: SegDataset) -> by
     }
     np.savez_compressed(buf, **payload)
     return buf.getvalue()
+
+
+def log_image_counts(recorder: Any, matrix: ConfusionMatrix, dataset: SegDataset, prefix: str) -> None:
+    """Log the per-image counts as ``<prefix>image_counts.npz`` (nothing if the evaluation kept none).
+
+    The headline network's (no ``prefix``) also tags the run with its number of images, so a report
+    finds the runs that have them in the one read of the store it makes anyway and downloads only theirs.
+    """
+    payload = image_counts_npz(matrix, dataset)
+    if payload is None:
+        return
+    recorder.log_bytes(payload, f"{prefix}{ARTIFACT_IMAGE_COUNTS}")
+    if not prefix:
+        recorder.set_tags({TAG_IMAGE_COUNTS: str(len(dataset))})
+
+
+def image_counts_npz(matrix: ConfusionMatrix, dataset: SegDataset) -> bytes | None:
+    """The per-image confusion counts of an evaluation of ``dataset`` in order (``counts.write_image_counts``),
+    or None when the evaluation kept none (``keeps_image_counts``) or scored another number of images."""
+    if not matrix.keeps_updates:
+        return None
+    per_image = matrix.update_counts()
+    ids = image_ids(dataset)
+    if len(per_image) != len(ids):
+        return None
+    return write_image_counts(per_image, ids, list(dataset.class_names))
+
+
+def image_ids(dataset: SegDataset) -> list[str]:
+    """The id of each image of ``dataset`` (a carved part names the images of its base dataset)."""
+    base, indices = getattr(dataset, "base", None), getattr(dataset, "indices", None)
+    if base is not None and indices is not None:
+        ids = sample_ids(base)
+        return [ids[i] for i in indices]
+    return sample_ids(dataset)
 
 
 def _stack_padded(arrays: list[np.ndarray], fill: float, empty: tuple[int, ...]) -> np.ndarray:

@@ -45,7 +45,7 @@ from studybench.data.loaders import train_loader_for, val_loader_for
 from studybench.engine import faults
 from studybench.engine.checkpoint import Checkpoints, Fallback, rng_state, set_rng_state
 from studybench.engine.device import Placement, default_workers, resolve_device
-from studybench.engine.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, matrix_csv, samples_npz
+from studybench.engine.evaluation import SIZE_MULTIPLE, Evaluation, evaluate, log_image_counts, matrix_csv, samples_npz
 from studybench.engine.evaluation import samples_npz as _samples_npz  # noqa: F401 - the name tests and tools use
 from studybench.engine.load import load_metrics
 from studybench.engine.measure import PeakMemory, Timer, count_params
@@ -264,6 +264,7 @@ class Run:
                 per_class = dict(zip(names, metrics.iou))
             self.recorder.log_text(matrix_csv(matrix, names), f"{prefix}{ARTIFACT_CONFUSION}")
             self.recorder.log_bytes(samples_npz(samples, self.data.val_set), f"{prefix}{ARTIFACT_SAMPLES}")
+            log_image_counts(self.recorder, matrix, self.data.val_set, prefix)  # the report's bootstrap over images
             pngs = (f"{prefix}{ARTIFACT_SAMPLES_PNG}", f"{prefix}{ARTIFACT_CONFUSION_PNG}")
             log_run_images(self.recorder, samples, matrix.matrix.numpy(), names, self.data.val_set.palette, pngs)
         final.update(self.costs())

@@ -9,7 +9,7 @@ page and returned. Finally the folder is logged as a report record in the study'
 experiment (never among the training runs).
 
 Modules: ``scope`` (what the report covers), ``collect`` (MLflow -> DataFrame), ``stats`` (t intervals, paired t tests), ``reference``
-(paper values), ``tables``, ``plots``, ``page`` (index.html, README.md).
+(paper values), ``tables``, ``plots``, ``page`` (index.html, README.md), ``images`` (bootstrap over validation images).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from studybench.names import file_stem
-from studybench.report import aggregate, collect, plots, ranking, stats, tables, tuning
+from studybench.report import aggregate, collect, images, plots, ranking, stats, tables, tuning
 from studybench.report.collect import collect_runs, in_group, label, main_axes
 from studybench.report.machine_load import load_warnings
 from studybench.report.page import Figure, write_pages
@@ -83,6 +83,7 @@ def build_report(view: Any, store: StudyReader, out_dir: Path, log_to_mlflow: bo
         ("reference", lambda: tables.reference_table(frame, study)),
         ("runs", lambda: tables.runs_table(frame, study)),
         ("ranking", lambda: ranking.study_tables(frame, study)),  # none below 2 (dataset, arch, ...) cells
+        ("images", lambda: images.image_tables(store, frame, study, snapshot)),  # runs with per-image counts
         ("tuning", lambda: tuning.tuning_tables(trials, frame, study) if study.tune is not None else None),
     ]
     for name, build in builders:

@@ -122,6 +122,11 @@ ARTIFACT_SPEC = "spec.yaml"
 ARTIFACT_ERROR = "error.txt"
 ARTIFACT_SAMPLES = "samples.npz"
 ARTIFACT_CONFUSION = "confusion_matrix.csv"
+#: Each validation image's confusion counts at the final evaluation (``counts.write_image_counts``):
+#: what the report's bootstrap over images resamples. Runs before it have none; those that have it
+#: carry ``TAG_IMAGE_COUNTS`` (the number of images), so a report knows without asking per run.
+ARTIFACT_IMAGE_COUNTS = "image_counts.npz"
+TAG_IMAGE_COUNTS = "studybench.image_counts"
 #: The same as images MLflow's UI shows (``run_images``): sample predictions and the row-normalised matrix.
 ARTIFACT_SAMPLES_PNG = "samples.png"
 ARTIFACT_CONFUSION_PNG = "confusion_matrix.png"
