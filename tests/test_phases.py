@@ -296,3 +296,45 @@ def test_the_manifest_records_each_trials_tuning_split_hash():
     assert {entries[t.key][MANIFEST_TUNE_SPLIT] for t in trials} == {expected}
     assert all(MANIFEST_TUNE_SPLIT not in entries[d.key] for d in defaults)  # the final seeds train on all of it
     assert carve_fraction([str(i) for i in range(8)], 0.5).digest != expected
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("split: {fraction: 0.25}", "split: {fraction: 0.6}"), "batch_size 4 is larger than the training set (3"),
+        (("split: {fraction: 0.25}", "split: {by: city, count: 2}"), "tune.split: by: 'city': this dataset has no"),
+    ],
+)
+def test_the_trials_are_checked_as_runs_with_their_carve(edit, message, tmp_path):
+    from studybench.study.config import StudyError, load_study
+
+    path = tmp_path / "s.yaml"
+    path.write_text(TUNED.replace(*edit))
+    with pytest.raises(StudyError, match=message.replace("(", r"\(")):
+        expand(load_study(path), source=str(path), check_data=True)
+
+
+PAPER_STUDIES = ("goncalves2022_mi_study", "guo2018_lad", "zhang2021_sr", "zhao2019_rmi_ablation")
+
+
+@pytest.mark.slow  # 2-10 s each: the smoke grids' components built and checked with their trials
+@pytest.mark.parametrize("name", PAPER_STUDIES)
+def test_a_paper_studys_tuned_profile_keeps_its_runs_and_its_knobs_fit_the_smoke_runs(name):
+    from collections import Counter
+    from pathlib import Path
+
+    from studybench.study.config import load_study
+    from studybench.study.phases import tuning_trials
+
+    path = Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml"
+    study = load_study(path)
+    tune = study.profiles["tuned"].tune
+    assert tune is not None and study.tune is None and tune.budget >= 8 and "train.lr" in tune.space
+    plain = expand(study, source=str(path), check_data=False)
+    assert [s.key for s in expand(study, "tuned", str(path), check_data=False)] == [s.key for s in plain]
+    # the tuned profile's knobs on the smoke runs, checked with the (synthetic) data: every trial a valid run
+    smoke_tune = tune.model_copy(update={"budget": 2, "split": CarveCfg(fraction=0.25)})
+    smoke = study.model_copy(update={"tune": smoke_tune})
+    defaults = expand(smoke, "smoke", str(path), check_data=True)
+    folds = Counter(t.fold for t in tuning_trials(smoke, defaults, str(path)))
+    assert set(folds.values()) == {2} and len(folds) == len({s.fold for s in defaults})

@@ -114,8 +114,8 @@ def expand(study: Study, profile: str | None = None, source: str = "<study>", ch
     named_by = _named_by(result, source)
     result = [s.model_copy(update={"named_by": named_by}) for s in result]
     _check_components(result, source, check_data)
-    if study.tune is not None:
-        tuning_trials(study, result, source)  # every knob checked against every fold, before anything runs
+    if study.tune is not None:  # every knob checked against every fold, and the trials as runs, before any runs
+        _check_trials(tuning_trials(study, result, source), source, check_data)
     else:
         method_knobs(study, source)  # a method's own knobs without a tune: section are an error
     return result
@@ -424,6 +424,19 @@ def _check_components(specs: list[RunSpec], source: str, check_data: bool) -> No
                         f"{source}: data ({data.dataset}, split {split!r}): {cut(str(err), 4000)}"
                     ) from None
     check_runs(specs, source, check_data, losses)  # batch vs data, classes, loss vs input size, model options
+
+
+def _check_trials(trials: list[RunSpec], source: str, check_data: bool) -> None:
+    """The trials' components and cross-section checks (a knob's value, the batch against the images
+    left after the carve) and, with the data, the carve itself (``by: city`` on a dataset without cities)."""
+    from studybench.study.phases import tune_split_digests
+
+    _check_components(trials, source, check_data)
+    if check_data:
+        try:
+            tune_split_digests(trials)
+        except (FileNotFoundError, ValueError) as err:
+            raise StudyError(f"{source}: tune.split: {cut(str(err))}") from None
 
 
 def _data_memo(data: DataCfg) -> str:
