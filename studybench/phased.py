@@ -36,17 +36,25 @@ def run_phases(
     """
     trials = tuning_trials(study, defaults, source)  # TPE: each fold's trial 0 only
     outcomes: list[Any] = []
-    if phase in (None, "tune"):
+    tuning = phase in (None, "tune")
+    if tuning:
         make_parents(study, trials, store)
         if study.tune.sampler == "tpe":
             trials, done = tpe_tuning(study, trials, source, store, execute, batch)
             outcomes += done
         else:
             outcomes += execute(trials, trials)
-        if phase == "tune":
-            return outcomes
     elif study.tune.sampler == "tpe":
         trials = tpe_trials(study, trials, source, store)
+    if study.tune.select is not None:  # the top K of each fold re-run with extra seeds (study.topk)
+        from studybench.study.topk import rerun_specs
+
+        reruns = rerun_specs(study.tune.select, trials, finished_scores(store, trials))
+        trials = trials + reruns
+        if tuning and reruns:
+            outcomes += execute(reruns, trials)
+    if phase == "tune":
+        return outcomes
     finals = choose_finals(study, defaults, trials, store)
     return outcomes + execute(finals, trials + finals)
 

@@ -141,7 +141,7 @@ def test_the_report_reads_a_tpe_study(straight):
     out = folder / "report"
     result = invoke("report", str(study), "--tracking-uri", uri, "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "tpe" in (out / "tuning.md").read_text()
+    assert "asked of TPE" in (out / "tuning.md").read_text()
 
 
 def test_validate_and_dry_run_say_trials_are_chosen_adaptively(tmp_path):

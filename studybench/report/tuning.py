@@ -18,7 +18,7 @@ import pandas as pd
 from studybench.report.budget import budget_curve
 from studybench.report.collect import label
 from studybench.store.layout import METRIC_WALL, PARAM_AXIS_PREFIX
-from studybench.study.tuning import tuned_knobs
+from studybench.study.tuning import choose_trial, tuned_knobs
 
 PHASE_TUNE, PHASE_FINAL = "tune", "final"
 
@@ -53,7 +53,7 @@ def fold_summary(trials: pd.DataFrame, study: Any) -> pd.DataFrame:
         scores = fold.groupby("trial")["miou"].mean()
         if scores.empty or scores.isna().all():
             continue
-        chosen = int(scores.idxmax())
+        chosen = choose_trial({int(t): list(s.dropna()) for t, s in fold.groupby("trial")["miou"]})  # as run chose
         knobs = tuned_knobs(study, fold["method"].iloc[0])
         row = dict(zip([*cells, "method"], key))
         row.update(
@@ -154,8 +154,8 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
     tune = study.tune
     touched = reported_split_evaluations(finals)
     note = (
-        f"Every method got the same budget: {tune.budget} trials per (method, cell), {tune.sampler} points "
-        f"(seed {tune.seed}), trial 0 = the method's configured setting. Scores are mIoU on the tuning split "
+        f"Every method got the same budget: {tune.budget} trials per (method, cell), {_sampler_text(tune)} "
+        f"(seed {tune.seed}), trial 0 = the method's configured setting{_select_text(tune)}. Scores are mIoU on the tuning split "
         f"carved from the training data ({_split_text(tune.split)}); the final seeds train on "
         f"{'all of the training split' if tune.final_train == 'all' else 'the training split without it'} and are "
         f"the only runs scored on the reported split (test touched {touched} times). "
@@ -181,6 +181,21 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
         )
         out.append(Table("tuning_ranking", "Did tuning change the comparison with the baseline?", change, change, note))
     return out
+
+
+def _sampler_text(tune: Any) -> str:
+    return "settings asked of TPE (Optuna) one round after another" if tune.sampler == "tpe" else "Sobol points"
+
+
+def _select_text(tune: Any) -> str:
+    """How the setting was chosen when ``select`` re-ran the best trials with extra seeds."""
+    if tune.select is None:
+        return ""
+    seeds = ", ".join(str(s) for s in tune.select.seeds)
+    return (
+        f"; the {tune.select.top_k} best trials were re-run with seeds {seeds} and the best mean over seeds "
+        "chosen among them (against the winner's curse)"
+    )
 
 
 #: Column headings of the tuning table as a reader sees them (the CSV keeps the plain names).

@@ -107,7 +107,9 @@ def trial_spec(spec: RunSpec, tune: TuneCfg, values: dict[str, Any], index: int)
 
 def chosen_values(trials: list[RunSpec], scores: dict[str, list[float]], knobs: list[str]) -> tuple[int, dict]:
     """The chosen trial of one fold and its knob values, from ``scores`` (run key -> finished scores)."""
-    by_trial = {t.trial: scores.get(t.key, []) for t in trials}
+    by_trial: dict[int, list[float]] = {}
+    for t in trials:  # a trial re-run with extra seeds (tune.select) has one spec per seed
+        by_trial.setdefault(t.trial, []).extend(scores.get(t.key, []))
     best = choose_trial(by_trial)
     spec = next(t for t in trials if t.trial == best)
     return best, {key: knob_value(spec.config, key) for key in knobs}

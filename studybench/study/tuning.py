@@ -73,6 +73,21 @@ class Knob(_Strict):
             raise ValueError(f"{where}: a {kind.__name__} parameter takes choices: [...], not a range")
 
 
+class SelectCfg(_Strict):
+    """``select: {top_k: K, seeds: [...]}``: re-run each fold's K best trials with these extra seeds on the
+    tuning split, then choose by the mean over seeds (damps the winner's curse of a single-seed best)."""
+
+    top_k: StrictInt = Field(ge=1)
+    seeds: list[StrictInt] = Field(min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _plain_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or any(not 0 <= s <= 2**32 - 1 for s in seeds):
+            raise ValueError(f"seeds must be distinct integers in [0, 2**32 - 1], got {seeds}")
+        return seeds
+
+
 class TuneCfg(_Strict):
     budget: StrictInt = Field(ge=1)
     seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
@@ -81,6 +96,16 @@ class TuneCfg(_Strict):
     space: dict[str, Knob] = Field(default_factory=dict)
     #: What the final seeds train on: the whole training split, or the part tuning trained on.
     final_train: Literal["all", "fit"] = "all"
+    #: How the setting is chosen: the best single-seed trial (``None``), or the best mean of the top K re-run.
+    select: SelectCfg | None = None
+
+    @model_validator(mode="after")
+    def _top_k_within_budget(self) -> TuneCfg:
+        if self.select is not None and self.select.top_k > self.budget:
+            raise ValueError(
+                f"select.top_k ({self.select.top_k}) is above the budget ({self.budget}): re-run at most every trial"
+            )
+        return self
 
     @field_validator("space")
     @classmethod
@@ -131,10 +156,14 @@ def choose_trial(scores: dict[int, list[float]]) -> int:
 
     ``scores`` maps trial index -> that trial's finished scores (one per seed); trials without a
     finite score are ignored, and a method none of whose trials finished has no choice (``ValueError``).
+    Only the trials with the most scores compete: with ``select.top_k`` those re-run with extra seeds,
+    so a single lucky seed of a trial outside the top K cannot win on a mean of one.
     """
-    means = {t: sum(v) / len(v) for t, v in scores.items() if v and all(math.isfinite(x) for x in v)}
-    if not means:
+    finite = {t: v for t, v in scores.items() if v and all(math.isfinite(x) for x in v)}
+    if not finite:
         raise ValueError("no tuning trial finished with a score: nothing to choose from")
+    most = max(len(v) for v in finite.values())
+    means = {t: sum(v) / len(v) for t, v in finite.items() if len(v) == most}
     return min(means, key=lambda t: (-means[t], t))
 
 
