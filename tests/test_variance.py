@@ -161,7 +161,8 @@ def test_a_study_with_seeds_by_source_trains_reports_and_sizes(tmp_path):
         (m, c) for m in ("ce", "dice") for c in ("data", "init", RESIDUAL)
     ]
     assert all(r["runs"] == "4" and math.isfinite(float(r["variance"])) for r in rows)
-    assert "Variance by source" in (tmp_path / "report" / "README.md").read_text()
+    page = (tmp_path / "report" / "README.md").read_text()
+    assert "Variance by source" in page and "seeds by source: init [0, 1] x data [0, 1] (others 0)" in page
     status, torch_loaded = probe_status(tmp_path, uri)
     assert not torch_loaded
     assert "seeds needed to detect 0.5 pp vs ce with 80% power" in status and "dice " in status

@@ -15,6 +15,11 @@ A run's randomness is split by purpose so that no consumer can shift another's d
 Every stream is a pure function of its key, hashed with ``numpy.random.SeedSequence`` (whose
 mixing keeps neighbouring keys apart), so the data a method sees depends neither on the
 method, nor on the number of loader workers, nor on what else consumed randomness.
+
+The ``seed`` of each stream is the run's seed, unless its study gives seeds by source
+(``spec.SOURCES``; ``RunSpec.stream_seeds``): ``init`` keys the ``init/<role>`` streams, ``data``
+the ``order`` (and the loader workers'), ``aug`` the ``augment`` streams and ``method`` the
+``method`` stream, so one source can vary while the others stay put (Bouthillier et al. 2021).
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from studybench.store.liveness import run_state
+from studybench.study.spec import SOURCES
 
 
 @dataclass
@@ -26,10 +27,12 @@ class Scope:
     running: list[str] = field(default_factory=list)
     left_out: int = 0  # finished run keys of this experiment that are not in the grid
     unequal: list[str] = field(default_factory=list)  # "cell: n=k" where seeds per cell differ
+    seeds_text: str = ""  # seeds by source, as written (their runs' seed ids say nothing to a reader)
 
     def header(self) -> str:
         """The report's first line: what it covers."""
-        return f"{self.finished} of {self.expected} runs of this study finished; seeds {self.seeds}"
+        seeds = self.seeds_text or f"seeds {self.seeds}"
+        return f"{self.finished} of {self.expected} runs of this study finished; {seeds}"
 
     def warnings(self) -> list[str]:
         out = []
@@ -57,7 +60,19 @@ def grid_scope(manifest: dict[str, Any], latest: dict[str, Any], finished: dict[
         state = run_state(latest.get(key)).state
         {"pending": scope.pending, "failed": scope.failed, "running": scope.running}[state].append(entry["name"])
     scope.left_out = sum(1 for key in finished if key not in grid)
+    scope.seeds_text = seeds_by_source_text(manifest)
     return scope
+
+
+def seeds_by_source_text(manifest: dict[str, Any]) -> str:
+    """``seeds by source: init [0, 1, 2] x data [0, 1] (others 0)`` for a study that gives them so, else ""."""
+    definition = manifest.get("definition") or {}
+    profile = (definition.get("profiles") or {}).get(manifest.get("profile") or "") or {}
+    seeds = profile.get("seeds") or definition.get("seeds")
+    if not isinstance(seeds, dict):
+        return ""
+    given = [f"{name} {seeds[name]}" for name in SOURCES if seeds.get(name) is not None]
+    return f"seeds by source: {' x '.join(given)}" + (" (others 0)" if len(given) < len(seeds) else "")
 
 
 def unequal_cells(frame: pd.DataFrame, cell: list[str]) -> list[str]:
