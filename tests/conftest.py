@@ -65,6 +65,7 @@ FAST_FILES = (
     "test_evidence.py",  # 11
     "test_focal.py",
     "test_grid.py",  # 2
+    "test_images_bootstrap.py",  # 9: ~5 s, most of it the coverage simulation
     "test_keys.py",
     "test_seed_sources.py",  # 6: seeds by source, expanded and checked without training
     "test_variance.py",  # the variance-by-source estimator by simulation (its trained study is marked slow)
