@@ -451,6 +451,13 @@ def validate(study_path: Path = StudyArg, profile: str | None = ProfileOpt) -> N
             f"{study.tune.budget * folds} trials on a split carved from the training data, then the {len(specs)} "
             "runs at each chosen setting"
         )
+    if study.tune is not None and study.tune.select is not None:
+        select, first = study.tune.select, specs[0].seed  # the trials' seed
+        extra = [s for s in select.seeds if s != first]
+        console.print(
+            f"  before choosing: each fold's {select.top_k} best trials re-run with seeds {extra} "
+            f"({folds * select.top_k * len(extra)} runs), the best mean over seeds chosen"
+        )
 
 
 @app.command()

@@ -120,3 +120,10 @@ def test_a_study_with_top_k_re_runs_them_as_tuning_runs_and_records_the_choice(t
     report = invoke("report", str(study), "--tracking-uri", uri, "--out", str(out))
     assert report.returncode == 0, report.stdout + report.stderr
     assert "the 2 best trials were re-run with seeds 0, 11" in (out / "tuning.md").read_text()
+
+
+def test_validate_counts_the_re_runs(tmp_path):
+    study = tmp_path / "study.yaml"
+    study.write_text(STUDY)
+    result = invoke("validate", str(study))
+    assert result.returncode == 0 and "2 best trials re-run with seeds [11] (4 runs)" in result.stdout, result.stdout
