@@ -10,7 +10,16 @@ from helpers import invoke, run_cli
 
 from studybench.data.carve import carve_fraction
 from studybench.store import StudyReader
-from studybench.store.layout import KIND_TUNE_PARENT, TAG_KIND, TAG_PARENT_RUN, TAG_PHASE, TAG_TRIAL, TAG_TUNE_SPLIT
+from studybench.store.layout import (
+    KIND_TUNE_PARENT,
+    TAG_FOLD,
+    TAG_KEY,
+    TAG_KIND,
+    TAG_PARENT_RUN,
+    TAG_PHASE,
+    TAG_TRIAL,
+    TAG_TUNE_SPLIT,
+)
 
 TUNED = """\
 study: tinytune
@@ -45,6 +54,65 @@ def tuned(tmp_path_factory):
         os.environ.pop("STUDYBENCH_FAULT")
     rerun = run_cli("run", str(study), "--tracking-uri", uri)
     return folder, study, uri, killed, rerun
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tuned):
+    """The same study run once, without a kill, with --workers 2, into a store of its own."""
+    folder, study, _, _, _ = tuned
+    uri = f"sqlite:///{folder / 'uninterrupted.db'}"
+    result = run_cli("run", str(study), "--tracking-uri", uri, "--workers", "2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return uri
+
+
+def _choices(uri: str) -> dict[str, tuple[str, dict[str, str]]]:
+    """fold -> (chosen trial, chosen.<knob> params) of every tune-parent run in the store."""
+    runs = StudyReader(uri, "tinytune").runs()
+    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == KIND_TUNE_PARENT]
+    return {p.data.tags[TAG_FOLD]: (p.data.tags[TAG_TRIAL], dict(p.data.params)) for p in parents}
+
+
+def _finished_keys(uri: str, phase: str) -> Counter:
+    runs = StudyReader(uri, "tinytune").runs()
+    return Counter(
+        r.data.tags[TAG_KEY] for r in runs if r.data.tags.get(TAG_PHASE) == phase and r.info.status == "FINISHED"
+    )
+
+
+def _trial_entries(uri: str) -> list[dict]:
+    manifest = StudyReader(uri, "tinytune").find_manifest(None)
+    return [e for e in manifest["runs"] if e.get("phase") == "tune"]
+
+
+def test_a_kill_during_tuning_ends_on_the_choice_of_an_uninterrupted_run(tuned, uninterrupted):
+    _, _, uri, killed, rerun = tuned
+    assert killed.returncode != 0 and rerun.returncode == 0
+    choices = _choices(uri)
+    assert len(choices) == 2 and all(params for _, params in choices.values())
+    assert choices == _choices(uninterrupted)  # same trial and knob values in every fold
+    for phase in ("tune", "final"):  # the same runs finished, each once, in both stores
+        resumed, whole = _finished_keys(uri, phase), _finished_keys(uninterrupted, phase)
+        assert resumed == whole and set(resumed.values()) == {1}
+
+
+def test_the_trial_list_is_the_same_for_every_launch_and_worker_count(tuned, uninterrupted):
+    from studybench.store.manifest import MANIFEST_TUNE_SPLIT
+    from studybench.study.config import load_study
+    from studybench.study.grid import expand
+    from studybench.study.phases import tuning_trials
+
+    folder, study_path, uri, _, _ = tuned
+    sequential, two_workers = _trial_entries(uri), _trial_entries(uninterrupted)
+    assert len(sequential) == 6 and sequential == two_workers  # keys, names, trial indices, folds, split hash
+    study = load_study(study_path)
+    here = tuning_trials(study, expand(study, source=str(study_path), check_data=False), str(study_path))
+    assert [(e["key"], e["trial"], e["fold"]) for e in sequential] == [(t.key, t.trial, t.fold) for t in here]
+    carve = carve_fraction([str(i) for i in range(10)], 0.3)  # the synthetic training split's ids
+    assert {e[MANIFEST_TUNE_SPLIT] for e in sequential} == {carve.digest}
+    runs = StudyReader(uri, "tinytune").runs()
+    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == KIND_TUNE_PARENT]
+    assert {p.data.tags[TAG_TUNE_SPLIT] for p in parents} == {carve.digest}  # the manifest agrees with the tag
 
 
 def test_every_fold_gets_the_budget_and_a_kill_loses_and_repeats_nothing(tuned):
