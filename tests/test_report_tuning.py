@@ -10,6 +10,7 @@ import yaml
 from studybench.report.budget import expected_best
 from studybench.report.tuning import (
     budget_curves,
+    budget_figure,
     fold_summary,
     ranking_change,
     reported_split_evaluations,
@@ -120,3 +121,12 @@ def test_an_ablation_fold_is_a_cell_of_its_own_compared_with_the_baselines_plain
     change = ranking_change(summary, "ce")
     assert len(change) == 2 and change["changed"].tolist() == ["yes", "yes"]
     assert len(budget_curves(trials)) == 3 * 3
+    table, ranking = tuning_tables(trials, split_phases(frame)[1], STUDY)
+    assert "train.weight_decay" in table.display.columns and ranking.display["train.weight_decay"].tolist() == [
+        "-",
+        0.001,
+    ]
+    figure = budget_figure(budget_curves(trials))
+    titles = [ax.get_title() for ax in figure.axes]
+    assert titles == ["synthetic · unet", "synthetic · unet · train.weight_decay=0.001"]
+    assert [t.get_text() for t in figure.axes[-1].get_legend().get_texts()] == ["ce", "focal"]

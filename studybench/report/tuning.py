@@ -170,7 +170,7 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
     display.insert(display.columns.get_loc("tuned_miou") + 1, "tuned - default", gain)
     display["tuning_hours"] = summary["tuning_hours"].map(lambda h: f"{h:.3f}")
     display["trials"] = [f"{t}/{b}" for t, b in zip(summary["trials"], summary["budget"])]
-    display = display.drop(columns=["budget"]).rename(columns=DISPLAY_NAMES)
+    display = _axis_headings(display.drop(columns=["budget"]).rename(columns=DISPLAY_NAMES))
     out = [Table("tuning", "Tuning: chosen setting, default vs tuned (tuning split)", summary, display, note)]
     change = ranking_change(summary, study.baseline)
     if not change.empty:
@@ -179,7 +179,8 @@ def tuning_tables(trials: pd.DataFrame, finals: pd.DataFrame, study: Any) -> lis
             f"Against the baseline {study.baseline!r} on the tuning split, at each method's default and after equal "
             f"tuning: {changed} of {len(change)} comparisons change side."
         )
-        out.append(Table("tuning_ranking", "Did tuning change the comparison with the baseline?", change, change, note))
+        shown = _axis_headings(change.astype(object).fillna("-"))  # "-": a fold without that axis
+        out.append(Table("tuning_ranking", "Did tuning change the comparison with the baseline?", change, shown, note))
     return out
 
 
@@ -208,6 +209,11 @@ DISPLAY_NAMES = {
 }
 
 
+def _axis_headings(frame: pd.DataFrame) -> pd.DataFrame:
+    """``axis.train.weight_decay`` -> ``train.weight_decay``: the key as the study file spells it."""
+    return frame.rename(columns=lambda c: c[len(PARAM_AXIS_PREFIX) :] if c.startswith(PARAM_AXIS_PREFIX) else c)
+
+
 def _short_value(text: Any) -> str:
     """A knob value as a reader wants it: 4 significant digits for a float, as logged otherwise."""
     try:
@@ -231,14 +237,30 @@ def budget_figure(curves: pd.DataFrame):
     cells = [c for c in curves.columns if c not in ("method", "n", "expected_best")]
     groups = list(curves.groupby(cells, dropna=False, sort=False)) if cells else [((), curves)]
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.4), squeeze=False, sharey=True)
+    colours = {m: f"C{i % 10}" for i, m in enumerate(dict.fromkeys(curves["method"]))}  # one per method, every panel
+    lines = {}
     for ax, (key, panel) in zip(axes[0], groups):
         for method, line in panel.groupby("method", sort=False):
-            ax.plot(line["n"], 100 * line["expected_best"], marker="o", markersize=3, label=method)
-        ax.set_title(" · ".join(label(k) for k in (key if isinstance(key, tuple) else (key,))), fontsize=9)
+            x, y = line["n"], 100 * line["expected_best"]
+            lines[method] = ax.plot(x, y, marker="o", markersize=3, color=colours[method], label=method)[0]
+        ax.set_title(_panel_title(cells, key if isinstance(key, tuple) else (key,)), fontsize=9)
         ax.set_xlabel("trials")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("expected best tuning mIoU (%)")
-    axes[0][-1].legend(fontsize=8, loc="lower right")
+    ordered = [lines[m] for m in colours if m in lines]  # every method, in the study's order
+    axes[0][-1].legend(handles=ordered, fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def _panel_title(cells: list[str], values: tuple) -> str:
+    """``synthetic · unet · train.weight_decay=0.001``: dataset and arch as they are, other axes named, absent ones left out."""
+    parts = []
+    for column, value in zip(cells, values):
+        if column.startswith(PARAM_AXIS_PREFIX):
+            if not _missing(value):
+                parts.append(f"{column[len(PARAM_AXIS_PREFIX) :]}={label(value)}")
+        else:
+            parts.append(label(value))
+    return " · ".join(parts)
