@@ -80,3 +80,22 @@ base:
   model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
   train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
 """
+
+
+#: A tiny tuned study: CE and focal (with its own gamma knob), 3 trials per fold, one seed, 32 px (seconds per run).
+TINY_TUNED = """\
+study: tinytuned
+seeds: [0]
+baseline: ce
+base:
+  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 8, val_images: 2}}
+  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
+  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
+grid:
+  method: [ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]
+tune:
+  budget: 3
+  split: {fraction: 0.25}
+  space:
+    train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}
+"""

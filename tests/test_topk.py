@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 import yaml
-from helpers import invoke
+from helpers import TINY_TUNED, invoke
 
 from studybench.store import StudyReader
 from studybench.store.layout import KIND_TUNE_PARENT, METRIC_MIOU, TAG_KIND, TAG_PHASE, TAG_TRIAL
@@ -16,23 +16,9 @@ from studybench.study.phases import choose_settings, tuning_trials
 from studybench.study.topk import rerun_specs, top_trials
 from studybench.study.tuning import choose_trial
 
-STUDY = """\
-study: tinytopk
-seeds: [0]
-baseline: ce
-base:
-  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 8, val_images: 2}}
-  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
-  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
-grid:
-  method: [ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]
-tune:
-  budget: 3
-  split: {fraction: 0.25}
-  select: {top_k: 2, seeds: [0, 11]}
-  space:
-    train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}
-"""
+STUDY = TINY_TUNED.replace("study: tinytuned", "study: tinytopk").replace(
+    "  budget: 3\n", "  budget: 3\n  select: {top_k: 2, seeds: [0, 11]}\n"
+)
 
 
 def _trials():

@@ -14,31 +14,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import invoke, run_cli
+from helpers import TINY_TUNED, invoke, run_cli
 
 from studybench.store import StudyReader
 from studybench.store.layout import KIND_TUNE_PARENT, TAG_KIND, TAG_PHASE, TAG_SAMPLER, TAG_TRIAL
 
 optuna = pytest.importorskip("optuna")
 
-TPE_STUDY = """\
-study: tinytpe
-seeds: [0]
-baseline: ce
-base:
-  data: {dataset: synthetic, options: {num_classes: 3, image_size: 32, train_images: 8, val_images: 2}}
-  model: {arch: unet, encoder: resnet18, options: {decoder_channels: [16, 16, 8, 8, 8]}}
-  train: {epochs: 1, batch_size: 4, lr: 0.01, threads: 1}
-grid:
-  method: [ce, {name: focal, loss: {name: focal, gamma: 2.0}, tune: {loss.gamma: {low: 0.5, high: 5.0}}}]
-tune:
-  budget: 3
-  seed: 7
-  sampler: tpe
-  split: {fraction: 0.25}
-  space:
-    train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}
-"""
+TPE_STUDY = TINY_TUNED.replace("study: tinytuned", "study: tinytpe").replace(
+    "  budget: 3\n", "  budget: 3\n  seed: 7\n  sampler: tpe\n"
+)
 BUDGET, METHODS = 3, ("ce", "focal")
 
 
@@ -59,13 +44,17 @@ def _chosen(uri: str) -> dict[str, dict]:
     return {r.info.run_name: {**r.data.params, "trial": r.data.tags.get(TAG_TRIAL)} for r in parents}
 
 
+def _study_folder(folder: Path) -> tuple[Path, Path, str]:
+    """(folder, its study file holding ``TPE_STUDY``, the tracking URI of a store under it)."""
+    study = folder / "study.yaml"
+    study.write_text(TPE_STUDY)
+    return folder, study, f"sqlite:///{folder / 'results' / 'mlflow.db'}"
+
+
 @pytest.fixture(scope="module")
 def straight(tmp_path_factory):
     """The study run once, uninterrupted, in this process."""
-    folder = tmp_path_factory.mktemp("straight")
-    study = folder / "study.yaml"
-    study.write_text(TPE_STUDY)
-    uri = f"sqlite:///{folder / 'results' / 'mlflow.db'}"
+    folder, study, uri = _study_folder(tmp_path_factory.mktemp("straight"))
     ran = invoke("run", str(study), "--tracking-uri", uri)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     return folder, study, uri
@@ -74,10 +63,7 @@ def straight(tmp_path_factory):
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory):
     """The same study killed (SIGKILL) in trial 2's first epoch, then rerun to the end."""
-    folder = tmp_path_factory.mktemp("killed")
-    study = folder / "study.yaml"
-    study.write_text(TPE_STUDY)
-    uri = f"sqlite:///{folder / 'results' / 'mlflow.db'}"
+    folder, study, uri = _study_folder(tmp_path_factory.mktemp("killed"))
     os.environ["STUDYBENCH_FAULT"] = "kill@eval:0#t2"
     try:
         first = run_cli("run", str(study), "--tracking-uri", uri)
