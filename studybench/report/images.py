@@ -153,7 +153,7 @@ def _runs_table(values: pd.DataFrame, counts: dict[str, ImageCounts], study, rep
     disp = _with_scores(data[["run", "cell", "method", "seed", "images"]].copy(), data)
     disp["width (pp)"] = (data["miou_hi"] - data["miou_lo"]).map(pct)
     note = (
-        f"Data-sampling uncertainty of each run: the mIoU of {reps} resamples of its validation images (with "
+        f"Data-sampling uncertainty of each run: the mIoU of {reps:,} resamples of its validation images (with "
         "replacement, seed 0, scored from the summed per-image confusion counts as the logged mIoU is), "
         f"2.5-97.5 % percentiles. It is not the spread over seeds (main table). {_TRUST}{skipped}"
     )
@@ -185,11 +185,12 @@ def _stability_table(
             for b, d, lo, hi in zip(is_base, data["diff"], data["diff_lo"], data["diff_hi"])
         ]
     note = (
-        f"Each cell's validation images resampled {reps} times (with replacement, seed 0), the same resample for "
+        f"Each cell's validation images resampled {reps:,} times (with replacement, seed 0), the same resample for "
         "every run of the cell; per method the mean mIoU over its seeds. Interval: 2.5-97.5 % percentiles; rank: on "
         "the full set (1 = best); P(same rank): share of resamples where the method keeps that rank; "
         f"P(> {study.baseline or 'baseline'}): share where its mean beats the baseline's (ties count one half). "
-        f"Only the images vary: the seeds are the ones run. {_TRUST}{skipped}"
+        "Only the images vary, the seeds are the ones run: a P(> baseline) near 1 says the gap does not hang on a "
+        f"few images, not that other seeds would keep it (the main table judges that). {_TRUST}{skipped}"
     )
     if left_out:
         note += (
