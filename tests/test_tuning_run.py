@@ -159,3 +159,32 @@ def test_phase_options_are_checked(tuned, tmp_path):
     assert invoke("run", str(plain), "--phase", "tune", "--tracking-uri", uri).returncode == 2
     only = invoke("run", str(study), "--only", "method=ce", "--tracking-uri", uri)
     assert only.returncode == 2 and "--only" in only.stdout + only.stderr
+
+
+def test_a_profile_tune_section_runs_the_trials_under_that_profile_only(tmp_path):
+    import yaml
+
+    raw = yaml.safe_load(TUNED)
+    raw["profiles"] = {"tuned": {"tune": raw.pop("tune")}}
+    study = tmp_path / "profiled.yaml"
+    study.write_text(yaml.safe_dump(raw))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    plain = invoke("run", str(study), "--dry-run", "--tracking-uri", uri)
+    assert plain.returncode == 0 and "· t0 ·" not in plain.stdout and "tuning trials" not in plain.stdout
+    result = run_cli("run", str(study), "--profile", "tuned", "--phase", "tune", "--tracking-uri", uri)
+    assert result.returncode == 0, result.stdout + result.stderr
+    runs = StudyReader(uri, "tinytune").runs()
+    trials = [r for r in runs if r.data.tags.get(TAG_PHASE) == "tune" and r.info.status == "FINISHED"]
+    assert Counter(r.data.tags["studybench.method"] for r in trials) == {"ce": 3, "focal": 3}
+    manifest = StudyReader(uri, "tinytune").find_manifest("tuned")
+    assert manifest["definition"]["tune"]["budget"] == 3 and len(manifest["runs"]) == 6
+
+
+def test_an_ablation_of_a_tuned_knob_exits_2_and_writes_nothing(tmp_path):
+    study = tmp_path / "clash.yaml"
+    study.write_text(TUNED + "ablations:\n  rates: {of: focal, vary: {train.lr: [0.001, 0.1]}}\n")
+    store = tmp_path / "mlflow.db"
+    result = invoke("run", str(study), "--tracking-uri", f"sqlite:///{store}")
+    out = " ".join((result.stdout + result.stderr).split())
+    assert result.returncode == 2 and "ablations.rates.vary.train.lr: varies train.lr" in out
+    assert "(tune.space.train.lr)" in out and not store.exists()
