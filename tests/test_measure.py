@@ -53,3 +53,19 @@ def test_interquartile_range_goes_with_the_median_and_ignores_a_few_stalls():
         pass
     assert len(timer.samples) == 6 and timer.median == pytest.approx(2.5, abs=1e-3)  # a ~0 s sample added
     assert timer.iqr == pytest.approx(3.75 - 1.25, abs=1e-3)
+
+
+def test_resident_size_reads_what_psutil_reads_and_follows_an_allocation():
+    """The memory sampler's cheap reader (one ``pread`` of ``/proc/self/statm`` on Linux) gives psutil's RSS."""
+    from studybench.engine.measure import ResidentSize
+
+    rss = ResidentSize()
+    try:
+        assert rss.mb() == pytest.approx(_rss_mb(), abs=2.0)
+        before = rss.mb()
+        big = torch.ones(64, 2**20 // 4)  # 64 MiB, touched
+        assert rss.mb() - before > 60
+        del big
+    finally:
+        rss.close()
+    assert rss.mb() == pytest.approx(_rss_mb(), abs=2.0)  # closed: psutil answers

