@@ -338,3 +338,18 @@ def test_a_paper_studys_tuned_profile_keeps_its_runs_and_its_knobs_fit_the_smoke
     defaults = expand(smoke, "smoke", str(path), check_data=True)
     folds = Counter(t.fold for t in tuning_trials(smoke, defaults, str(path)))
     assert set(folds.values()) == {2} and len(folds) == len({s.fold for s in defaults})
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            ("    train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}\n", "    train.epochs: {low: 1, high: 2}\n"),
+            "draw the same setting",
+        ),
+        (("  space:\n    train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}\n", ""), "method 'ce' tunes no knob"),
+    ],
+)
+def test_trials_that_would_repeat_one_setting_are_refused(edit, message, tmp_path):
+    result = _load(TUNED.replace(*edit), tmp_path)
+    assert isinstance(result, str) and message in result, result

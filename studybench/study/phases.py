@@ -167,6 +167,11 @@ def tuning_trials(study: Any, defaults: list[RunSpec], source: str) -> list[RunS
     first = defaults[0].seed
     trials = []
     for spec in (s for s in defaults if s.seed == first):  # an ablation point is a fold of its own
+        if not study.tune.space and not knobs.get(spec.method):
+            raise StudyError(
+                f"{source}: tune: method {spec.method!r} tunes no knob, so its {study.tune.budget} trials would be "
+                "one run; add a shared knob (tune.space, e.g. train.lr) or the method's own (grid.method[i].tune)"
+            )
         try:
             trials += trial_specs(spec, study.tune, knobs.get(spec.method, {}))
         except ValueError as err:
@@ -223,12 +228,19 @@ def _overlaps(knob: str, key: str) -> bool:
 
 
 def _check_distinct(trials: list[RunSpec], source: str) -> None:
-    """``StudyError`` when two folds' trials are one computation (folds that differ only in a tuned knob)."""
+    """``StudyError`` when two trials are one computation: of one fold (integer or choice knobs that hold
+    fewer settings than the budget), or of two folds (that differ only in a tuned knob)."""
     from studybench.study.config import StudyError
 
     seen: dict[str, RunSpec] = {}
     for trial in trials:
         other = seen.setdefault(trial.key, trial)
+        if other is not trial and other.fold == trial.fold:
+            raise StudyError(
+                f"{source}: tune: trials {other.name!r} and {trial.name!r} draw the same setting: with only "
+                "integer or choice knobs a fold may not hold tune.budget distinct settings; widen a range, list "
+                "more choices, tune a continuous knob too (e.g. train.lr) or lower the budget"
+            )
         if other is not trial:
             raise StudyError(
                 f"{source}: tune: trials {other.name!r} and {trial.name!r} are the same computation (key "
