@@ -99,3 +99,38 @@ tune:
   space:
     train.lr: {low: 1.0e-4, high: 3.0e-2, log: true}
 """
+
+
+def wait_for(condition, timeout_s: float, what: str):
+    """``condition()``'s first truthy value, polled every 0.1 s; AssertionError naming ``what`` after ``timeout_s``."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def survivors(processes) -> list[str]:
+    """The command lines (cut to 120 characters) of those ``psutil.Process`` es still running (zombies count as gone)."""
+    import psutil
+
+    alive = []
+    for proc in processes:
+        try:
+            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(" ".join(proc.cmdline())[:120])
+        except psutil.Error:
+            pass
+    return alive
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``studybench`` subprocess: this checkout first, no tracking URI of the caller's,
+    one OpenMP thread, warnings off; plus ``extra``."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **extra}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env

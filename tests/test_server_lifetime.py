@@ -8,10 +8,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
-from helpers import REPO
+from helpers import cli_env, survivors, wait_for
 
 #: Long enough (many epochs) that the study is still running when it is killed.
 STUDY = """\
@@ -26,16 +25,6 @@ grid:
 """
 
 
-def _wait_for(condition, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def _server_port(driver: psutil.Process) -> int | None:
     """The port the driver's MLflow server (a descendant) listens on, once it listens."""
     for child in driver.children(recursive=True):
@@ -46,17 +35,6 @@ def _server_port(driver: psutil.Process) -> int | None:
         except psutil.Error:
             continue
     return None
-
-
-def _survivors(processes: list[psutil.Process]) -> list[str]:
-    alive = []
-    for proc in processes:
-        try:
-            if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
-                alive.append(" ".join(proc.cmdline())[:120])
-        except psutil.Error:
-            pass
-    return alive
 
 
 def _commands(processes: list[psutil.Process]) -> list[str]:
@@ -75,34 +53,35 @@ def _listening(port: int) -> bool:
 
 def test_kill_9_of_the_driver_takes_the_server_and_workers_with_it(tmp_path):
     (tmp_path / "study.yaml").write_text(STUDY)
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env = cli_env()
     cmd = [sys.executable, "-m", "studybench.cli", "run", "study.yaml", "--workers", "2"]
     log = (tmp_path / "run.log").open("w")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     descendants: list[psutil.Process] = []
     try:
         driver = psutil.Process(proc.pid)
-        port = _wait_for(lambda: _server_port(driver) or proc.poll() is not None, 240, "the MLflow server to listen")
+        port = wait_for(lambda: _server_port(driver) or proc.poll() is not None, 240, "the MLflow server to listen")
         assert proc.poll() is None, (tmp_path / "run.log").read_text()
         checkpoints = tmp_path / "results" / "checkpoints" / "lifetime"
-        _wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, 240, "both workers to be training")
+        wait_for(lambda: len(list(checkpoints.glob("*.pt"))) == 2, 240, "both workers to be training")
         descendants = driver.children(recursive=True)
         commands = _commands(descendants)
         assert any("mlflow" in cmd and "server" in cmd for cmd in commands), commands
         # MLflow 3's server would also start a job runner and Huey consumers (GenAI jobs we never use),
         # each a process importing MLflow: CPU taken from the runs beside it
         assert not [cmd for cmd in commands if "_job_runner" in cmd or "huey" in cmd], commands
+        # the workers' parent: it must end too, though the workers held its pipe open
+        assert any("multiprocessing.forkserver" in cmd for cmd in commands), commands
         os.kill(proc.pid, signal.SIGKILL)  # the driver alone; everything else must follow it
         proc.wait(timeout=10)
 
         def all_gone() -> bool:
-            return not _survivors(descendants) and not _listening(port)
+            return not survivors(descendants) and not _listening(port)
 
         try:
-            _wait_for(all_gone, 10, "every child of the killed driver to exit and the port to close")
+            wait_for(all_gone, 10, "every child of the killed driver to exit and the port to close")
         except AssertionError as err:
-            raise AssertionError(f"{err}: {_survivors(descendants)}, port {port} open: {_listening(port)}") from None
+            raise AssertionError(f"{err}: {survivors(descendants)}, port {port} open: {_listening(port)}") from None
     finally:
         log.close()
         leftovers = list(descendants)
@@ -134,11 +113,11 @@ def test_the_guard_ends_its_whole_process_group_when_the_driver_dies():
     descendants: list[psutil.Process] = []
     try:
         parent = psutil.Process(driver.pid)
-        _wait_for(lambda: len(parent.children(recursive=True)) >= 3, 30, "guard, command and its child")
+        wait_for(lambda: len(parent.children(recursive=True)) >= 3, 30, "guard, command and its child")
         descendants = parent.children(recursive=True)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=10)
-        _wait_for(lambda: not _survivors(descendants), 5, "the guard's process group to end")
+        wait_for(lambda: not survivors(descendants), 5, "the guard's process group to end")
     finally:
         if driver.poll() is None:
             driver.kill()

@@ -11,8 +11,8 @@ not the server.
 The server must not outlive the study, however the driver dies (kill -9 included): it is
 started through a small guard (this file run as a script) that leads the server's process
 group, watches the driver's pid and kills the whole group (``mlflow server`` and its
-uvicorn/gunicorn children) as soon as the driver is gone. ``die_with_parent`` gives the
-same promise to the pool's worker and manager processes on Linux.
+uvicorn/gunicorn children) as soon as the driver is gone. ``die_with`` gives the same
+promise to the pool's workers, whose parent is multiprocessing's forkserver, not the driver.
 """
 
 from __future__ import annotations
@@ -20,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -125,6 +127,43 @@ def die_with_parent(parent: int | None = None, sig: int = signal.SIGKILL) -> boo
     if armed and parent is not None and os.getppid() != parent:
         os.kill(os.getpid(), sig)
     return armed
+
+
+def die_with(pid: int, sig: int = signal.SIGKILL, poll_s: float = 0.5) -> None:
+    """Send this process ``sig`` as soon as process ``pid`` ends (at once if it has ended already).
+
+    For a process whose parent is not the one it must die with (a forkserver's child): a
+    daemon thread waits on a pidfd of ``pid`` (Linux), which is readable once ``pid`` exits,
+    zombie or reaped; elsewhere it polls ``pid`` every ``poll_s``. The pidfd is opened before
+    returning, so a ``pid`` that died earlier ends this process now, not never.
+    """
+    try:
+        handle = os.pidfd_open(pid)
+    except ProcessLookupError:
+        os.kill(os.getpid(), sig)
+        return
+    except (AttributeError, OSError):  # no pidfd: not Linux (or a kernel before 5.3)
+        handle = None
+
+    def wait() -> None:
+        if handle is not None:
+            select.select([handle], [], [])
+        else:
+            while _alive(pid):
+                time.sleep(poll_s)
+        os.kill(os.getpid(), sig)
+
+    threading.Thread(target=wait, name=f"die-with-{pid}", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process has the pid now: ours is gone
+        return False
+    return True
 
 
 def _guard(driver: int, cmd: list[str], poll_s: float = 0.25) -> int:
