@@ -26,8 +26,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+import studybench.report.ranking as ranking
+import studybench.report.tables as tables
 from studybench.counts import ImageCounts, class_scores, class_totals, mean_present, read_image_counts
-from studybench.report import ranking, tables
 from studybench.report.tables import Table, pct
 from studybench.store import StudyReader
 from studybench.store.layout import ARTIFACT_IMAGE_COUNTS, TAG_IMAGE_COUNTS
