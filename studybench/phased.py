@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from studybench.store.layout import METRIC_MIOU
-from studybench.study.phases import choose_settings, final_carve, final_specs, tuning_trials
+from studybench.study.phases import choose_settings, final_carve, final_specs, tune_split_digests, tuning_trials
 from studybench.study.spec import NAME_SEPARATOR, RunSpec
 
 PHASES = ("tune", "final")
@@ -61,14 +61,10 @@ def run_phases(
 
 def make_parents(study: Any, trials: list[RunSpec], store: Any) -> None:
     """Each fold's parent run (made once), with the SHA-256 of its tuning split's image ids and the sampler."""
-    from studybench.data.carve import tuning_split_digest  # lists the training files (torch: datasets)
-
-    digests: dict[str, str] = {}  # one listing per distinct data section
-    for spec in (t for t in trials if t.trial == 0):
-        section = spec.config.data.model_dump_json()
-        if section not in digests:
-            digests[section] = tuning_split_digest(spec.config.data)
-        store.ensure_tune_parent(spec.fold, parent_name(spec), digests[section], study.tune.sampler)
+    firsts = [t for t in trials if t.trial == 0]
+    digests = tune_split_digests(firsts)  # the same hash as the manifest's entries
+    for spec in firsts:
+        store.ensure_tune_parent(spec.fold, parent_name(spec), digests[spec.key], study.tune.sampler)
 
 
 def tpe_tuning(
