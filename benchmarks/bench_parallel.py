@@ -2,19 +2,22 @@
 
 A 4-run CPU grid (two losses x two seeds, one torch thread per run) is run by the real CLI
 into fresh stores: sequentially, with two workers (the process pool: starting the local MLflow
-server and spawning the workers included) and, with ``--ray``, on a local Ray instance with
+server and forking the workers included) and, with ``--ray``, on a local Ray instance with
 the same two runs at once (the engine ``--workers`` could have been built on). Prints the wall
 time of each command, the time to the first run (command start to the first MLflow run's
 start), the speed-up (goal >= 1.7x on 2 cores) and the load average, since other processes on
-the machine distort it.
+the machine distort it. Rounds interleave the modes (in reverse order every other round, so a
+drifting load favours neither) and the summary gives each mode's median over the rounds: the
+speed-up as the median of the rounds' own ratios, and the time to the first run.
 
-    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2] [--rounds 3] [--ray] [--figure F.png]
+    .venv/bin/python benchmarks/bench_parallel.py [--epochs 24] [--workers 2] [--rounds 2] [--ray] [--figure F.png]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -57,11 +60,12 @@ def first_run_start(folder: Path) -> float:
 
 
 def measure(args: argparse.Namespace, modes: list[tuple[str, tuple[str, ...]]]) -> dict[str, list[tuple]]:
-    """(wall s, first run s, load) per mode and round; rounds interleave the modes so drifting load hits each alike."""
+    """(wall s, first run s, load) per mode and round; rounds interleave the modes, every other one in reverse
+    order, so a drifting load hits each alike."""
     times: dict[str, list[tuple]] = {mode: [] for mode, _ in modes}
     with tempfile.TemporaryDirectory() as tmp:
         for round_ in range(args.rounds):
-            for mode, extra in modes:
+            for mode, extra in modes if round_ % 2 == 0 else modes[::-1]:
                 folder = Path(tmp) / f"{round_}-{mode.replace(' ', '').replace('-', '').replace(',', '')}"
                 folder.mkdir()
                 (folder / "study.yaml").write_text(STUDY.format(epochs=args.epochs))
@@ -98,11 +102,28 @@ def plot(times: dict[str, list[tuple]], path: Path, title: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+def summary(times: dict[str, list[tuple]]) -> str:
+    """Per mode: median wall time, median speed-up over the rounds' sequential runs (and its range), median
+    time to the first run; and the load averages the rounds started at."""
+    seq = [t[0] for t in times["sequential"]]
+    lines = [f"Medians over {len(seq)} interleaved round(s):"]
+    for mode, rounds in times.items():
+        ratios = [s / t[0] for s, t in zip(seq, rounds, strict=True)]
+        first = statistics.median(t[1] for t in rounds)
+        lines.append(
+            f"- {mode}: {statistics.median(t[0] for t in rounds):.1f} s, speed-up {statistics.median(ratios):.2f}x "
+            f"(rounds {min(ratios):.2f}-{max(ratios):.2f}x), first run starts after {first:.1f} s"
+        )
+    loads = [t[2] for rounds in times.values() for t in rounds]
+    lines.append(f"- load average (1 min) at the starts: {min(loads):.2f}-{max(loads):.2f}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=24)
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1, help="interleaved rounds; medians are reported")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; medians are reported")
     parser.add_argument("--ray", action="store_true", help="also a local Ray instance running --workers runs at once")
     parser.add_argument("--figure", type=Path, help="also draw the medians into this PNG")
     args = parser.parse_args()
@@ -118,6 +139,8 @@ def main() -> None:
     for mode, rounds in times.items():
         for i, (seconds, first, load) in enumerate(rounds):
             print(f"| {mode} | {i + 1} | {seconds:.1f} | {seq[i] / seconds:.2f}x | {first:.1f} | {load:.2f} |")
+    print()
+    print(summary(times))
     if args.figure:
         title = f"--workers {args.workers} vs sequential: 4 runs x {args.epochs} epochs, {os.cpu_count()} CPUs"
         plot(times, args.figure, title)

@@ -21,6 +21,7 @@ TESTS = Path(__file__).resolve().parent
 def probe(threads: int) -> dict:
     """In a pool worker: what it had to import itself, its torch threads after setting them, CUDA untouched."""
     start = time.process_time()  # a forked child starts at 0 CPU seconds
+    import matplotlib.figure  # noqa: F401
     import mlflow.tracking  # noqa: F401
     import segmentation_models_pytorch  # noqa: F401
     import torch

@@ -39,9 +39,20 @@ from studybench.store import StudyWriter
 from studybench.store.layout import CURVE_VAL_PREFIX
 from studybench.study.spec import RunSpec
 
-#: What the forkserver imports once, before it forks a worker: torch and smp (through the trainer), the
-#: MLflow client and the store. Imports only: none of them runs a torch op or starts CUDA.
-PRELOAD = ("studybench.executors.pool", "studybench.store", "mlflow.tracking")
+#: What the forkserver imports once, before it forks a worker: the driver's main script (the ``studybench``
+#: console script: the CLI, which each worker would import again otherwise), torch and smp (through the
+#: trainer), the MLflow client, the store, and what each run's images draw with (0.5 CPU-s a worker).
+#: Imports only: none of them runs a torch op or starts CUDA (tests/test_pool_workers.py).
+PRELOAD = (
+    "__main__",
+    "studybench.executors.pool",
+    "studybench.store",
+    "mlflow.tracking",
+    "matplotlib.backends.backend_agg",
+    "matplotlib.figure",
+    "matplotlib.patches",
+    "matplotlib.ticker",
+)
 
 
 def worker_context() -> Any:
