@@ -19,7 +19,7 @@ from .runner import BenchResult
 #: The goal: a loss at its paper setting costs under this share of a U-Net-resnet18 step.
 GOAL_SHARE = 0.05
 #: The goal for the harness: studybench's loop at >= this fraction of a bare loop's steps/s.
-GOAL_HARNESS = 0.95
+GOAL_HARNESS = 0.97  # issue 27: within 3 % of a bare loop in wall-clock steps/s
 MIB = 2**20
 
 
