@@ -19,12 +19,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import REPO, invoke
+from helpers import REPO, invoke, wait_for
 from mlflow.tracking import MlflowClient
 
 from studybench.executors.slurm import job_parameters
@@ -111,16 +110,6 @@ def studybench(*args: str, cwd: Path, fault: str | None = None) -> subprocess.Po
 def finish(process: subprocess.Popen, timeout: float = 300) -> tuple[int, str]:
     out, _ = process.communicate(timeout=timeout)
     return process.returncode, out
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 def runs_of(uri: str, study: str) -> list:
